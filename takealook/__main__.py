@@ -1,0 +1,3 @@
+from takealook.cli import main
+
+raise SystemExit(main())

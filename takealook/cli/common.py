@@ -1,0 +1,99 @@
+"""Options and output handling shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from takealook.errors import MissingExtra, UsageError
+
+FORMATS = ("text", "md", "html", "json")
+_EXTENSIONS = {".txt": "text", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json"}
+
+STORE_ENV = "TAKEALOOK_STORE"
+DEFAULT_STORE = os.path.join(".takealook", "spans.db")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: from -o's extension, else text)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        help=f"span store (default: ${STORE_ENV} or {DEFAULT_STORE})",
+    )
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "store", None) or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def output_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    if args.output:
+        suffix = Path(args.output).suffix.lower()
+        if suffix not in _EXTENSIONS:
+            raise UsageError(f"cannot tell the format of {args.output!r} from its extension; add --format")
+        return _EXTENSIONS[suffix]
+    return "text"
+
+
+def emit(args: argparse.Namespace, document_factory: Callable[[], Any], json_factory: Callable[[], dict]) -> None:
+    """Render a result in the format the user asked for and write it out.
+
+    ``document_factory`` builds a ``takealook.report.model.Document`` (text, md,
+    html); ``json_factory`` builds the JSON contract object.
+    """
+    from takealook.report import render
+
+    fmt = output_format(args)
+    if fmt == "json":
+        text = render.to_json(json_factory())
+    else:
+        text = render.render(document_factory(), fmt, color=_use_color(args))
+    write_text(args.output, text)
+
+
+def write_text(path: str | None, text: str) -> None:
+    if not text.endswith("\n"):
+        text += "\n"
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _use_color(args: argparse.Namespace) -> bool:
+    return args.output in (None, "-") and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an error naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtra(extra, module) from error
+
+
+def not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
+    from takealook.errors import NotImplementedYet
+
+    def run(args: argparse.Namespace) -> int:
+        raise NotImplementedYet(name)
+
+    return run
