@@ -38,4 +38,4 @@ class NotImplementedYet(TakealookError):
     """A command declared in the design that has not landed yet."""
 
     def __init__(self, command: str):
-        super().__init__(f"takealook {command}: not implemented yet")
+        super().__init__(f"{command}: not implemented yet")
