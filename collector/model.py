@@ -30,6 +30,13 @@ class SpanEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SpanLink:
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Span:
     trace_id: str  # 32 lowercase hex digits
     span_id: str  # 16 lowercase hex digits
@@ -57,6 +64,9 @@ class Span:
     attributes_json: str = "{}"
     resource_json: str = "{}"
     events_json: str = "[]"
+    # Added for the store: links to other spans (JSON list) and the instrumentation scope name.
+    links_json: str = "[]"
+    scope: str = ""
 
     @property
     def end_ns(self) -> int:
@@ -79,6 +89,10 @@ class Span:
     def events(self) -> list[SpanEvent]:
         raw = json.loads(self.events_json) if self.events_json else []
         return [SpanEvent(e["name"], int(e["time_ns"]), e.get("attributes", {})) for e in raw]
+
+    def links(self) -> list[SpanLink]:
+        raw = json.loads(self.links_json) if self.links_json else []
+        return [SpanLink(link["trace_id"], link["span_id"], link.get("attributes", {})) for link in raw]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +118,11 @@ class MetricPoint:
     bounds: tuple[float, ...]
     bucket_counts: tuple[int, ...]
     attributes_json: str = "{}"
+    # Added for the store: the resource (service.version, platform...) that sent the point.
+    resource_json: str = "{}"
+
+    def attributes(self) -> dict[str, Any]:
+        return json.loads(self.attributes_json) if self.attributes_json else {}
+
+    def resource(self) -> dict[str, Any]:
+        return json.loads(self.resource_json) if self.resource_json else {}

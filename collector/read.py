@@ -1,0 +1,255 @@
+"""The store's read API: what the analyzers and the load-test generator use.
+
+    from takealook.collector import open_store
+
+    with open_store(".takealook/spans.db") as store:
+        print(store.summary())
+        for spans in store.iter_traces(since_ns=..., service="orders"):
+            ...  # spans: list[Span] of one whole trace, sorted by start time
+
+Readers open the file read-only and never block the collector writing to it
+(SQLite WAL): a reader sees the store as of the moment each query starts, and
+``iter_traces`` pages through traces with short queries, so a long report does
+not pin one old snapshot.
+
+Everything returned is a ``takealook.collector.model.Span`` or ``MetricPoint``;
+semantic-convention names are already resolved into their typed fields.
+Times are nanoseconds since the epoch; ``since_ns`` is inclusive, ``until_ns``
+exclusive. Errors are ``InputError`` with one line saying what to do: no store
+at the path, a file that is not a store, a store written by a newer takealook,
+or (unless ``allow_empty=True``) a store with no spans and no metric points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span
+from takealook.collector.schema import METRIC_COLUMNS, SCHEMA_VERSION, SPAN_COLUMNS, TEMPORALITIES, connect_reader
+from takealook.errors import InputError
+
+DEFAULT_BATCH = 500  # traces fetched per query by iter_traces
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    path: str
+    schema_version: int
+    spans: int
+    traces: int
+    metric_points: int
+    services: tuple[str, ...]
+    start_ns: Optional[int]  # earliest span start, None when empty
+    end_ns: Optional[int]  # latest span end, None when empty
+    size_bytes: int  # the database file plus its write-ahead log
+
+
+def open_store(path: str | os.PathLike, *, allow_empty: bool = False) -> "StoreReader":
+    """Open the span store at ``path`` for reading; InputError if it cannot be used."""
+    reader = StoreReader(Path(path))
+    if not allow_empty and reader._is_empty():
+        reader.close()
+        raise InputError(
+            f"the span store {path} has no spans yet: send traces to `takealook collect` "
+            "or load files with `takealook traces import FILE`"
+        )
+    return reader
+
+
+_SPAN_SELECT = "SELECT " + ", ".join(SPAN_COLUMNS) + " FROM spans"
+_METRIC_SELECT = "SELECT " + ", ".join(METRIC_COLUMNS) + " FROM metric_points"
+
+# Keyset pagination over traces by (start_ns, trace_id): each page is one short query.
+_TRACE_PAGE = """
+SELECT start_ns, trace_id FROM traces
+WHERE (start_ns, trace_id) > (?, ?) AND start_ns < ? {filters}
+ORDER BY start_ns, trace_id
+LIMIT ?
+"""
+_TRACE_COUNT = "SELECT count(*) FROM traces WHERE start_ns >= ? AND start_ns < ? {filters}"
+# services: "\na\nb\n"; endpoints: "\nservice\troute\n" (see schema.py).
+_SERVICE_FILTER = " AND instr(services, char(10) || ? || char(10)) > 0"
+_ROUTE_FILTER = " AND instr(endpoints, char(9) || ? || char(10)) > 0"
+_ENDPOINT_FILTER = " AND instr(endpoints, char(10) || ? || char(9) || ? || char(10)) > 0"
+
+_ROOTS = _SPAN_SELECT + """
+WHERE parent_span_id IS NULL AND start_ns >= ? AND start_ns < ? {filters}
+ORDER BY start_ns
+"""
+
+_MIN_NS = -(2**63)
+_MAX_NS = 2**63 - 1
+
+
+class StoreReader:
+    """Read access to one store. Not thread-safe: open one reader per thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn: sqlite3.Connection = connect_reader(path)
+        self._resources: dict[int, str] = {}
+
+    # -- life cycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- overview -----------------------------------------------------------
+
+    def summary(self) -> StoreSummary:
+        q = self._conn.execute
+        spans = q("SELECT count(*) FROM spans").fetchone()[0]
+        traces = q("SELECT count(*) FROM traces").fetchone()[0]
+        points = q("SELECT count(*) FROM metric_points").fetchone()[0]
+        services = tuple(r[0] for r in q("SELECT DISTINCT service FROM resources ORDER BY service"))
+        start, end = q("SELECT min(start_ns), max(end_ns) FROM traces").fetchone()
+        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return StoreSummary(str(self.path), SCHEMA_VERSION, spans, traces, points, services, start, end, size)
+
+    def services(self) -> list[str]:
+        """Every service that sent spans or metric points."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT service FROM resources ORDER BY service")]
+
+    def count_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                     service: Optional[str] = None, route: Optional[str] = None) -> int:
+        """How many traces ``iter_traces`` with the same filters yields (for progress bars)."""
+        filters, params = _trace_filters(service, route)
+        sql = _TRACE_COUNT.format(filters=filters)
+        return self._conn.execute(sql, (_lo(since_ns), _hi(until_ns), *params)).fetchone()[0]
+
+    # -- traces -------------------------------------------------------------
+
+    def iter_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                    service: Optional[str] = None, route: Optional[str] = None,
+                    batch: int = DEFAULT_BATCH) -> Iterator[list[Span]]:
+        """Whole traces that started in [since_ns, until_ns), oldest first.
+
+        ``service``: traces with at least one span of that service. ``route``:
+        traces with a server span whose http_route is ``route`` (of ``service``
+        when both are given). Each item is one trace's spans sorted by start
+        time (a trace may still be arriving while you read it). ``batch`` is how
+        many traces are fetched per query; memory stays about ``batch`` traces.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        filters, params = _trace_filters(service, route)
+        page_sql = _TRACE_PAGE.format(filters=filters)
+        last: tuple[int, str] = (_lo(since_ns), "")
+        hi = _hi(until_ns)
+        while True:
+            page = self._conn.execute(page_sql, (*last, hi, *params, batch)).fetchall()
+            if not page:
+                return
+            ids = [trace_id for _, trace_id in page]
+            by_trace = self._spans_of(ids)
+            for trace_id in ids:
+                spans = by_trace.get(trace_id)
+                if spans:  # retention may have removed it between the two queries
+                    yield spans
+            if len(page) < batch:
+                return
+            last = page[-1]
+
+    def trace(self, trace_id: str) -> list[Span]:
+        """The spans of one trace sorted by start time; [] when the store does not have it."""
+        return self._spans_of([trace_id.strip().lower()]).get(trace_id.strip().lower(), [])
+
+    def _spans_of(self, trace_ids: list[str]) -> dict[str, list[Span]]:
+        marks = ",".join("?" * len(trace_ids))
+        rows = self._conn.execute(f"{_SPAN_SELECT} WHERE trace_id IN ({marks})", trace_ids).fetchall()
+        out: dict[str, list[Span]] = {}
+        for row in rows:
+            span = self._span(row)
+            out.setdefault(span.trace_id, []).append(span)
+        for spans in out.values():
+            spans.sort(key=_start_key)
+        return out
+
+    # -- spans --------------------------------------------------------------
+
+    def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                   service: Optional[str] = None, route: Optional[str] = None) -> Iterator[Span]:
+        """Spans without a parent (the user-facing requests), by start time, filtered by
+        their own service and http_route."""
+        filters, params = "", []
+        if service is not None:
+            filters += " AND service = ?"
+            params.append(service)
+        if route is not None:
+            filters += " AND http_route = ?"
+            params.append(route)
+        cursor = self._conn.execute(_ROOTS.format(filters=filters), (_lo(since_ns), _hi(until_ns), *params))
+        for row in cursor:
+            yield self._span(row)
+
+    def _span(self, r: tuple) -> Span:
+        resource = self._resources.get(r[21])
+        if resource is None:
+            resource = self._resource(r[21])
+        return Span(r[0], r[1], r[2], r[3], r[4], _KIND[r[5]], r[6], r[7], _STATUS[r[8]], r[9], r[10], r[11],
+                    r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20], resource, r[22], r[23], r[24])
+
+    def _resource(self, resource_id: int) -> str:
+        self._resources.update(self._conn.execute("SELECT id, attributes FROM resources"))
+        return self._resources.get(resource_id, "{}")
+
+    # -- metrics ------------------------------------------------------------
+
+    def metric_points(self, name: Optional[str] = None, since_ns: Optional[int] = None,
+                      until_ns: Optional[int] = None, service: Optional[str] = None) -> Iterator[MetricPoint]:
+        """Histogram points (e.g. ``http.server.request.duration``) whose time is in the window,
+        ordered by time. ``unit`` says whether sum and bounds are seconds or milliseconds."""
+        where, params = ["time_ns >= ?", "time_ns < ?"], [_lo(since_ns), _hi(until_ns)]
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if service is not None:
+            where.append("service = ?")
+            params.append(service)
+        sql = f"{_METRIC_SELECT} WHERE {' AND '.join(where)} ORDER BY time_ns"
+        for r in self._conn.execute(sql, params):
+            resource = self._resources.get(r[14]) or self._resource(r[14])
+            yield MetricPoint(r[0], r[1], r[2], TEMPORALITIES[r[3]], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                              tuple(json.loads(r[11])), tuple(json.loads(r[12])), r[13], resource)
+
+    def _is_empty(self) -> bool:
+        q = self._conn.execute
+        return (q("SELECT 1 FROM spans LIMIT 1").fetchone() is None
+                and q("SELECT 1 FROM metric_points LIMIT 1").fetchone() is None)
+
+
+_KIND = KINDS
+_STATUS = STATUSES
+
+
+def _start_key(span: Span) -> int:
+    return span.start_ns
+
+
+def _lo(ns: Optional[int]) -> int:
+    return _MIN_NS if ns is None else int(ns)
+
+
+def _hi(ns: Optional[int]) -> int:
+    return _MAX_NS if ns is None else int(ns)
+
+
+def _trace_filters(service: Optional[str], route: Optional[str]) -> tuple[str, list]:
+    if service is not None and route is not None:
+        return _SERVICE_FILTER + _ENDPOINT_FILTER, [service, service, route]
+    if service is not None:
+        return _SERVICE_FILTER, [service]
+    if route is not None:
+        return _ROUTE_FILTER, [route]
+    return "", []

@@ -1,0 +1,210 @@
+"""The span store's SQLite schema, its version, and how connections are opened.
+
+One SQLite file in WAL mode (readers never wait for the writer and the writer
+never waits for readers). ``PRAGMA user_version`` holds ``SCHEMA_VERSION`` and
+``PRAGMA application_id`` marks the file as a takealook store, so a reader can
+tell "not a store", "a store from a newer takealook" and "an empty store" apart.
+
+Tables:
+- ``spans``: one row per span, the typed columns of ``model.Span`` (kind and
+  status as OTLP enum numbers), raw attributes/events/links as JSON text, and a
+  reference to a deduplicated ``resources`` row (every span of one process has
+  the same resource; storing it once per span would double the file).
+- ``traces``: one row per trace, maintained at ingest: first start, last end,
+  the services it touches and the server endpoints (service, route) in it, so
+  time windows, filters and retention work on whole traces without scanning
+  spans. ``services`` and ``endpoints`` are newline-delimited lists with a
+  newline at both ends (``"\\ngateway\\norders\\n"``,
+  ``"\\norders\\t/api/orders/<id>\\n"``) so ``instr()`` finds an exact item.
+- ``metric_points``: histogram data points (``model.MetricPoint``).
+
+Indexes are few on purpose: each one costs ingest time. ``(trace_id, span_id)``
+is unique, which makes re-sent and re-imported spans harmless.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from takealook.errors import InputError
+
+SCHEMA_VERSION = 1
+# "TkLk": marks the file as a takealook store (PRAGMA application_id).
+APPLICATION_ID = 0x546B4C6B
+
+# The column order of SPAN_COLUMNS follows model.Span's fields, so a row maps
+# to a Span positionally (resource_id stands where resource_json goes).
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "duration_ns",
+    "status", "status_message", "http_method", "http_route", "http_status", "url_path", "url_full",
+    "server_address", "db_system", "db_name", "db_statement", "db_fingerprint", "attributes",
+    "resource_id", "events", "links", "scope",
+)
+
+METRIC_COLUMNS = (
+    "service", "name", "unit", "temporality", "start_ns", "time_ns", "http_method", "http_route",
+    "http_status", "count", "sum", "bounds", "bucket_counts", "attributes", "resource_id",
+)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS resources (
+    id          INTEGER PRIMARY KEY,
+    digest      TEXT NOT NULL UNIQUE,
+    service     TEXT NOT NULL,
+    attributes  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id        TEXT NOT NULL,
+    span_id         TEXT NOT NULL,
+    parent_span_id  TEXT,
+    service         TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    kind            INTEGER NOT NULL,
+    start_ns        INTEGER NOT NULL,
+    duration_ns     INTEGER NOT NULL,
+    status          INTEGER NOT NULL,
+    status_message  TEXT NOT NULL,
+    http_method     TEXT,
+    http_route      TEXT,
+    http_status     INTEGER,
+    url_path        TEXT,
+    url_full        TEXT,
+    server_address  TEXT,
+    db_system       TEXT,
+    db_name         TEXT,
+    db_statement    TEXT,
+    db_fingerprint  TEXT,
+    attributes      TEXT NOT NULL,
+    resource_id     INTEGER NOT NULL,
+    events          TEXT NOT NULL,
+    links           TEXT NOT NULL,
+    scope           TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, span_id);
+CREATE INDEX IF NOT EXISTS spans_roots_by_start ON spans (start_ns) WHERE parent_span_id IS NULL;
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id     TEXT PRIMARY KEY,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER NOT NULL,
+    services     TEXT NOT NULL,
+    endpoints    TEXT NOT NULL,
+    received_ns  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
+CREATE TABLE IF NOT EXISTS metric_points (
+    service        TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    unit           TEXT NOT NULL,
+    temporality    INTEGER NOT NULL,
+    start_ns       INTEGER NOT NULL,
+    time_ns        INTEGER NOT NULL,
+    http_method    TEXT,
+    http_route     TEXT,
+    http_status    INTEGER,
+    count          INTEGER NOT NULL,
+    sum            REAL NOT NULL,
+    bounds         TEXT NOT NULL,
+    bucket_counts  TEXT NOT NULL,
+    attributes     TEXT NOT NULL,
+    resource_id    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS metric_points_key
+    ON metric_points (name, time_ns, service, start_ns, resource_id, attributes);
+"""
+
+TEMPORALITIES = ("unspecified", "delta", "cumulative")
+
+
+def _uri(path: Path, mode: str) -> str:
+    return f"file:{quote(str(path.resolve()))}?mode={mode}"
+
+
+def connect_writer(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) the store for the one writer; raise InputError if unusable.
+
+    ``synchronous=FULL`` fsyncs the WAL at every commit, so an acknowledged batch
+    survives a power loss as well as ``kill -9``; NORMAL survives only a process
+    crash. The receiver commits many requests together, so FULL costs one fsync
+    per group, not per request (see docs/collector.md).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(_uri(path, "rwc"), uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        version = _check_version(conn, path)
+        if version == 0:
+            _create(conn)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the trace-id index hot
+        conn.execute("PRAGMA temp_store = MEMORY")
+    except sqlite3.Error as error:
+        raise InputError(f"cannot write the span store {path}: {error}; pick another --store") from error
+    except OSError as error:
+        raise InputError(
+            f"cannot write the span store {path}: {error.strerror or error}; pick another --store"
+        ) from error
+    return conn
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    # auto_vacuum must be set before the first table exists; INCREMENTAL lets
+    # retention give freed pages back to the file system.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another writer may have won
+            for statement in DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """Open an existing store read-only; raise InputError if it is missing, foreign or newer."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(
+            f"no span store at {path}: run `takealook collect` or `takealook traces import FILE` first, "
+            "or point --store (or TAKEALOOK_STORE) at one"
+        )
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a span store; point --store at the spans.db file")
+    try:
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA mmap_size = 268435456")
+        version = _check_version(conn, path)
+    except sqlite3.Error as error:
+        raise InputError(f"cannot read the span store {path}: {error}") from error
+    if version == 0:
+        conn.close()
+        raise InputError(f"{path} is not a takealook span store (or was never written to)")
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version: 0 for a new empty file; InputError for foreign or newer files."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if version == 0 and app_id == 0:
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if has_tables:
+            raise InputError(f"{path} is an SQLite file but not a takealook span store; pick another --store")
+        return 0
+    if app_id != APPLICATION_ID:
+        raise InputError(f"{path} is an SQLite file but not a takealook span store; pick another --store")
+    if version > SCHEMA_VERSION:
+        raise InputError(
+            f"the span store {path} has schema version {version}, newer than this takealook reads "
+            f"({SCHEMA_VERSION}): upgrade takealook"
+        )
+    return version
