@@ -1,0 +1,242 @@
+"""All the trace analyses in one pass over a stream of traces.
+
+    from takealook.analyzers.traces import Settings, analyze
+    report = analyze(traces, metric_points, Settings(n_plus_one_min_count=5))
+
+``traces`` is any iterable of traces, each a sequence of ``Span`` of one
+trace (the store's ``iter_traces`` yields exactly that; tests build them by
+hand). Each trace is indexed once (``TraceView``) and handed to every
+analysis; only aggregates are kept, plus the slowest trace of each endpoint
+for its waterfall, so memory does not grow with the number of spans.
+
+The result, ``TraceReport``, is plain frozen data: totals (with the spans
+skipped and why), endpoints as users feel them with their critical paths,
+services, the costliest statements, and the findings ranked by
+``impact_ms_per_min`` (milliseconds of user-visible time per minute of
+traffic; health findings, which cost users nothing directly, come last).
+
+Rates need a duration: the ``Window`` when both ends are given, else the span
+of time the entry spans cover (at least one second).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Optional, Sequence
+
+from takealook.analyzers.traces.critical_path import CriticalPathAggregator
+from takealook.analyzers.traces.endpoints import EndpointAggregator, EndpointStats, ServiceStats
+from takealook.analyzers.traces.failures import ErrorAggregator
+from takealook.analyzers.traces.health import HealthAggregator
+from takealook.analyzers.traces.n_plus_one import RepeatAggregator, find_repeats
+from takealook.analyzers.traces.public_calls import PublicCallAggregator
+from takealook.analyzers.traces.rates import request_counts
+from takealook.analyzers.traces.sequential import SequentialAggregator, find_sequential
+from takealook.analyzers.traces.settings import Settings, Window
+from takealook.analyzers.traces.slow_statements import StatementAggregator, StatementStats
+from takealook.analyzers.traces.stats import ms
+from takealook.analyzers.traces.trace import Entry, TraceView, is_error
+from takealook.collector.model import MetricPoint, Span
+
+SCHEMA_VERSION = 1
+WATERFALL_MAX_SPANS = 300  # a longer waterfall is unreadable; the rest is counted
+
+
+@dataclass(frozen=True)
+class Totals:
+    spans: int  # usable spans analysed
+    traces: int
+    services: tuple[str, ...]
+    skipped_spans: int
+    skipped_reasons: dict[str, int]
+    traces_without_entry: int  # no root server span and no browser root (a job, a lost root)
+    window_start_ns: Optional[int]
+    window_end_ns: Optional[int]
+    window_minutes: float
+
+
+@dataclass(frozen=True)
+class WaterfallRow:
+    span_id: str
+    service: str
+    name: str
+    start_ms: float  # from the trace's start
+    duration_ms: float
+    depth: int
+    error: bool
+
+
+@dataclass(frozen=True)
+class SlowTrace:
+    endpoint: str
+    service: str
+    trace_id: str
+    duration_ms: float
+    rows: tuple[WaterfallRow, ...]
+    rows_left_out: int
+
+
+@dataclass(frozen=True)
+class TraceReport:
+    schema_version: int
+    totals: Totals
+    endpoints: tuple[EndpointStats, ...]
+    services: tuple[ServiceStats, ...]
+    statements: tuple[StatementStats, ...]
+    findings: tuple  # of the finding dataclasses, each with `kind` and `impact_ms_per_min`
+    slowest: tuple[SlowTrace, ...]
+    settings: Settings
+
+
+class TraceAnalysis:
+    """Feed traces with ``add_trace`` and metric points with ``add_metric_points``; then ``result()``."""
+
+    def __init__(self, settings: Optional[Settings] = None, window: Optional[Window] = None,
+                 entry_filter: Optional[Callable[[Entry], bool]] = None):
+        self.settings = settings or Settings()
+        self.window = window or Window()
+        self.entry_filter = entry_filter
+        evidence = self.settings.evidence_traces
+        self.endpoints = EndpointAggregator()
+        self.paths = CriticalPathAggregator(evidence)
+        self.repeats = RepeatAggregator(evidence)
+        self.sequential = SequentialAggregator(self.settings)
+        self.public = PublicCallAggregator(evidence)
+        self.statements = StatementAggregator(self.settings)
+        self.errors = ErrorAggregator(evidence)
+        self.health = HealthAggregator(self.settings)
+        self.points: list[MetricPoint] = []
+        self.spans = self.traces = self.without_entry = 0
+        self.skipped: Counter = Counter()
+        self.entries_seen: Counter = Counter()  # entry endpoints the filter left out
+        self.first_ns: Optional[int] = None
+        self.last_ns: Optional[int] = None
+        self.slowest: dict[tuple, TraceView] = {}
+        self.first_trace: dict[str, str] = {}
+
+    def add_trace(self, spans: Sequence[Span]) -> None:
+        view = TraceView(spans)
+        if view.skipped:
+            self.skipped.update(view.skipped)
+        if not view.by_id:
+            return
+        if self.entry_filter is not None and (view.entry is None or not self.entry_filter(view.entry)):
+            if view.entry is not None:
+                self.entries_seen[view.entry.label] += 1
+            return
+        self.traces += 1
+        self.spans += len(view.by_id)
+        for service in view.services():
+            self.first_trace.setdefault(service, view.trace_id)
+        self.endpoints.add(view)
+        self.public.add(view)
+        self.statements.add(view)
+        self.health.add(view)
+        if view.entry is None:
+            self.without_entry += 1
+            return
+        self._window(view.root)
+        key = view.entry.key
+        self.paths.add(key, view)
+        self.repeats.add(view, find_repeats(view, self.settings))
+        self.sequential.add(view, find_sequential(view))
+        self.errors.add(view)
+        slowest = self.slowest.get(key)
+        if slowest is None or view.root.duration_ns > slowest.root.duration_ns:
+            self.slowest[key] = view
+
+    def add_metric_points(self, points: Iterable[MetricPoint]) -> None:
+        self.points.extend(points)
+
+    def _window(self, root: Span) -> None:
+        if self.first_ns is None or root.start_ns < self.first_ns:
+            self.first_ns = root.start_ns
+        end = root.start_ns + root.duration_ns
+        if self.last_ns is None or end > self.last_ns:
+            self.last_ns = end
+
+    def result(self) -> TraceReport:
+        start = self.window.since_ns if self.window.since_ns is not None else self.first_ns
+        end = self.window.until_ns if self.window.until_ns is not None else self.last_ns
+        minutes = max((end - start) / 60e9, 1 / 60) if start is not None and end is not None else 1 / 60
+        measured = request_counts(self.points, self.window.since_ns, self.window.until_ns)
+        endpoints: dict[tuple, EndpointStats] = {}
+        for key in self.endpoints.endpoints:
+            stats = self.endpoints.endpoint_stats(key, minutes, measured.get(key))
+            path = self.paths.result(key)
+            endpoints[key] = _with_path(stats, path)
+        statements = self.statements.statements(endpoints)
+        findings = self._findings(endpoints, statements)
+        totals = Totals(
+            spans=self.spans, traces=self.traces, services=tuple(sorted(self.endpoints.service_spans)),
+            skipped_spans=sum(self.skipped.values()), skipped_reasons=dict(self.skipped.most_common()),
+            traces_without_entry=self.without_entry, window_start_ns=start, window_end_ns=end,
+            window_minutes=round(minutes, 3),
+        )
+        ranked = sorted(endpoints.values(), key=lambda e: (-e.p95_ms * e.requests_per_min, e.endpoint))
+        return TraceReport(
+            schema_version=SCHEMA_VERSION, totals=totals, endpoints=tuple(ranked),
+            services=tuple(self.endpoints.service_stats(minutes)), statements=tuple(statements),
+            findings=tuple(findings), slowest=tuple(self._slowest(endpoints)), settings=self.settings,
+        )
+
+    def with_statements(self, report: TraceReport, statements: list[StatementStats]) -> TraceReport:
+        """The report again with statements replaced (pg_stat_statements joined) and findings redone."""
+        endpoints = {(e.service, e.method, e.route): e for e in report.endpoints}
+        findings = self._findings(endpoints, statements)
+        return TraceReport(report.schema_version, report.totals, report.endpoints, report.services,
+                           tuple(statements), tuple(findings), report.slowest, report.settings)
+
+    def _findings(self, endpoints: dict, statements: list[StatementStats]) -> list:
+        service_sql = {}
+        for service, tally in self.endpoints.services.items():
+            service_sql[service] = (len(tally.durations), tally.db)
+        performance = (
+            self.repeats.findings(endpoints) + self.sequential.findings(endpoints)
+            + self.public.findings(endpoints) + self.statements.findings(statements, endpoints)
+            + self.errors.findings(endpoints)
+        )
+        performance.sort(key=lambda f: (-f.impact_ms_per_min, f.kind, f.endpoint, f.service))
+        health = self.health.findings(service_sql, self.public.own_hosts, self.first_trace)
+        return performance + health
+
+    def _slowest(self, endpoints: dict) -> list[SlowTrace]:
+        out = []
+        for key, view in self.slowest.items():
+            stats = endpoints[key]
+            rows = waterfall_rows(view)
+            out.append(SlowTrace(stats.endpoint, stats.service, view.trace_id, ms(view.root.duration_ns),
+                                 tuple(rows[:WATERFALL_MAX_SPANS]), max(0, len(rows) - WATERFALL_MAX_SPANS)))
+        out.sort(key=lambda s: -s.duration_ms)
+        return out
+
+
+def _with_path(stats: EndpointStats, path) -> EndpointStats:
+    return replace(stats, critical_path=path.shares, critical_path_parts=path.parts,
+                   slowest_trace_ids=path.slowest_trace_ids)
+
+
+def waterfall_rows(view: TraceView) -> list[WaterfallRow]:
+    """The spans under the trace's root, depth first, children by start time."""
+    root = view.root
+    rows: list[WaterfallRow] = []
+    stack = [(root, 0)]
+    while stack and len(rows) <= WATERFALL_MAX_SPANS * 4:
+        span, depth = stack.pop()
+        rows.append(WaterfallRow(span.span_id, span.service, span.name, ms(span.start_ns - root.start_ns),
+                                 ms(span.duration_ns), depth, is_error(span)))
+        for kid in sorted(view.kids(span), key=lambda s: s.start_ns, reverse=True):
+            stack.append((kid, depth + 1))
+    return rows
+
+
+def analyze(traces: Iterable[Sequence[Span]], metric_points: Iterable[MetricPoint] = (),
+            settings: Optional[Settings] = None, window: Optional[Window] = None,
+            entry_filter: Optional[Callable[[Entry], bool]] = None) -> TraceReport:
+    """Every analysis over ``traces`` (each a sequence of one trace's spans)."""
+    analysis = TraceAnalysis(settings, window, entry_filter)
+    for spans in traces:
+        analysis.add_trace(spans)
+    analysis.add_metric_points(metric_points)
+    return analysis.result()

@@ -1,0 +1,155 @@
+"""Endpoints as users feel them, and services as their callers see them.
+
+An entry endpoint is the service, method and route of a trace's entry span (the
+root server span, or a browser document-load or fetch root; see ``trace.py``).
+Per entry endpoint: requests per minute, error rate, p50/p95/p99 end-to-end
+latency, and per request the number of services involved, SQL statements and
+outbound HTTP calls. Per service: the same figures over all its server spans
+(entry or called by another service).
+
+When traces are sampled, counts of traces under-state traffic: if the HTTP
+server duration metric counted more requests for an endpoint than there are
+traces, its rate and error rate come from the metric (``rate_source:
+"metrics"``) and its latencies still from the spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from takealook.analyzers.traces.critical_path import PathPart
+from takealook.analyzers.traces.rates import RequestCount
+from takealook.analyzers.traces.stats import ms, percentiles, ratio
+from takealook.analyzers.traces.trace import SQL, TraceView, category, is_error, is_http_client
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    service: str
+    method: str
+    route: str
+    endpoint: str  # "METHOD route", how findings name it
+    source: str  # "server" | "browser"
+    requests: int  # traces seen
+    requests_per_min: float
+    rate_source: str  # "spans" | "metrics"
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    services_per_request: float
+    sql_per_request: float
+    outbound_calls_per_request: float
+    critical_path: dict[str, float] = field(default_factory=dict)
+    critical_path_parts: tuple[PathPart, ...] = ()
+    slowest_trace_ids: tuple[str, ...] = ()
+    requests_measured: Optional[int] = None  # from metric points, when they counted more than the traces
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    service: str
+    requests: int  # server spans
+    requests_per_min: float
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    spans: int
+    sql_spans: int
+    sql_per_request: float
+    outbound_calls_per_request: float
+
+
+class _Tally:
+    __slots__ = ("durations", "errors", "services", "sql", "db", "outbound")
+
+    def __init__(self):
+        self.durations: list[int] = []
+        self.errors = 0
+        self.services = 0
+        self.sql = 0
+        self.db = 0  # any database span, SQL or not
+        self.outbound = 0
+
+
+class EndpointAggregator:
+    """Counts and latencies per entry endpoint and per service, one trace at a time."""
+
+    def __init__(self):
+        self.endpoints: dict[tuple, _Tally] = {}
+        self.entries: dict[tuple, object] = {}
+        self.services: dict[str, _Tally] = {}
+        self.service_spans: dict[str, int] = {}
+
+    def add(self, view: TraceView) -> None:
+        services = self.services
+        counts = self.service_spans
+        sql = outbound = 0
+        names = set()
+        for span in view.by_id.values():
+            service = span.service
+            names.add(service)
+            counts[service] = counts.get(service, 0) + 1
+            tally = services.get(service)
+            if tally is None:
+                tally = services[service] = _Tally()
+            if span.kind == "server":
+                tally.durations.append(span.duration_ns)
+                tally.errors += is_error(span)
+            elif span.db_system is not None or span.db_statement is not None:
+                tally.db += 1
+                if category(span) == SQL:
+                    sql += 1
+                    tally.sql += 1
+            elif is_http_client(span):
+                outbound += 1
+                tally.outbound += 1
+        entry = view.entry
+        if entry is None:
+            return
+        tally = self.endpoints.get(entry.key)
+        if tally is None:
+            tally = self.endpoints[entry.key] = _Tally()
+            self.entries[entry.key] = entry
+        tally.durations.append(view.root.duration_ns)
+        tally.errors += is_error(view.root)
+        tally.services += len(names)
+        tally.sql += sql
+        tally.outbound += outbound
+
+    def endpoint_stats(self, key, minutes: float, measured: Optional[RequestCount]) -> EndpointStats:
+        tally = self.endpoints[key]
+        entry = self.entries[key]
+        n = len(tally.durations)
+        p50, p95, p99 = percentiles(tally.durations)
+        requests_per_min, error_rate, source, total = n / minutes, ratio(tally.errors, n), "spans", None
+        if measured is not None and measured.requests > n:
+            requests_per_min = measured.requests / minutes
+            error_rate = ratio(measured.errors, measured.requests)
+            source, total = "metrics", measured.requests
+        return EndpointStats(
+            service=entry.service, method=entry.method, route=entry.route, endpoint=entry.label,
+            source=entry.source, requests=n, requests_per_min=round(requests_per_min, 3), rate_source=source,
+            error_rate=error_rate, p50_ms=ms(p50), p95_ms=ms(p95), p99_ms=ms(p99),
+            mean_ms=ms(sum(tally.durations) / n), services_per_request=round(tally.services / n, 2),
+            sql_per_request=round(tally.sql / n, 2), outbound_calls_per_request=round(tally.outbound / n, 2),
+            requests_measured=total,
+        )
+
+    def service_stats(self, minutes: float) -> list[ServiceStats]:
+        rows = []
+        for service, tally in self.services.items():
+            n = len(tally.durations)
+            p50, p95, p99 = percentiles(tally.durations)
+            rows.append(ServiceStats(
+                service=service, requests=n, requests_per_min=round(n / minutes, 3),
+                error_rate=ratio(tally.errors, n), p50_ms=ms(p50), p95_ms=ms(p95), p99_ms=ms(p99),
+                spans=self.service_spans.get(service, 0), sql_spans=tally.sql,
+                sql_per_request=round(tally.sql / n, 2) if n else 0.0,
+                outbound_calls_per_request=round(tally.outbound / n, 2) if n else 0.0,
+            ))
+        rows.sort(key=lambda row: (-row.requests, row.service))
+        return rows

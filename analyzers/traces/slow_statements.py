@@ -1,0 +1,175 @@
+"""Statements seen in the traces, grouped by fingerprint: which are slow, and where they run.
+
+Every SQL span is grouped by its pglast fingerprint (computed at ingest; a
+statement that does not parse is grouped by its text), so ``WHERE id = 7``,
+``= %s`` and ``= $1`` are one statement. Per statement: calls, total, mean,
+p50/p95/max time, its share of all SQL time, and the entry endpoints it runs
+under. The ``top_statements`` costliest (by total time) are kept for the
+report; those whose p95 reaches ``slow_statement_p95_ms`` become
+``slow_statement`` findings, with ``impact_ms_per_min``: the statement's time
+per minute of traffic, summed over the endpoints it runs under.
+
+``pg_stats.join`` adds pg_stat_statements' figures for the same fingerprint
+when a ``--dsn`` is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from takealook.analyzers.traces.settings import Settings
+from takealook.analyzers.traces.stats import TopSlowest, ms, percentile, ratio
+from takealook.analyzers.traces.trace import SQL, TraceView, category
+
+
+@dataclass(frozen=True)
+class EndpointShare:
+    endpoint: str
+    service: str  # the entry endpoint's service
+    calls: int
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class DatabaseFigures:
+    """pg_stat_statements' row for the statement (all callers of the database, not only traced ones)."""
+
+    dsn_database: str
+    calls: int
+    total_exec_ms: float
+    mean_exec_ms: float
+    rows: int
+    shared_blks_hit: int
+    shared_blks_read: int
+
+
+@dataclass(frozen=True)
+class StatementStats:
+    fingerprint: str  # "" when the statement did not parse (grouped by text)
+    statement: str
+    services: tuple[str, ...]
+    databases: tuple[str, ...]
+    calls: int
+    total_ms: float
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    share_of_sql_time: float
+    endpoints: tuple[EndpointShare, ...]
+    trace_ids: tuple[str, ...]
+    pg_stat_statements: Optional[DatabaseFigures] = None
+
+
+@dataclass(frozen=True)
+class SlowStatement:
+    kind: str
+    service: str
+    endpoint: str  # the endpoint where it costs most
+    endpoint_service: str
+    statement: str
+    fingerprint: str
+    calls: int
+    p95_ms: float
+    mean_ms: float
+    total_ms: float
+    endpoints: tuple[str, ...]
+    impact_ms_per_min: float
+    trace_ids: tuple[str, ...]
+    pg_stat_statements: Optional[DatabaseFigures] = None
+
+
+class _Group:
+    __slots__ = ("statement", "durations", "services", "databases", "per_endpoint", "top")
+
+    def __init__(self, statement: str, evidence: int):
+        self.statement = statement
+        self.durations: list[int] = []
+        self.services: set[str] = set()
+        self.databases: set[str] = set()
+        self.per_endpoint: dict[tuple, list[int]] = {}  # entry key -> [calls, ns]
+        self.top = TopSlowest(evidence)
+
+
+class StatementAggregator:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.groups: dict[str, _Group] = {}
+        self.sql_ns = 0
+
+    def add(self, view: TraceView) -> None:
+        entry_key = view.entry.key if view.entry is not None else None
+        groups = self.groups
+        for span in view.by_id.values():
+            if span.db_statement is None and span.db_system is None:
+                continue
+            if category(span) != SQL:
+                continue
+            key = span.db_fingerprint or (span.db_statement or span.name).strip()
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(span.db_statement or span.name, self.settings.evidence_traces)
+            duration = span.duration_ns
+            group.durations.append(duration)
+            group.services.add(span.service)
+            if span.db_name:
+                group.databases.add(span.db_name)
+            self.sql_ns += duration
+            if entry_key is not None:
+                tally = group.per_endpoint.get(entry_key)
+                if tally is None:
+                    tally = group.per_endpoint[entry_key] = [0, 0]
+                tally[0] += 1
+                tally[1] += duration
+            group.top.add(duration, view.trace_id)
+
+    def statements(self, endpoints: dict) -> list[StatementStats]:
+        ranked = sorted(self.groups.items(), key=lambda kv: -sum(kv[1].durations))
+        slow_ns = self.settings.slow_statement_p95_ms * 1e6
+        keep = [kv for i, kv in enumerate(ranked)
+                if i < self.settings.top_statements or percentile(sorted(kv[1].durations), 0.95) >= slow_ns]
+        return [self._stats(key, group, endpoints) for key, group in keep]
+
+    def _stats(self, key: str, group: _Group, endpoints: dict) -> StatementStats:
+        ordered = sorted(group.durations)
+        total = sum(ordered)
+        shares = []
+        for entry_key, (calls, ns) in sorted(group.per_endpoint.items(), key=lambda kv: -kv[1][1]):
+            stats = endpoints.get(entry_key)
+            if stats is not None:
+                shares.append(EndpointShare(stats.endpoint, stats.service, calls, ms(ns)))
+        fingerprint = "" if key == group.statement.strip() else key
+        return StatementStats(
+            fingerprint=fingerprint, statement=group.statement, services=tuple(sorted(group.services)),
+            databases=tuple(sorted(group.databases)), calls=len(ordered), total_ms=ms(total),
+            mean_ms=ms(total / len(ordered)), p50_ms=ms(percentile(ordered, 0.5)),
+            p95_ms=ms(percentile(ordered, 0.95)), max_ms=ms(ordered[-1]),
+            share_of_sql_time=ratio(total, self.sql_ns), endpoints=tuple(shares), trace_ids=group.top.ids(),
+        )
+
+    def findings(self, statements: list[StatementStats], endpoints: dict) -> list[SlowStatement]:
+        out = []
+        for row in statements:
+            if row.p95_ms < self.settings.slow_statement_p95_ms:
+                continue
+            group = self.groups[row.fingerprint or row.statement.strip()]
+            impact = 0.0
+            for entry_key, (_, ns) in group.per_endpoint.items():
+                stats = endpoints.get(entry_key)
+                if stats is not None:
+                    impact += ns / 1e6 / stats.requests * stats.requests_per_min
+            top = row.endpoints[0] if row.endpoints else None
+            out.append(SlowStatement(
+                kind="slow_statement", service=row.services[0] if row.services else "",
+                endpoint=top.endpoint if top else "", endpoint_service=top.service if top else "",
+                statement=row.statement, fingerprint=row.fingerprint, calls=row.calls, p95_ms=row.p95_ms,
+                mean_ms=row.mean_ms, total_ms=row.total_ms, endpoints=tuple(e.endpoint for e in row.endpoints),
+                impact_ms_per_min=round(impact, 3), trace_ids=row.trace_ids,
+                pg_stat_statements=row.pg_stat_statements,
+            ))
+        return out
+
+
+def with_database_figures(row: StatementStats, figures: Optional[DatabaseFigures]) -> StatementStats:
+    return replace(row, pg_stat_statements=figures) if figures is not None else row

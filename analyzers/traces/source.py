@@ -1,0 +1,95 @@
+"""Run the trace analyses over a span store, through the collector's read API.
+
+    from takealook.analyzers.traces.source import analyze_store
+    analysis, report = analyze_store(".takealook/spans.db", Settings(), Window(since_ns=...),
+                                     service="orders", endpoint="GET /orders/<int:id>")
+
+The store streams whole traces (``StoreReader.iter_traces``) a page at a time,
+so memory stays flat however large the store. ``service`` keeps the traces
+that touch that service (the store filters); ``endpoint`` keeps the traces
+that entered by that endpoint, written as the report names it (``GET
+/orders/<id>``), as a bare route, or prefixed by its service (``gateway GET
+/``). Metric points of the HTTP server duration in the window supply request
+rates when traces are sampled.
+
+Errors are ``InputError`` with what to do: no store, a newer or foreign file,
+an empty store (from the read API), or no trace in the window or for the
+endpoint (from here, naming what the store does have).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Callable, Optional
+
+from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
+from takealook.analyzers.traces.rates import SERVER_DURATION_METRICS
+from takealook.analyzers.traces.settings import Settings, Window
+from takealook.analyzers.traces.trace import Entry
+from takealook.collector import open_store
+from takealook.errors import InputError
+
+Progress = Callable[[int, int], None]  # (traces done, traces in all)
+
+
+def endpoint_matcher(endpoint: Optional[str]) -> Optional[Callable[[Entry], bool]]:
+    """A predicate over entries for ``--endpoint`` (label, bare route, or service-prefixed)."""
+    if not endpoint:
+        return None
+    wanted = " ".join(endpoint.split())
+
+    def matches(entry: Entry) -> bool:
+        return wanted in (entry.label, entry.route, f"{entry.service} {entry.label}",
+                          f"{entry.service} {entry.route}")
+
+    return matches
+
+
+def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, window: Optional[Window] = None,
+                  service: Optional[str] = None, endpoint: Optional[str] = None,
+                  progress: Optional[Progress] = None) -> tuple[TraceAnalysis, TraceReport]:
+    """The analysis (for joins done afterwards) and its report over the store at ``path``."""
+    window = window or Window()
+    analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
+    with open_store(path) as store:
+        total = store.count_traces(window.since_ns, window.until_ns, service=service) if progress else 0
+        done = 0
+        for spans in store.iter_traces(window.since_ns, window.until_ns, service=service):
+            analysis.add_trace(spans)
+            done += 1
+            if progress is not None and done % 1000 == 0:
+                progress(done, total)
+        if progress is not None:
+            progress(done, total)
+        for name in SERVER_DURATION_METRICS:
+            analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service))
+        if analysis.traces == 0:
+            raise InputError(_nothing_found(store.summary(), window, service, endpoint, analysis))
+    return analysis, analysis.result()
+
+
+def _nothing_found(summary, window: Window, service, endpoint, analysis: TraceAnalysis) -> str:
+    if summary.spans == 0:
+        return (f"the span store {summary.path} has metric points but no spans yet: "
+                "check that the apps export traces to `takealook collect`")
+    if endpoint and analysis.entries_seen:
+        seen = ", ".join(label for label, _ in analysis.entries_seen.most_common(5))
+        return f"no trace entered by endpoint {endpoint!r}; entry endpoints seen: {seen}"
+    if service and service not in summary.services:
+        return f"no spans of service {service!r} in {summary.path}; services: {', '.join(summary.services)}"
+    if analysis.skipped:
+        return (f"all {sum(analysis.skipped.values())} spans in the window were unusable "
+                f"({', '.join(analysis.skipped)})")
+    return (f"no traces in {summary.path} between {_when(window.since_ns, 'the start')} and "
+            f"{_when(window.until_ns, 'now')}; it holds traces from {_when(summary.start_ns, '?')} to "
+            f"{_when(summary.end_ns, '?')}: widen --since/--until")
+
+
+def _when(ns: Optional[int], default: str) -> str:
+    if ns is None:
+        return default
+    try:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # an absurd timestamp in the store
+        return f"{ns} ns"

@@ -1,0 +1,225 @@
+"""One trace, checked and indexed: what every per-trace analysis starts from.
+
+``TraceView(spans)`` keeps the usable spans of one trace, indexes them by id
+and by parent, and sets aside the ones that cannot be used (no span id, a
+duplicate id, a start before 2000 or after 2100, a negative duration or one
+longer than a week). Skipped spans are counted by reason so the report can say
+how many it ignored and why; one bad span never spoils its trace.
+
+It also answers the questions every analysis asks of a span: is it SQL, another
+database, an outbound HTTP call; which entry endpoint the trace belongs to (the
+root server span, or a browser document-load or fetch root); which host a call
+went to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+from urllib.parse import urlsplit
+
+from takealook.collector.model import Span
+
+# Timestamps outside these bounds are clock bugs or garbage, not data.
+MIN_START_NS = 946_684_800 * 10**9  # 2000-01-01
+MAX_START_NS = 4_102_444_800 * 10**9  # 2100-01-01
+MAX_DURATION_NS = 7 * 24 * 3600 * 10**9
+
+SQL_SYSTEMS = frozenset({
+    "postgresql", "mysql", "mariadb", "sqlite", "mssql", "oracle", "db2", "cockroachdb", "other_sql",
+})
+# The OpenTelemetry JS web instrumentations name their root spans so.
+BROWSER_ROOT_NAMES = frozenset({"documentLoad", "documentFetch"})
+
+# Path segments that are values, not names: numbers, UUIDs, long hex, long opaque tokens.
+_VALUE_SEGMENT = re.compile(
+    r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{12,}|[A-Za-z0-9_-]*\d[A-Za-z0-9_-]*\d[A-Za-z0-9_-]{10,})$"
+)
+
+CODE, SQL, HTTP = "code", "sql", "http"
+
+
+def category(span: Span) -> str:
+    """What a span's own time is: "sql", "http", another database's name, or "code"."""
+    if span.db_statement is not None or span.db_system is not None:
+        if span.db_system is None or span.db_system in SQL_SYSTEMS:
+            return SQL
+        return span.db_system
+    if span.kind == "client" and (span.http_method is not None or span.url_full is not None):
+        return HTTP
+    return CODE
+
+
+def is_http_client(span: Span) -> bool:
+    return (
+        span.kind == "client"
+        and span.db_system is None
+        and span.db_statement is None
+        and (span.http_method is not None or span.url_full is not None)
+    )
+
+
+def template_path(path: str) -> str:
+    """``/orders/17/items`` -> ``/orders/{id}/items``: a route when the server did not record one."""
+    if not path:
+        return "/"
+    parts = path.split("/")
+    return "/".join("{id}" if part and _VALUE_SEGMENT.match(part) else part for part in parts)
+
+
+def route_of(span: Span) -> str:
+    if span.http_route:
+        return span.http_route
+    if span.url_path:
+        return template_path(span.url_path)
+    if span.url_full:
+        return template_path(urlsplit(span.url_full).path)
+    return span.name or "?"
+
+
+def host_of(span: Span) -> Optional[str]:
+    """The host an outbound call went to (lowercase, no port), or None."""
+    if span.server_address:
+        return span.server_address.lower().strip("[]")
+    if span.url_full:
+        try:
+            host = urlsplit(span.url_full).hostname
+        except ValueError:
+            return None
+        return host.lower() if host else None
+    return None
+
+
+def scheme_of(span: Span) -> Optional[str]:
+    url = span.url_full
+    if url and "://" in url:
+        return url.split("://", 1)[0].lower()
+    return None
+
+
+def is_error(span: Span) -> bool:
+    if span.status == "error":
+        return True
+    return span.kind == "server" and span.http_status is not None and span.http_status >= 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The endpoint a trace entered by, as its user felt it."""
+
+    service: str
+    method: str
+    route: str
+    source: str  # "server" | "browser"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.route}" if self.method else self.route
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.service, self.method, self.route)
+
+
+class TraceView:
+    """The usable spans of one trace, indexed by id and by parent."""
+
+    __slots__ = ("trace_id", "by_id", "children", "roots", "orphans", "skipped", "root", "entry")
+
+    def __init__(self, spans: Sequence[Span]):
+        by_id: dict[str, Span] = {}
+        skipped: list[str] = []
+        for span in spans:
+            reason = _unusable(span, by_id)
+            if reason:
+                skipped.append(reason)
+            else:
+                by_id[span.span_id] = span
+        children: dict[str, list[Span]] = {}
+        roots: list[Span] = []
+        orphans: list[Span] = []
+        for span in by_id.values():
+            parent = span.parent_span_id
+            if not parent:
+                roots.append(span)
+            elif parent in by_id:
+                children.setdefault(parent, []).append(span)
+            else:
+                orphans.append(span)
+        self.trace_id = spans[0].trace_id if spans else ""
+        self.by_id = by_id
+        self.children = children
+        self.roots = roots
+        self.orphans = orphans
+        self.skipped = skipped
+        self.root = _pick_root(roots, orphans)
+        self.entry = _entry(self, self.root) if self.root is not None else None
+
+    def kids(self, span: Span) -> list[Span]:
+        return self.children.get(span.span_id, ())
+
+    def server_child(self, span: Span) -> Optional[Span]:
+        """The server span that answered an outbound call, when the callee is instrumented."""
+        for kid in self.children.get(span.span_id, ()):
+            if kid.kind == "server":
+                return kid
+        return None
+
+    def services(self) -> set[str]:
+        return {span.service for span in self.by_id.values()}
+
+
+def _unusable(span: Span, seen: dict) -> str:
+    try:
+        if not span.span_id or not span.trace_id:
+            return "missing span or trace id"
+        if span.span_id in seen:
+            return "duplicate span id"
+        if not MIN_START_NS <= span.start_ns <= MAX_START_NS:
+            return "start time before 2000 or after 2100"
+        if not 0 <= span.duration_ns <= MAX_DURATION_NS:
+            return "negative duration or longer than a week"
+    except TypeError:
+        return "missing start time or duration"
+    return ""
+
+
+def _pick_root(roots: list[Span], orphans: list[Span]) -> Optional[Span]:
+    """The span a trace starts at: its root, else the earliest span whose parent never arrived.
+
+    A backend called by a browser or proxy that propagates ``traceparent`` but exports
+    nothing has no root of its own; its top server span is the entry users feel.
+    """
+    candidates = roots or [s for s in orphans if s.kind == "server"] or orphans
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (s.start_ns, -s.duration_ns))
+
+
+def _is_browser(span: Span) -> bool:
+    return span.name in BROWSER_ROOT_NAMES or '"webjs"' in span.resource_json
+
+
+def _entry(view: TraceView, root: Span) -> Optional[Entry]:
+    if _is_browser(root):
+        server = next((k for k in view.kids(root) if k.kind == "server"), None)
+        if root.name == "documentLoad" or root.name == "documentFetch":
+            method, route = "GET", template_path(root.url_path or _path(root.url_full))
+        else:
+            method = root.http_method or ""
+            route = route_of(server) if server is not None else route_of(root)
+        return Entry(root.service, method, route, "browser")
+    if root.kind == "server":
+        return Entry(root.service, root.http_method or "", route_of(root), "server")
+    return None
+
+
+def _path(url: Optional[str]) -> str:
+    if not url:
+        return "/"
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "/"
