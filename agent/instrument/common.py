@@ -1,0 +1,94 @@
+"""What the instrumentations share: context propagation, suppression, URL redaction."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import get_global_textmap
+
+try:
+    SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # noqa: SLF001 - the key instrumentations agree on
+except AttributeError:  # pragma: no cover - very old API
+    SUPPRESS_KEY = "suppress_instrumentation"
+
+# Set while a client span is open, so a library under another (requests on
+# urllib3, a retry inside urlopen) does not add a second span for one call.
+IN_CLIENT_CALL: ContextVar = ContextVar("takealook_in_client_call", default=False)
+
+# Query parameters whose values are secrets more often than not.
+_SENSITIVE = re.compile(
+    r"(?i)^(.*(token|secret|passw|pwd|auth|key|signature|sig|session|cookie|credential|code|jwt|bearer).*)$")
+
+
+def suppressed() -> bool:
+    return bool(otel_context.get_value(SUPPRESS_KEY))
+
+
+def current_span():
+    return trace.get_current_span()
+
+
+def inject(carrier: dict, span) -> None:
+    """Writes traceparent/tracestate/baggage for ``span`` into a dict of headers."""
+    get_global_textmap().inject(carrier, context=trace.set_span_in_context(span))
+
+
+def redact_query(query: str) -> str:
+    """A query string with the values of sensitive-looking parameters replaced by REDACTED."""
+    if not query:
+        return query
+    parts = []
+    for item in query.split("&"):
+        key, sep, value = item.partition("=")
+        if sep and value and _SENSITIVE.match(key):
+            item = f"{key}=REDACTED"
+        parts.append(item)
+    return "&".join(parts)
+
+
+def clean_url(url: str) -> str:
+    """A URL without user:password@ and with sensitive query values redacted."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), ""))
+
+
+class EnvironGetter:
+    """Reads propagation headers from a WSGI environ (``traceparent`` is ``HTTP_TRACEPARENT``)."""
+
+    def get(self, carrier, key):
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return [value] if value is not None else None
+
+    def keys(self, carrier):
+        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
+
+
+_ENVIRON_GETTER = EnvironGetter()
+
+
+def extract_from_environ(environ: dict):
+    """The remote parent context of a request, or None when it carries no propagation header."""
+    propagator = get_global_textmap()
+    fields = getattr(propagator, "fields", None)
+    if fields and not any("HTTP_" + f.upper().replace("-", "_") in environ for f in fields):
+        return None
+    return propagator.extract(environ, getter=_ENVIRON_GETTER)
+
+
+def attach(span, parent_context=None):
+    return otel_context.attach(trace.set_span_in_context(span, parent_context))
+
+
+def detach(token) -> None:
+    try:
+        otel_context.detach(token)
+    except Exception:  # detaching from another context: nothing of the app's is at stake
+        pass

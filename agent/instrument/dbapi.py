@@ -1,0 +1,233 @@
+"""DB spans for psycopg2 and psycopg 3: one CLIENT span per statement, text without values.
+
+psycopg 3: ``Cursor.execute``/``executemany`` (and the async and server-side
+cursors) are Python methods, patched on the classes, so every connection is
+covered, those opened before ``start()`` and Django's own cursor classes
+(which subclass psycopg's) included.
+
+psycopg2: cursors are C types whose methods cannot be patched. Connections
+stay genuine ``psycopg2.extensions.connection`` objects (wrapping them in a
+proxy breaks ``psycopg2.extras.register_default_jsonb(conn)`` and Django with
+it: OpenTelemetry contrib issue 1774); instead ``psycopg2.connect`` passes a
+``connection_factory`` subclass whose ``cursor()`` always gets a traced cursor
+class (a subclass of whatever cursor factory the caller asked for).
+Connections that exist when the agent starts get a traced ``cursor_factory``
+(found by a one-time scan of live objects); a cursor asked from them with an
+explicit ``cursor_factory=`` is not traced.
+
+A statement outside any span (startup checks, migrations run at boot) makes no
+span: the agent traces requests, and orphan DB spans would only be noise.
+Attributes: ``db.system``/``db.system.name`` = postgresql, ``db.namespace``,
+``db.query.text`` (scrubbed, see ``sqlscrub``), ``db.operation.name``,
+``server.address``/``server.port``. With ``TAKEALOOK_SQLCOMMENTER=true`` the
+statement sent carries ``/*traceparent='...'*/`` (see settings for why it is off
+by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+
+from opentelemetry import trace
+
+from takealook.agent.hooks import when_imported
+from takealook.agent.sqlscrub import scrub
+from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+
+log = logging.getLogger("takealook.agent")
+
+_agent = None
+_CLIENT = 3
+
+
+def install_psycopg2(agent) -> None:
+    global _agent
+    _agent = agent
+    when_imported("psycopg2", _patch_psycopg2)
+
+
+def install_psycopg(agent) -> None:
+    global _agent
+    _agent = agent
+    when_imported("psycopg", _patch_psycopg)
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def _start(query, conninfo_of, cursor):
+    """A DB span under the current span, or None (no parent, not sampled, or failure)."""
+    agent = _agent
+    parent = trace.get_current_span()
+    if not isinstance(parent, LeanSpan) and not parent.get_span_context().is_valid:
+        return None
+    try:
+        if isinstance(query, bytes):
+            query = query.decode("utf-8", "replace")
+        elif not isinstance(query, str):
+            query = query.as_string(cursor)  # psycopg's sql.Composed
+        text, operation = scrub(query)
+        dbname, host, port = conninfo_of(cursor)
+        attributes = {"db.system": "postgresql", "db.system.name": "postgresql", "db.query.text": text,
+                      "db.namespace": dbname or "", "db.operation.name": operation}
+        if host:
+            attributes["server.address"] = host
+        if port:
+            attributes["server.port"] = port
+        if agent.settings.old_db_names:
+            attributes.update({"db.statement": text, "db.name": dbname or ""})
+        name = f"{operation} {dbname}" if operation and dbname else (operation or "postgresql")
+        span = agent.provider.make_span(name, parent, _CLIENT, attributes, agent.scope)
+        return span if isinstance(span, LeanSpan) else None
+    except Exception:
+        log.debug("takealook: could not start a DB span", exc_info=True)
+        return None
+
+
+def _end(span, error) -> None:
+    if error is not None:
+        span.record_exception(error)
+        span.status_code = STATUS_ERROR
+        span.status_text = f"{type(error).__name__}: {error}"[:512]
+        span.attributes["error.type"] = type(error).__qualname__
+    span.end()
+
+
+def _comment(query, span):
+    """sqlcommenter: the statement sent carries the span's traceparent."""
+    if span is not None and isinstance(query, str) and _agent.settings.sqlcommenter:
+        return f"{query} /*traceparent='00-{span.trace_id:032x}-{span.span_id:016x}-01'*/"
+    return query
+
+
+def _traced(method, conninfo_of, batch=False):
+    @functools.wraps(method)
+    def traced(self, query, *args, **kwargs):
+        span = _start(query, conninfo_of, self)
+        if span is None:
+            return method(self, query, *args, **kwargs)
+        if batch and args:
+            try:
+                span.attributes["db.operation.batch.size"] = len(args[0])
+            except TypeError:
+                pass
+        try:
+            result = method(self, _comment(query, span), *args, **kwargs)
+        except BaseException as error:
+            _end(span, error)
+            raise
+        _end(span, None)
+        return result
+
+    traced._takealook = True
+    return traced
+
+
+def _traced_async(method, conninfo_of):
+    @functools.wraps(method)
+    async def traced(self, query, *args, **kwargs):
+        span = _start(query, conninfo_of, self)
+        if span is None:
+            return await method(self, query, *args, **kwargs)
+        try:
+            result = await method(self, _comment(query, span), *args, **kwargs)
+        except BaseException as error:
+            _end(span, error)
+            raise
+        _end(span, None)
+        return result
+
+    traced._takealook = True
+    return traced
+
+
+# --------------------------------------------------------------------------- psycopg 3
+
+
+def _psycopg_info(cursor):
+    info = cursor.connection.info
+    return info.dbname, info.host, info.port
+
+
+def _patch_psycopg(module) -> None:
+    classes = [getattr(module, name, None) for name in ("Cursor", "ServerCursor", "AsyncCursor", "AsyncServerCursor")]
+    for cls in filter(None, classes):
+        for name in ("execute", "executemany"):
+            method = cls.__dict__.get(name)
+            if method is None or getattr(method, "_takealook", False):
+                continue
+            is_async = cls.__name__.startswith("Async")
+            wrapped = _traced_async(method, _psycopg_info) if is_async else \
+                _traced(method, _psycopg_info, batch=(name == "executemany"))
+            setattr(cls, name, wrapped)
+
+
+# --------------------------------------------------------------------------- psycopg2
+
+
+def _psycopg2_info(cursor):
+    info = cursor.connection.info
+    return info.dbname, info.host, info.port
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_cursor_class(base):
+    if getattr(base, "_takealook", False):
+        return base
+    namespace = {
+        "execute": _traced(base.execute, _psycopg2_info),
+        "executemany": _traced(base.executemany, _psycopg2_info, batch=True),
+        "_takealook": True,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+    }
+    return type(base.__name__, (base,), namespace)
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_connection_class(base):
+    if getattr(base, "_takealook", False):
+        return base
+    import psycopg2.extensions
+
+    def cursor(self, *args, **kwargs):
+        factory = kwargs.get("cursor_factory") or self.cursor_factory or psycopg2.extensions.cursor
+        kwargs["cursor_factory"] = _traced_cursor_class(factory)
+        return base.cursor(self, *args, **kwargs)
+
+    namespace = {"cursor": cursor, "_takealook": True, "__module__": base.__module__,
+                 "__qualname__": base.__qualname__}
+    return type(base.__name__, (base,), namespace)
+
+
+def _patch_psycopg2(module) -> None:
+    if getattr(module.connect, "_takealook", False):
+        return
+    import psycopg2.extensions
+
+    original = module.connect
+
+    @functools.wraps(original)
+    def connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
+        factory = _traced_connection_class(connection_factory or psycopg2.extensions.connection)
+        return original(dsn, connection_factory=factory, cursor_factory=cursor_factory, **kwargs)
+
+    connect._takealook = True
+    module.connect = connect
+    _adopt_open_connections(psycopg2.extensions.connection, psycopg2.extensions.cursor)
+
+
+def _adopt_open_connections(connection_type, cursor_type) -> None:
+    """Connections opened before start(): give them a traced default cursor factory."""
+    adopted = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, connection_type) and not getattr(type(obj), "_takealook", False):
+            try:
+                obj.cursor_factory = _traced_cursor_class(obj.cursor_factory or cursor_type)
+                adopted += 1
+            except Exception:
+                pass
+    if adopted:
+        log.debug("takealook: instrumented %d psycopg2 connection(s) opened before start()", adopted)

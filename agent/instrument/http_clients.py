@@ -1,0 +1,218 @@
+"""CLIENT spans for outgoing HTTP, with W3C trace context injected: urllib3 (and so
+requests), httpx (sync and async transports) and the standard library's urllib.
+
+requests sends through urllib3, so patching urllib3's
+``HTTPConnectionPool.urlopen`` covers both with one span per call (a span is
+never opened inside another client span: retries and redirects inside urlopen
+stay one span). urllib goes through ``http.client`` directly and is patched at
+``AbstractHTTPHandler.do_open``. The caller's header dict is never modified:
+headers are copied before ``traceparent`` is added.
+
+Attributes: ``http.request.method``, ``url.full`` (credentials removed, secret
+query values redacted), ``server.address``/``server.port``,
+``http.response.status_code``, ``error.type``. No header is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from opentelemetry.trace import SpanKind
+
+from takealook.agent.hooks import when_imported
+from takealook.agent.instrument.common import IN_CLIENT_CALL, clean_url, inject, suppressed
+from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+
+log = logging.getLogger("takealook.agent")
+
+_agent = None
+
+
+def _set_agent(agent) -> None:
+    global _agent
+    _agent = agent
+
+
+def install_urllib3(agent) -> None:
+    _set_agent(agent)
+    when_imported("urllib3.connectionpool", _patch_urllib3)
+
+
+def install_httpx(agent) -> None:
+    _set_agent(agent)
+    when_imported("httpx", _patch_httpx)
+
+
+def install_urllib(agent) -> None:
+    _set_agent(agent)
+    when_imported("urllib.request", _patch_urllib)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _start(method: str, url: str, host: str, port):
+    """(span, token) for a new client call, or (None, None) when it must not be traced."""
+    if _agent is None or IN_CLIENT_CALL.get() or suppressed():
+        return None, None
+    try:
+        method = (method or "GET").upper()
+        attributes = {"http.request.method": method, "url.full": clean_url(url)}
+        if host:
+            attributes["server.address"] = host
+        if port:
+            attributes["server.port"] = int(port)
+        if _agent.settings.old_http_names:
+            attributes.update({"http.method": method, "http.url": attributes["url.full"]})
+        span = _agent.tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        return span, IN_CLIENT_CALL.set(True)
+    except Exception:
+        log.debug("takealook: could not start a client span", exc_info=True)
+        return None, None
+
+
+def _finish(span, token, status, error) -> None:
+    try:
+        IN_CLIENT_CALL.reset(token)
+    except ValueError:
+        pass
+    if not isinstance(span, LeanSpan):
+        return
+    if status:
+        span.attributes["http.response.status_code"] = int(status)
+        if _agent.settings.old_http_names:
+            span.attributes["http.status_code"] = int(status)
+        if int(status) >= 400:
+            span.status_code = STATUS_ERROR
+            span.attributes["error.type"] = str(status)
+    if error is not None:
+        span.record_exception(error)
+        span.status_code = STATUS_ERROR
+        span.status_text = f"{type(error).__name__}: {error}"[:512]
+        span.attributes["error.type"] = type(error).__qualname__
+    span.end()
+
+
+def _headers_with_context(headers, span) -> dict:
+    carrier = dict(headers or {})
+    if span is not None and span.get_span_context().is_valid:
+        inject(carrier, span)
+    return carrier
+
+
+# --------------------------------------------------------------------------- urllib3 (and requests)
+
+
+def _patch_urllib3(module) -> None:
+    pool = module.HTTPConnectionPool
+    if getattr(pool.urlopen, "_takealook", False):
+        return
+    original = pool.urlopen
+
+    @functools.wraps(original)
+    def urlopen(self, method, url, *args, **kwargs):
+        full = url if "://" in url else f"{self.scheme}://{_host_port(self.host, self.port, self.scheme)}{url}"
+        span, token = _start(method, full, self.host, self.port)
+        if token is None:
+            return original(self, method, url, *args, **kwargs)
+        try:
+            if len(args) >= 2:  # urlopen(method, url, body, headers, ...)
+                args = (args[0], _headers_with_context(args[1], span)) + args[2:]
+            else:
+                kwargs["headers"] = _headers_with_context(kwargs.get("headers"), span)
+            response = original(self, method, url, *args, **kwargs)
+        except BaseException as error:
+            _finish(span, token, 0, error)
+            raise
+        _finish(span, token, getattr(response, "status", 0), None)
+        return response
+
+    urlopen._takealook = True
+    pool.urlopen = urlopen
+
+
+def _host_port(host: str, port, scheme: str) -> str:
+    if port is None or (scheme == "http" and port == 80) or (scheme == "https" and port == 443):
+        return host
+    return f"{host}:{port}"
+
+
+# --------------------------------------------------------------------------- httpx
+
+
+def _patch_httpx(module) -> None:
+    sync_transport = module.HTTPTransport
+    if getattr(sync_transport.handle_request, "_takealook", False):
+        return
+    original_sync = sync_transport.handle_request
+    original_async = module.AsyncHTTPTransport.handle_async_request
+
+    def prepare(request):
+        url = request.url
+        span, token = _start(request.method, str(url), url.host, url.port)
+        if token is not None and isinstance(span, LeanSpan):
+            for key, value in _headers_with_context({}, span).items():
+                request.headers[key] = value
+        return span, token
+
+    @functools.wraps(original_sync)
+    def handle_request(self, request):
+        span, token = prepare(request)
+        if token is None:
+            return original_sync(self, request)
+        try:
+            response = original_sync(self, request)
+        except BaseException as error:
+            _finish(span, token, 0, error)
+            raise
+        _finish(span, token, response.status_code, None)
+        return response
+
+    @functools.wraps(original_async)
+    async def handle_async_request(self, request):
+        span, token = prepare(request)
+        if token is None:
+            return await original_async(self, request)
+        try:
+            response = await original_async(self, request)
+        except BaseException as error:
+            _finish(span, token, 0, error)
+            raise
+        _finish(span, token, response.status_code, None)
+        return response
+
+    handle_request._takealook = True
+    handle_async_request._takealook = True
+    sync_transport.handle_request = handle_request
+    module.AsyncHTTPTransport.handle_async_request = handle_async_request
+
+
+# --------------------------------------------------------------------------- urllib
+
+
+def _patch_urllib(module) -> None:
+    handler = module.AbstractHTTPHandler
+    if getattr(handler.do_open, "_takealook", False):
+        return
+    original = handler.do_open
+
+    @functools.wraps(original)
+    def do_open(self, http_class, req, **http_conn_args):
+        host = req.host or ""
+        name, _, port = host.rpartition(":") if ":" in host.rsplit("]", 1)[-1] else (host, "", "")
+        span, token = _start(req.get_method(), req.full_url, name or host, port if port.isdigit() else None)
+        if token is None:
+            return original(self, http_class, req, **http_conn_args)
+        try:
+            for key, value in _headers_with_context({}, span).items():
+                req.add_unredirected_header(key.capitalize(), value)
+            response = original(self, http_class, req, **http_conn_args)
+        except BaseException as error:
+            _finish(span, token, 0, error)
+            raise
+        _finish(span, token, getattr(response, "status", 0), None)
+        return response
+
+    do_open._takealook = True
+    handler.do_open = do_open

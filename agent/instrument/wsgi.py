@@ -1,0 +1,206 @@
+"""Server spans for WSGI apps: Flask and Django use this, and so can any WSGI app.
+
+``traced_call`` runs one request under a SERVER span: the remote parent comes
+from ``traceparent``/``tracestate``/``baggage``, attributes follow the stable
+HTTP semantic conventions (``http.request.method``, ``url.path``,
+``http.route``, ``http.response.status_code``), the route is set by the
+framework's hook as soon as routing is done, and the span ends when the server
+closes the response. No request or response header is recorded.
+
+The outermost layer that sees a request makes its span (gunicorn's worker, or
+the framework's handler); inner layers find it in the environ and only add the
+route. ``wrap(app)`` instruments any other WSGI app by hand.
+
+With ``TAKEALOOK_RESPONSE_HEADERS=true`` responses carry ``traceresponse`` and
+``Server-Timing: traceparent;desc=...`` so a browser (the React front end's
+OpenTelemetry web SDK) can join the backend's trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry.trace import SpanKind
+
+from takealook.agent.hooks import when_imported
+from takealook.agent.instrument.common import attach, detach, extract_from_environ, redact_query
+from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+
+log = logging.getLogger("takealook.agent")
+
+SPAN_KEY = "takealook.span"
+_agent = None
+_KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+
+
+def install(agent) -> None:
+    global _agent
+    _agent = agent
+    when_imported("gunicorn.workers.base", _patch_gunicorn)
+
+
+def wrap(app):
+    """Instrument any WSGI app: ``application = takealook.agent.wsgi_app(application)``."""
+    def traced_app(environ, start_response):
+        return traced_call(app, environ, start_response)
+
+    return traced_app
+
+
+def set_route(environ: dict, route: str) -> None:
+    """Called by framework hooks once the request is routed."""
+    span = environ.get(SPAN_KEY)
+    if isinstance(span, LeanSpan) and route:
+        span.attributes["http.route"] = route
+        span.name = f"{span.attributes.get('http.request.method', 'HTTP')} {route}"
+
+
+def traced_call(app, environ, start_response):
+    agent = _agent
+    if agent is None or SPAN_KEY in environ:
+        return app(environ, start_response)
+    try:
+        span, token = _start(agent, environ)
+    except Exception:  # telemetry failed: serve the request untraced
+        log.debug("takealook: could not start a server span", exc_info=True)
+        return app(environ, start_response)
+    status = [0]
+    response_headers = agent.settings.response_headers
+
+    def traced_start_response(status_line, headers, exc_info=None):
+        try:
+            status[0] = int(status_line[:3])
+            if response_headers and isinstance(span, LeanSpan):
+                headers = list(headers) + _trace_headers(span)
+        except Exception:
+            pass
+        return start_response(status_line, headers, exc_info)
+
+    try:
+        result = app(environ, traced_start_response)
+    except BaseException as error:
+        detach(token)
+        _finish(agent, span, status[0] or 500, environ, error)
+        raise
+    detach(token)
+    return _close_hook(result, lambda: _finish(agent, span, status[0], environ, None), environ)
+
+
+def _start(agent, environ):
+    method = environ.get("REQUEST_METHOD") or "GET"
+    if method not in _KNOWN_METHODS:
+        method = "_OTHER"
+    scheme = environ.get("wsgi.url_scheme", "http")
+    attributes = {
+        "http.request.method": method,
+        "url.path": environ.get("PATH_INFO") or "/",
+        "url.scheme": scheme,
+    }
+    query = environ.get("QUERY_STRING")
+    if query:
+        attributes["url.query"] = redact_query(query)
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
+    if host:
+        name, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
+        attributes["server.address"] = name or host
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+    if environ.get("REMOTE_ADDR"):
+        attributes["client.address"] = environ["REMOTE_ADDR"]
+    if environ.get("HTTP_USER_AGENT"):
+        attributes["user_agent.original"] = environ["HTTP_USER_AGENT"][:256]
+    if agent.settings.old_http_names:
+        attributes.update({"http.method": method, "http.target": attributes["url.path"], "http.scheme": scheme})
+    parent = extract_from_environ(environ)
+    span = agent.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    environ[SPAN_KEY] = span
+    return span, attach(span, parent)
+
+
+def _finish(agent, span, code: int, environ, error) -> None:
+    if not isinstance(span, LeanSpan) or span.end_ns:
+        return
+    attributes = span.attributes
+    if code:
+        attributes["http.response.status_code"] = code
+        if agent.settings.old_http_names:
+            attributes["http.status_code"] = code
+    if error is not None:
+        span.record_exception(error)
+        span.status_code = STATUS_ERROR
+        span.status_text = f"{type(error).__name__}: {error}"[:512]
+        attributes.setdefault("error.type", type(error).__qualname__)
+    elif code >= 500:
+        span.status_code = STATUS_ERROR
+        attributes.setdefault("error.type", str(code))
+    span.end()
+    try:
+        agent.pipeline.histogram.record((span.end_ns - span.start_ns) / 1e9, attributes["http.request.method"],
+                                        attributes.get("http.route", ""), code or 500, attributes["url.scheme"])
+    except Exception:
+        pass
+
+
+def _trace_headers(span: LeanSpan) -> list:
+    value = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+    return [("traceresponse", value), ("Server-Timing", f'traceparent;desc="{value}"')]
+
+
+class _ClosingResponse:
+    """The app's response iterable; ends the span when the server closes it."""
+
+    __slots__ = ("_result", "_on_close", "_closed")
+
+    def __init__(self, result, on_close):
+        self._result = result
+        self._on_close = on_close
+        self._closed = False
+
+    def __iter__(self):
+        return iter(self._result)
+
+    def close(self):
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._closed:
+                self._closed = True
+                self._on_close()
+
+
+def _close_hook(result, on_close, environ):
+    # A wsgi.file_wrapper response must stay one, or the server loses sendfile().
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
+        original = getattr(result, "close", None)
+
+        def close():
+            try:
+                if original is not None:
+                    original()
+            finally:
+                on_close()
+
+        try:
+            result.close = close
+            return result
+        except AttributeError:
+            pass
+    return _ClosingResponse(result, on_close)
+
+
+def _patch_gunicorn(module) -> None:
+    """gunicorn serves any WSGI app: trace at its door, so apps of any framework get server spans."""
+    worker = module.Worker
+    if "_takealook" in worker.__dict__:
+        return
+    original = worker.load_wsgi
+
+    def load_wsgi(self):
+        original(self)
+        self.wsgi = wrap(self.wsgi)
+
+    worker.load_wsgi = load_wsgi
+    worker._takealook = True

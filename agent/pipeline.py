@@ -1,0 +1,200 @@
+"""From an ended span to the exporter, at the least cost to the app.
+
+Inside the app a span that ends becomes a tuple in a buffer. When a local root
+span ends (a request is done), or the buffer holds 128 spans, or a span has
+waited a second, the buffer is ``marshal``-ed and sent as ONE message over a
+Unix ``SOCK_SEQPACKET`` socket to the exporter (``exporter.py``), which runs in
+a helper process and there does the expensive part: building OTLP protobuf and
+posting it. The send is non-blocking: if the exporter cannot keep up, the
+message is dropped and counted, never waited for.
+
+Why a helper process: OpenTelemetry's batch processor encodes and posts from a
+thread inside the app, and that thread holds the GIL for milliseconds at a
+time, so requests stall behind it (the p99 cost of in-process export). A
+seqpacket socket keeps message boundaries, so forked workers (gunicorn,
+uWSGI) share one socket safely; the exporter sees end-of-file when the last
+process holding the socket exits, and then flushes and exits itself.
+
+With ``TAKEALOOK_EXPORT=thread`` the same messages go to an in-process
+exporter thread instead (for platforms that forbid helper processes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import logging
+import marshal
+import os
+import threading
+import time
+import uuid
+from typing import Callable, Optional
+
+from takealook.agent.metrics import ServerDurationHistogram
+
+log = logging.getLogger("takealook.agent")
+
+PROTOCOL = 1
+FLUSH_AT = 128  # spans per message at most
+MAX_WAIT_S = 1.0  # a buffered span waits at most this long (checked by the idle thread)
+MAX_MESSAGE = 192 * 1024  # under the default socket send buffer; bigger batches are split
+WARN_EVERY_S = 60.0
+
+
+def span_record(span) -> tuple:
+    """A LeanSpan as the plain tuple the exporter decodes (marshal-able types only)."""
+    state = span.trace_state
+    return (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
+            span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
+            span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
+
+
+class Pipeline:
+    """Buffers ended spans and metric deltas and sends them as messages through ``send``.
+
+    ``send(payload: bytes) -> bool`` returns False when the message could not be
+    queued (exporter busy or gone); those spans are counted as dropped.
+    """
+
+    def __init__(self, send: Callable[[bytes], bool], resource: dict, metric_interval_s: float,
+                 export_traces: bool = True, export_metrics: bool = True):
+        self._send = send
+        self._base_resource = dict(resource)
+        self._metric_interval = metric_interval_s
+        self._export_traces = export_traces
+        self._export_metrics = export_metrics
+        self.histogram = ServerDurationHistogram()
+        self.sent = 0
+        self.dropped = 0
+        self._dropped_unreported = 0
+        self._last_warning = 0.0
+        self._closed = False
+        self._reset_process_state()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+        atexit.register(self.close)
+
+    # -- per process
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._buffer: list = []
+        self._oldest = 0.0
+        self._next_metrics = time.monotonic() + self._metric_interval
+        self._idle_thread: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        resource = dict(self._base_resource)
+        resource["service.instance.id"] = str(uuid.uuid4())
+        resource["process.pid"] = self._pid
+        self.resource = resource
+        self._resource_bytes = marshal.dumps(resource)
+
+    def _after_fork(self) -> None:
+        # The parent's buffered spans are the parent's to send.
+        self._reset_process_state()
+        self.histogram.reset()
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:  # forked without at-fork hooks (uWSGI without py-call-osafterfork)
+            self._after_fork()
+
+    # -- spans
+    def on_end(self, span) -> None:
+        if self._export_traces:
+            self.add(span_record(span), span.parent_id == 0 or span.parent_remote)
+
+    def add(self, record: tuple, local_root: bool) -> None:
+        """Buffers one span record; a local root (the end of a request) sends the buffer."""
+        with self._lock:
+            buffer = self._buffer
+            if not buffer:
+                self._oldest = time.monotonic()
+            buffer.append(record)
+            full = len(buffer) >= FLUSH_AT
+        if full or local_root:
+            self.flush()
+        if self._idle_thread is None:
+            self._start_idle_thread()
+
+    def flush(self) -> None:
+        self._check_fork()
+        with self._lock:
+            records, self._buffer = self._buffer, []
+        if records:
+            self._ship(b"spans", records)
+        if self._export_metrics and time.monotonic() >= self._next_metrics:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        self._next_metrics = time.monotonic() + self._metric_interval
+        points = self.histogram.collect()
+        if points:
+            self._ship(b"metrics", points)
+
+    def _ship(self, kind: bytes, records: list) -> None:
+        payload = marshal.dumps((PROTOCOL, kind, self._resource_bytes, records))
+        if len(payload) > MAX_MESSAGE and len(records) > 1:
+            half = len(records) // 2
+            self._ship(kind, records[:half])
+            self._ship(kind, records[half:])
+            return
+        try:
+            ok = self._send(payload)
+        except OSError as error:
+            ok = False
+            if error.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EPIPE, errno.ECONNREFUSED,
+                                   errno.ECONNRESET, errno.EMSGSIZE):
+                log.debug("takealook: send failed: %s", error)
+        if kind == b"spans":
+            if ok:
+                self.sent += len(records)
+            else:
+                self.dropped += len(records)
+                self._dropped_unreported += len(records)
+                self._warn_dropped()
+
+    def _warn_dropped(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = now
+            log.warning("takealook: dropped %d spans (the exporter is busy or gone: is the collector up?); "
+                        "the app is not affected", self._dropped_unreported)
+            self._dropped_unreported = 0
+
+    # -- background
+    def _start_idle_thread(self) -> None:
+        self._check_fork()
+        with self._lock:
+            if self._idle_thread is not None:
+                return
+            thread = threading.Thread(target=self._idle_loop, name="takealook-flush", daemon=True)
+            self._idle_thread = thread
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down
+            pass
+
+    def _idle_loop(self) -> None:
+        """Sends what waits longer than MAX_WAIT_S, and metrics on time, when requests are few."""
+        pid = os.getpid()
+        while not self._closed and os.getpid() == pid:
+            self._wake.wait(MAX_WAIT_S / 2)
+            try:
+                if self._buffer and time.monotonic() - self._oldest >= MAX_WAIT_S:
+                    self.flush()
+                elif self._export_metrics and time.monotonic() >= self._next_metrics:
+                    self.flush_metrics()
+            except Exception:  # never let the flusher die of a telemetry error
+                log.debug("takealook: flush failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+            if self._export_metrics:
+                self.flush_metrics()
+        finally:
+            self._closed = True
+            self._wake.set()
