@@ -21,7 +21,7 @@ from typing import Optional
 from takealook.analyzers.traces.critical_path import PathPart
 from takealook.analyzers.traces.rates import RequestCount
 from takealook.analyzers.traces.stats import ms, percentiles, ratio
-from takealook.analyzers.traces.trace import SQL, TraceView, category, is_error, is_http_client
+from takealook.analyzers.traces.trace import TraceView, is_error
 
 
 @dataclass(frozen=True)
@@ -87,26 +87,23 @@ class EndpointAggregator:
     def add(self, view: TraceView) -> None:
         services = self.services
         counts = self.service_spans
-        sql = outbound = 0
-        names = set()
-        for span in view.by_id.values():
-            service = span.service
-            names.add(service)
-            counts[service] = counts.get(service, 0) + 1
-            tally = services.get(service)
-            if tally is None:
-                tally = services[service] = _Tally()
-            if span.kind == "server":
-                tally.durations.append(span.duration_ns)
-                tally.errors += is_error(span)
-            elif span.db_system is not None or span.db_statement is not None:
-                tally.db += 1
-                if category(span) == SQL:
-                    sql += 1
-                    tally.sql += 1
-            elif is_http_client(span):
-                outbound += 1
-                tally.outbound += 1
+        for service, n in view.span_counts.items():
+            counts[service] = counts.get(service, 0) + n
+            if service not in services:
+                services[service] = _Tally()
+        for span in view.servers:
+            tally = services[span.service]
+            tally.durations.append(span.duration_ns)
+            if span.status == "error" or (span.http_status is not None and span.http_status >= 500):
+                tally.errors += 1
+        for span in view.sql:
+            tally = services[span.service]
+            tally.sql += 1
+            tally.db += 1
+        for span in view.other_db:
+            services[span.service].db += 1
+        for span in view.calls:
+            services[span.service].outbound += 1
         entry = view.entry
         if entry is None:
             return
@@ -116,9 +113,9 @@ class EndpointAggregator:
             self.entries[entry.key] = entry
         tally.durations.append(view.root.duration_ns)
         tally.errors += is_error(view.root)
-        tally.services += len(names)
-        tally.sql += sql
-        tally.outbound += outbound
+        tally.services += len(view.span_counts)
+        tally.sql += len(view.sql)
+        tally.outbound += len(view.calls)
 
     def endpoint_stats(self, key, minutes: float, measured: Optional[RequestCount]) -> EndpointStats:
         tally = self.endpoints[key]

@@ -51,10 +51,19 @@ def causes(view: TraceView) -> set[tuple[str, str, str]]:
             failing.append(span)
     if found:
         return found
-    innermost = [s for s in failing if not any(is_error(k) for k in view.kids(s))] or [root]
-    span = min(innermost, key=lambda s: s.start_ns)
+    span = max(failing or [root], key=lambda s: (_depth(view, s), -s.start_ns))
     label = f"HTTP {span.http_status}" if span.http_status else "error status"
     return {(span.service, label, _clip(span.status_message))}
+
+
+def _depth(view: TraceView, span: Span) -> int:
+    depth = 0
+    while span.parent_span_id and depth < 256:  # bounded: a parent chain this long is not a real trace
+        span = view.by_id.get(span.parent_span_id)
+        if span is None:
+            break
+        depth += 1
+    return depth
 
 
 def _exceptions(events_json: str) -> list[tuple[str, str]]:

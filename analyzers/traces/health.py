@@ -27,7 +27,7 @@ from typing import Optional
 from takealook.analyzers.traces.public_calls import public_reason
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, ms
-from takealook.analyzers.traces.trace import TraceView, host_of, is_http_client, scheme_of
+from takealook.analyzers.traces.trace import TraceView, host_of, scheme_of
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,12 @@ class HealthAggregator:
             group["top"].add(span.duration_ns, view.trace_id)
             _count(group["endpoints"], label)
         tolerance = self.tolerance_ns
-        for span in by_id.values():
-            parent_id = span.parent_span_id
-            if parent_id is None:
+        # Spans of another service than their parent's are, in practice, server spans under client spans.
+        for span in view.servers:
+            parent = by_id.get(span.parent_span_id) if span.parent_span_id else None
+            if parent is None or parent.service == span.service:
                 continue
-            parent = by_id.get(parent_id)
-            if parent is None:
-                continue
-            if parent.service != span.service and span.start_ns < parent.start_ns - tolerance:
+            if span.start_ns < parent.start_ns - tolerance:
                 skew = parent.start_ns - span.start_ns
                 group = self._group(self.skews, (parent.service, span.service), spans=0, sum=0, max=0)
                 group["spans"] += 1
@@ -119,7 +117,8 @@ class HealthAggregator:
                 group["max"] = max(group["max"], skew)
                 group["top"].add(skew, view.trace_id)
                 _count(group["endpoints"], label)
-            if span.kind == "client" and is_http_client(span) and view.server_child(span) is None:
+        for span in view.calls:
+            if view.server_child(span) is None:
                 if span.status == "error" and span.http_status is None:
                     continue  # never reached a server: an error, not a broken trace
                 host = host_of(span) or "?"

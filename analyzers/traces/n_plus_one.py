@@ -27,9 +27,7 @@ from typing import Optional
 
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
-from takealook.analyzers.traces.trace import (
-    SQL, TraceView, category, host_of, is_http_client, route_of, template_path,
-)
+from takealook.analyzers.traces.trace import TraceView, host_of, route_of, template_path
 from takealook.collector.model import Span
 
 
@@ -87,25 +85,28 @@ class RepeatedHttp:
 
 def find_repeats(view: TraceView, settings: Settings) -> list[Repeat]:
     """The N+1 runs and repeated calls of one trace, one per parent and statement/call."""
+    groups: dict[tuple, list[Span]] = {}
+    if len(view.sql) >= settings.n_plus_one_min_count:
+        for span in view.sql:
+            key = span.db_fingerprint or (span.db_statement or span.name).strip()
+            group = groups.get((span.parent_span_id, "n_plus_one", key, False))
+            if group is None:
+                groups[(span.parent_span_id, "n_plus_one", key, False)] = [span]
+            else:
+                group.append(span)
+    if len(view.calls) >= min(settings.n_plus_one_min_count, settings.repeated_http_min_count):
+        for call in view.calls:
+            method = call.http_method or ""
+            if call.url_full:
+                groups.setdefault((call.parent_span_id, "repeated_http", f"{method} {call.url_full}", True),
+                                  []).append(call)
+            route = _callee_route(view, call)
+            groups.setdefault((call.parent_span_id, "repeated_http", f"{method} {host_of(call) or '?'} {route}",
+                               False), []).append(call)
     found: list[Repeat] = []
     minimum = min(settings.n_plus_one_min_count, settings.repeated_http_min_count)
-    for parent_id, kids in view.children.items():
-        if len(kids) < minimum:
-            continue
-        groups: dict[tuple, list[Span]] = {}
-        for kid in kids:
-            cat = category(kid)
-            if cat == SQL:
-                key = kid.db_fingerprint or (kid.db_statement or kid.name).strip()
-                groups.setdefault(("n_plus_one", key, False), []).append(kid)
-            elif is_http_client(kid):
-                method = kid.http_method or ""
-                if kid.url_full:
-                    groups.setdefault(("repeated_http", f"{method} {kid.url_full}", True), []).append(kid)
-                route = _callee_route(view, kid)
-                groups.setdefault(("repeated_http", f"{method} {host_of(kid) or '?'} {route}", False),
-                                  []).append(kid)
-        for (kind, key, identical), spans in groups.items():
+    for (parent_id, kind, key, identical), spans in groups.items():
+        if len(spans) >= minimum:
             repeat = _judge(view, parent_id, kind, key, identical, spans, settings)
             if repeat is not None:
                 found.append(repeat)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
-from takealook.analyzers.traces.trace import TraceView, host_of, is_http_client, scheme_of
+from takealook.analyzers.traces.trace import TraceView, host_of, scheme_of
 
 PAAS_SUFFIXES = (
     "herokuapp.com", "herokudns.com", "onrender.com", "fly.dev", "railway.app", "azurewebsites.net",
@@ -88,12 +88,11 @@ class PublicCallAggregator:
     def add(self, view: TraceView) -> None:
         entry = view.entry
         per_trace: dict[tuple, list[int]] = {}
-        for span in view.by_id.values():
-            if span.kind == "server":
+        seen = self._server_hosts_seen
+        for span in view.servers:
+            if seen.get(span.service, 0) < SERVER_HOST_SAMPLES:
                 self._learn_server_host(span)
-                continue
-            if span.kind != "client" or not is_http_client(span):
-                continue
+        for span in view.calls:
             host = host_of(span)
             if not host:
                 continue
@@ -126,10 +125,7 @@ class PublicCallAggregator:
 
     def _learn_server_host(self, span) -> None:
         """The host a server span was called by (its Host header), for the first few spans of each service."""
-        seen = self._server_hosts_seen.get(span.service, 0)
-        if seen >= SERVER_HOST_SAMPLES:
-            return
-        self._server_hosts_seen[span.service] = seen + 1
+        self._server_hosts_seen[span.service] = self._server_hosts_seen.get(span.service, 0) + 1
         # Not span.server_address: the store fills it from the old convention's net.peer.name too,
         # which on a server span is the caller, not the host called.
         attributes = span.attributes()

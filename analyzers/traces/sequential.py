@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from takealook.analyzers.traces.n_plus_one import _callee_route, _operation
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
-from takealook.analyzers.traces.trace import TraceView, host_of, is_http_client
+from takealook.analyzers.traces.trace import TraceView, host_of
 from takealook.collector.model import Span
 
 
@@ -52,11 +52,13 @@ class SequentialCalls:
 
 def find_sequential(view: TraceView) -> list[SequentialRun]:
     """Runs of two or more back-to-back calls to different endpoints, per parent span."""
-    found = []
-    for parent_id, kids in view.children.items():
-        if len(kids) < 2:
-            continue
-        calls = [kid for kid in kids if is_http_client(kid)]
+    found: list[SequentialRun] = []
+    if len(view.calls) < 2:
+        return found
+    by_parent: dict[str, list[Span]] = {}
+    for call in view.calls:
+        by_parent.setdefault(call.parent_span_id, []).append(call)
+    for parent_id, calls in by_parent.items():
         if len(calls) < 2:
             continue
         calls.sort(key=lambda s: s.start_ns)

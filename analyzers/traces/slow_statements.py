@@ -20,7 +20,7 @@ from typing import Optional
 
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, ms, percentile, ratio
-from takealook.analyzers.traces.trace import SQL, TraceView, category
+from takealook.analyzers.traces.trace import TraceView
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,7 @@ class StatementAggregator:
     def add(self, view: TraceView) -> None:
         entry_key = view.entry.key if view.entry is not None else None
         groups = self.groups
-        for span in view.by_id.values():
-            if span.db_statement is None and span.db_system is None:
-                continue
-            if category(span) != SQL:
-                continue
+        for span in view.sql:
             key = span.db_fingerprint or (span.db_statement or span.name).strip()
             group = groups.get(key)
             if group is None:

@@ -124,19 +124,47 @@ class Entry:
 
 
 class TraceView:
-    """The usable spans of one trace, indexed by id and by parent."""
+    """The usable spans of one trace, indexed by id and by parent, and sorted by what they are.
 
-    __slots__ = ("trace_id", "by_id", "children", "roots", "orphans", "skipped", "root", "entry")
+    ``sql``, ``other_db``, ``calls`` (outbound HTTP) and ``servers`` list the spans of
+    each sort, so an analysis only walks the spans it cares about; ``span_counts`` is
+    spans per service.
+    """
+
+    __slots__ = ("trace_id", "by_id", "children", "roots", "orphans", "skipped", "root", "entry", "sql",
+                 "other_db", "calls", "servers", "span_counts")
 
     def __init__(self, spans: Sequence[Span]):
         by_id: dict[str, Span] = {}
         skipped: list[str] = []
+        sql: list[Span] = []
+        other_db: list[Span] = []
+        calls: list[Span] = []
+        servers: list[Span] = []
+        counts: dict[str, int] = {}
         for span in spans:
-            reason = _unusable(span, by_id)
-            if reason:
-                skipped.append(reason)
-            else:
-                by_id[span.span_id] = span
+            # The checks of _unusable, inlined: this loop runs for every span of a report.
+            try:
+                span_id = span.span_id
+                if not (span_id and span.trace_id and span.service and MIN_START_NS <= span.start_ns <= MAX_START_NS
+                        and 0 <= span.duration_ns <= MAX_DURATION_NS) or span_id in by_id:
+                    skipped.append(_unusable(span, by_id))
+                    continue
+            except TypeError:
+                skipped.append("missing start time or duration")
+                continue
+            by_id[span_id] = span
+            service = span.service
+            counts[service] = counts.get(service, 0) + 1
+            if span.db_statement is not None or span.db_system is not None:
+                if span.db_system is None or span.db_system in SQL_SYSTEMS:
+                    sql.append(span)
+                else:
+                    other_db.append(span)
+            elif span.kind == "server":
+                servers.append(span)
+            elif span.kind == "client" and (span.http_method is not None or span.url_full is not None):
+                calls.append(span)
         children: dict[str, list[Span]] = {}
         roots: list[Span] = []
         orphans: list[Span] = []
@@ -145,7 +173,11 @@ class TraceView:
             if not parent:
                 roots.append(span)
             elif parent in by_id:
-                children.setdefault(parent, []).append(span)
+                kids = children.get(parent)
+                if kids is None:
+                    children[parent] = [span]
+                else:
+                    kids.append(span)
             else:
                 orphans.append(span)
         self.trace_id = spans[0].trace_id if spans else ""
@@ -154,6 +186,11 @@ class TraceView:
         self.roots = roots
         self.orphans = orphans
         self.skipped = skipped
+        self.sql = sql
+        self.other_db = other_db
+        self.calls = calls
+        self.servers = servers
+        self.span_counts = counts
         self.root = _pick_root(roots, orphans)
         self.entry = _entry(self, self.root) if self.root is not None else None
 
@@ -168,22 +205,22 @@ class TraceView:
         return None
 
     def services(self) -> set[str]:
-        return {span.service for span in self.by_id.values()}
+        return set(self.span_counts)
 
 
 def _unusable(span: Span, seen: dict) -> str:
     try:
         if not span.span_id or not span.trace_id:
             return "missing span or trace id"
-        if span.span_id in seen:
-            return "duplicate span id"
+        if not span.service:
+            return "missing service name"
         if not MIN_START_NS <= span.start_ns <= MAX_START_NS:
             return "start time before 2000 or after 2100"
         if not 0 <= span.duration_ns <= MAX_DURATION_NS:
             return "negative duration or longer than a week"
     except TypeError:
         return "missing start time or duration"
-    return ""
+    return "duplicate span id" if span.span_id in seen else ""
 
 
 def _pick_root(roots: list[Span], orphans: list[Span]) -> Optional[Span]:

@@ -1,14 +1,126 @@
-"""``takealook traces import|report`` (issues 3 and 5)."""
+"""``takealook traces import|report`` (issues 3 and 5).
+
+``traces report`` reads the span store and prints where requests spend their
+time: endpoints as users feel them, critical paths, and findings ranked by
+milliseconds of user-visible time per minute of traffic. ``--since``/``--until``
+take a duration back from now (``90s``, ``15m``, ``1h``, ``2d``) or a time
+(``2024-05-01T10:00``, ``2024-05-01 10:00:00+02:00``; UTC when no zone is
+given). ``--dsn`` (repeatable) joins the statements to pg_stat_statements of
+those databases, read-only. The thresholds have flags of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+import time
 
 from takealook.cli import traces_import
-from takealook.cli.common import add_output_options, add_store_option, not_implemented
+from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.errors import UsageError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("traces", help="import and analyse traces")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     traces_import.register(verbs)
-    rep = verbs.add_parser("report", help="where requests spend their time")
+    rep = verbs.add_parser("report", help="where requests spend their time",
+                           description="Endpoints as users feel them, critical paths, N+1 queries, sequential "
+                                       "and public-address calls, slow statements, errors, instrumentation health.")
     add_store_option(rep)
+    rep.add_argument("--since", metavar="WHEN", help="only traces that started after: 1h, 30m, 2024-05-01T10:00")
+    rep.add_argument("--until", metavar="WHEN", help="only traces that started before (same forms as --since)")
+    rep.add_argument("--service", metavar="S", help="only traces that touch service S")
+    rep.add_argument("--endpoint", metavar="E", help='only traces that entered by E ("GET /orders/<id>" or a route)')
+    rep.add_argument("--dsn", action="append", default=[], metavar="DSN",
+                     help="join statements to pg_stat_statements of this database (read-only; repeatable)")
+    thresholds = rep.add_argument_group("thresholds")
+    thresholds.add_argument("--n-plus-one-min-count", type=int, default=5, metavar="N",
+                            help="statements with one fingerprint under one parent (default 5)")
+    thresholds.add_argument("--n-plus-one-min-ms", type=float, default=50.0, metavar="MS",
+                            help="their time together (default 50)")
+    thresholds.add_argument("--repeated-http-min-count", type=int, default=2, metavar="N",
+                            help="identical calls under one parent (default 2)")
+    thresholds.add_argument("--sequential-min-saving-ms", type=float, default=10.0, metavar="MS",
+                            help="report sequential calls that would save at least this in parallel (default 10)")
+    thresholds.add_argument("--slow-statement-ms", type=float, default=100.0, metavar="MS",
+                            help="a statement is slow when its p95 reaches this (default 100)")
+    thresholds.add_argument("--clock-skew-tolerance-ms", type=float, default=1.0, metavar="MS",
+                            help="a child may start this much before its parent (default 1)")
+    thresholds.add_argument("--top-statements", type=int, default=20, metavar="N",
+                            help="statements listed, by total time (default 20)")
     add_output_options(rep)
-    rep.set_defaults(run=not_implemented("traces report"))
+    rep.set_defaults(run=run_report)
+
+
+def parse_when(text: str | None, now_ns: int, flag: str) -> int | None:
+    """Nanoseconds since the epoch for a ``--since``/``--until`` value."""
+    if text is None:
+        return None
+    match = _DURATION.match(text)
+    if match:
+        seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+        return now_ns - int(seconds * 1e9)
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: give a duration back from now (90s, 15m, 1h, 2d) "
+                         "or a time (2024-05-01T10:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1e9)
+
+
+def _settings(args: argparse.Namespace):
+    from takealook.analyzers.traces.settings import Settings
+
+    return Settings(
+        n_plus_one_min_count=args.n_plus_one_min_count, n_plus_one_min_ms=args.n_plus_one_min_ms,
+        repeated_http_min_count=args.repeated_http_min_count,
+        sequential_min_saving_ms=args.sequential_min_saving_ms, slow_statement_p95_ms=args.slow_statement_ms,
+        clock_skew_tolerance_ms=args.clock_skew_tolerance_ms, top_statements=args.top_statements,
+    )
+
+
+def run_report(args: argparse.Namespace) -> int:
+    if args.dsn:  # the analyses are standard library; the join needs a driver and fingerprints
+        require("psycopg", "audit")
+        require("pglast", "audit")
+    from takealook.analyzers.traces.settings import Window
+    from takealook.analyzers.traces.source import analyze_store
+    from takealook.report import traces as adapter
+
+    now = time.time_ns()
+    since, until = parse_when(args.since, now, "--since"), parse_when(args.until, now, "--until")
+    if since is not None and until is None:
+        until = now  # "the last hour" is a window of one hour, however recent the traffic
+    settings = _settings(args)
+    window = Window(since, until)
+    analysis, report = analyze_store(store_path(args), settings, window, service=args.service,
+                                     endpoint=args.endpoint, progress=_progress_line())
+    if args.dsn:
+        from takealook.analyzers.traces import pg_stats
+
+        figures = [pg_stats.read_statement_figures(dsn) for dsn in args.dsn]
+        report = analysis.with_statements(report, pg_stats.join(list(report.statements), figures))
+    emit(args, lambda: adapter.document(report), lambda: adapter.contract(report))
+    return 0
+
+
+def _progress_line():
+    """A progress line on stderr when it is a terminal; None (no callback) in pipes and CI."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        if not total:
+            return
+        end = "\n" if done >= total else ""
+        print(f"\ranalysing traces: {done:,}/{total:,}", end=end, file=sys.stderr, flush=True)
+
+    return show

@@ -48,7 +48,7 @@ class TraceBuilder:
                          db_fingerprint=fingerprint(statement), **fields)
 
     def http(self, service: str, method: str, url: str, start_ms: float, duration_ms: float, parent: Span,
-             status_code: int = 200, **fields) -> Span:
+             status_code: Optional[int] = 200, **fields) -> Span:
         host = url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
         path = "/" + url.split("://", 1)[1].split("/", 1)[1] if "/" in url.split("://", 1)[1] else "/"
         return self.span(service, method, start_ms, duration_ms, parent, "client", http_method=method, url_full=url,
@@ -65,3 +65,47 @@ class TraceBuilder:
 def exception_events(kind: str, message: str) -> str:
     return json.dumps([{"name": "exception", "time_ns": BASE_NS,
                         "attributes": {"exception.type": kind, "exception.message": message}}])
+
+
+def write_store(path, traces, points=()) -> None:
+    """Store traces (lists of Span) and MetricPoints through the collector's write API."""
+    import hashlib
+
+    from takealook.collector.model import KINDS, STATUSES
+    from takealook.collector.store import IngestBatch, SpanStore, TraceInfo
+
+    batch = IngestBatch()
+
+    def resource(service: str, resource_json: str = "{}") -> str:
+        attributes = json.loads(resource_json or "{}")
+        attributes["service.name"] = service
+        text = json.dumps(attributes, sort_keys=True)
+        digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        batch.resources.setdefault(digest, (service, text))
+        return digest
+
+    for spans in traces:
+        for s in spans:
+            batch.spans.append([
+                s.trace_id, s.span_id, s.parent_span_id, s.service, s.name, KINDS.index(s.kind), s.start_ns,
+                s.duration_ns, STATUSES.index(s.status), s.status_message, s.http_method, s.http_route,
+                s.http_status, s.url_path, s.url_full, s.server_address, s.db_system, s.db_name, s.db_statement,
+                s.db_fingerprint, s.attributes_json, resource(s.service, s.resource_json), s.events_json,
+                s.links_json, s.scope,
+            ])
+            info = batch.traces.setdefault(s.trace_id, TraceInfo(s.start_ns, s.end_ns))
+            info.start_ns, info.end_ns = min(info.start_ns, s.start_ns), max(info.end_ns, s.end_ns)
+            info.services.add(s.service)
+            if s.kind == "server" and s.http_route:
+                info.endpoints.add((s.service, s.http_route))
+    for p in points:
+        batch.metrics.append([
+            p.service, p.name, p.unit, ("unspecified", "delta", "cumulative").index(p.temporality), p.start_ns,
+            p.time_ns, p.http_method, p.http_route, p.http_status, p.count, p.sum, json.dumps(list(p.bounds)),
+            json.dumps(list(p.bucket_counts)), p.attributes_json, resource(p.service),
+        ])
+    store = SpanStore(path, synchronous="OFF")
+    try:
+        store.write([batch])
+    finally:
+        store.close()
