@@ -87,6 +87,7 @@ class TraceReport:
     findings: tuple  # of the finding dataclasses, each with `kind` and `impact_ms_per_min`
     slowest: tuple[SlowTrace, ...]
     settings: Settings
+    notes: tuple[str, ...] = ()  # what limited the report (a database that could not be joined...)
 
 
 class TraceAnalysis:
@@ -181,12 +182,13 @@ class TraceAnalysis:
             findings=tuple(findings), slowest=tuple(self._slowest(endpoints)), settings=self.settings,
         )
 
-    def with_statements(self, report: TraceReport, statements: list[StatementStats]) -> TraceReport:
+    def with_statements(self, report: TraceReport, statements: list[StatementStats],
+                        notes: Sequence[str] = ()) -> TraceReport:
         """The report again with statements replaced (pg_stat_statements joined) and findings redone."""
         endpoints = {(e.service, e.method, e.route): e for e in report.endpoints}
         findings = self._findings(endpoints, statements)
-        return TraceReport(report.schema_version, report.totals, report.endpoints, report.services,
-                           tuple(statements), tuple(findings), report.slowest, report.settings)
+        return replace(report, statements=tuple(statements), findings=tuple(findings),
+                       notes=report.notes + tuple(notes))
 
     def _findings(self, endpoints: dict, statements: list[StatementStats]) -> list:
         service_sql = {}
@@ -224,11 +226,20 @@ def waterfall_rows(view: TraceView) -> list[WaterfallRow]:
     stack = [(root, 0)]
     while stack and len(rows) <= WATERFALL_MAX_SPANS * 4:
         span, depth = stack.pop()
-        rows.append(WaterfallRow(span.span_id, span.service, span.name, ms(span.start_ns - root.start_ns),
+        rows.append(WaterfallRow(span.span_id, span.service, _label(span), ms(span.start_ns - root.start_ns),
                                  ms(span.duration_ns), depth, is_error(span)))
         for kid in sorted(view.kids(span), key=lambda s: s.start_ns, reverse=True):
             stack.append((kid, depth + 1))
     return rows
+
+
+def _label(span: Span) -> str:
+    """What a waterfall row says: the statement of a query, the URL of a call, else the span's name."""
+    if span.db_statement:
+        return " ".join(span.db_statement.split())[:120]
+    if span.kind == "client" and span.url_full:
+        return f"{span.http_method or ''} {span.url_full}".strip()
+    return span.name
 
 
 def analyze(traces: Iterable[Sequence[Span]], metric_points: Iterable[MetricPoint] = (),

@@ -1,104 +1,116 @@
-"""Join the statements seen in traces to pg_stat_statements, by pglast fingerprint.
+"""Join the statements seen in traces to pg_stat_statements and to the index advice, by pglast fingerprint.
 
-``read_statement_figures(dsn)`` reads pg_stat_statements of one database over
-a read-only session (``default_transaction_read_only``, ``statement_timeout``,
-``lock_timeout``), its own statement tagged ``/* takealook */`` and skipped,
-and returns pg_stat_statements' figures per fingerprint (rows of one statement
-under several users or nesting levels added up). ``join`` attaches them to the
-traced statements with the same fingerprint (the span's database name breaks
-ties when several databases run it). Nothing is written to the database.
+``read_database(dsn, advise_for=...)`` reads one database through the db
+analyzer's library (``takealook.analyzers.db``: a read-only session with
+``statement_timeout`` and ``lock_timeout``, its own statements tagged
+``/* takealook */`` and skipped): pg_stat_statements' figures per fingerprint
+and, when ``advise_for`` lists statements (the traced slow ones), the
+HypoPG-verified index advice for them and the database's workload. Nothing is
+written to the database.
 
-psycopg is imported when called: it is part of ``takealook[audit]``.
+``join(statements, reads)`` attaches both to the traced statements with the
+same fingerprint (the span's database name breaks ties when several databases
+run it). ``join_advice(statements, advice)`` does the index half alone, for a
+caller (the combined report) that already ran the audit.
+
+A database without pg_stat_statements (or where it is not preloaded) is not an
+error: the trace report still stands, and ``DatabaseRead.notes`` says what to
+run. psycopg and pglast are imported when called: they are part of
+``takealook[audit]``.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional, Sequence
 
-from takealook.analyzers.traces.slow_statements import DatabaseFigures, StatementStats, with_database_figures
-from takealook.errors import ConnectionFailed, InputError, MissingExtra
-from takealook.sqltext import fingerprint
-
-SESSION_SETTINGS = (
-    "SET default_transaction_read_only = on",
-    "SET statement_timeout = '10s'",
-    "SET lock_timeout = '1s'",
-)
-
-# pg_stat_statements 1.8+ (PostgreSQL 13+) names the columns *_exec_time.
-STATEMENTS_SQL = """/* takealook */
-SELECT query,
-       calls,
-       total_exec_time AS total_exec_ms,
-       rows,
-       shared_blks_hit,
-       shared_blks_read
-FROM pg_stat_statements
-WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND query NOT LIKE '%/* takealook */%'
-ORDER BY total_exec_time DESC
-LIMIT 10000
-"""
+from takealook.analyzers.traces.slow_statements import DatabaseFigures, IndexHint, StatementStats
+from takealook.sqltext import to_dollar_params
 
 
-def read_statement_figures(dsn: str) -> dict[str, DatabaseFigures]:
-    """pg_stat_statements figures of the database ``dsn`` names, per statement fingerprint."""
-    try:
-        import psycopg
-        from psycopg import errors as pgerrors
-    except ImportError as error:
-        raise MissingExtra("audit", "psycopg") from error
-    try:
-        conn = psycopg.connect(dsn, connect_timeout=10, autocommit=True)
-    except psycopg.Error as error:
-        raise ConnectionFailed(f"cannot connect to the database for --dsn: {_first_line(error)}") from error
-    with conn:
-        database = conn.info.dbname
-        try:
-            for setting in SESSION_SETTINGS:
-                conn.execute(setting)
-            rows = conn.execute(STATEMENTS_SQL).fetchall()
-        except pgerrors.UndefinedTable as error:
-            raise InputError(f"pg_stat_statements is not installed in database {database!r}: "
-                             "run CREATE EXTENSION pg_stat_statements there") from error
-        except pgerrors.ObjectNotInPrerequisiteState as error:
-            raise InputError("pg_stat_statements is not loaded: add it to shared_preload_libraries "
-                             "and restart PostgreSQL") from error
-        except psycopg.Error as error:
-            raise InputError(f"cannot read pg_stat_statements in {database!r}: {_first_line(error)}") from error
-    return _by_fingerprint(database, rows)
+@dataclass(frozen=True)
+class DatabaseRead:
+    database: str
+    figures: dict[str, DatabaseFigures]  # by fingerprint
+    advice: dict[str, IndexHint]  # by fingerprint
+    notes: tuple[str, ...]  # what kept us from reading or advising, with what to do
 
 
-def _by_fingerprint(database: str, rows: Iterable[tuple]) -> dict[str, DatabaseFigures]:
+def read_database(dsn: str, advise_for: Sequence[str] = ()) -> DatabaseRead:
+    """pg_stat_statements' figures of one database, and index advice for ``advise_for`` when given."""
+    from takealook.analyzers.db.connection import connect
+    from takealook.analyzers.db.statements import statement_report
+
+    with connect(dsn) as session:
+        report = statement_report(session)
+        notes = tuple(f"{session.display}: {f.title}; {f.fix}" if f.fix else f"{session.display}: {f.title}"
+                      for f in report.findings if f.kind in ("missing_extension", "extension_not_loaded",
+                                                             "missing_privilege"))
+        figures = figures_by_fingerprint(session.database, report.all)
+        advice: dict[str, IndexHint] = {}
+        if advise_for:
+            from takealook.analyzers.db.index_advice import advise
+
+            found = advise(session, [to_dollar_params(q) for q in advise_for], statements=report.all)
+            advice = hints_by_fingerprint(found)
+            notes += tuple(f"{session.display}: {f.title}" for f in found.findings if f.kind not in (
+                "missing_extension", "extension_not_loaded", "missing_privilege"))
+        return DatabaseRead(session.database, figures, advice, notes)
+
+
+def figures_by_fingerprint(database: str, stats: Iterable) -> dict[str, DatabaseFigures]:
+    """``StatementStat`` rows of the db analyzer added up per fingerprint (one statement, several roles)."""
     sums: dict[str, list] = {}
-    for query, calls, total_ms, nrows, hit, read in rows:
-        key = fingerprint(query)
-        if key is None:
+    for stat in stats:
+        if not stat.fingerprint:
             continue
-        entry = sums.setdefault(key, [0, 0.0, 0, 0, 0])
-        entry[0] += calls or 0
-        entry[1] += total_ms or 0.0
-        entry[2] += nrows or 0
-        entry[3] += hit or 0
-        entry[4] += read or 0
+        entry = sums.setdefault(stat.fingerprint, [0, 0.0, 0, 0, 0])
+        entry[0] += stat.calls
+        entry[1] += stat.total_ms
+        entry[2] += stat.rows
+        entry[3] += stat.shared_blks_hit
+        entry[4] += stat.shared_blks_read
     return {
         key: DatabaseFigures(database, calls, round(total, 3), round(total / calls, 3) if calls else 0.0,
-                             nrows, hit, read)
-        for key, (calls, total, nrows, hit, read) in sums.items()
+                             rows, hit, read)
+        for key, (calls, total, rows, hit, read) in sums.items()
     }
 
 
-def join(statements: list[StatementStats], figures: list[dict[str, DatabaseFigures]]) -> list[StatementStats]:
-    """The statements with pg_stat_statements' figures attached where a fingerprint matches."""
+def hints_by_fingerprint(advice) -> dict[str, IndexHint]:
+    """The best suggested index per statement fingerprint, from the db analyzer's ``IndexAdvice``."""
+    hints: dict[str, IndexHint] = {}
+    for index in advice.indexes:
+        for effect in index.statements:
+            if not effect.fingerprint:
+                continue
+            known = hints.get(effect.fingerprint)
+            saving = effect.saving_pct
+            if known is None or (saving or 0) > (known.saving_pct or 0):
+                hints[effect.fingerprint] = IndexHint(index.create_sql, saving, index.verified)
+    return hints
+
+
+def join(statements: list[StatementStats], reads: list[DatabaseRead]) -> list[StatementStats]:
+    """The statements with pg_stat_statements' figures and index advice attached where a fingerprint matches."""
     out = []
     for row in statements:
-        matches = [found[row.fingerprint] for found in figures if row.fingerprint and row.fingerprint in found]
-        same_db = [m for m in matches if m.dsn_database in row.databases]
-        chosen = (same_db or matches or [None])[0]
-        out.append(with_database_figures(row, chosen))
+        if not row.fingerprint:
+            out.append(row)
+            continue
+        matches = [read for read in reads if row.fingerprint in read.figures or row.fingerprint in read.advice]
+        same_db = [read for read in matches if read.database in row.databases]
+        read = (same_db or matches or [None])[0]
+        if read is None:
+            out.append(row)
+            continue
+        out.append(replace(row, pg_stat_statements=read.figures.get(row.fingerprint),
+                           index_advice=read.advice.get(row.fingerprint) or row.index_advice))
     return out
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def join_advice(statements: list[StatementStats], advice) -> list[StatementStats]:
+    """Attach an ``IndexAdvice`` computed elsewhere (the combined report's audit) to the statements."""
+    hints = hints_by_fingerprint(advice)
+    return [replace(row, index_advice=hints[row.fingerprint]) if row.fingerprint in hints else row
+            for row in statements]

@@ -10,12 +10,12 @@ report; those whose p95 reaches ``slow_statement_p95_ms`` become
 per minute of traffic, summed over the endpoints it runs under.
 
 ``pg_stats.join`` adds pg_stat_statements' figures for the same fingerprint
-when a ``--dsn`` is given.
+when a ``--dsn`` is given, and the db analyzer's index advice when it ran.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 from takealook.analyzers.traces.settings import Settings
@@ -45,6 +45,15 @@ class DatabaseFigures:
 
 
 @dataclass(frozen=True)
+class IndexHint:
+    """The db analyzer's suggested index for the statement (HypoPG-verified when ``verified``)."""
+
+    create_sql: str
+    saving_pct: Optional[float]  # planner cost saved for this statement
+    verified: bool
+
+
+@dataclass(frozen=True)
 class StatementStats:
     fingerprint: str  # "" when the statement did not parse (grouped by text)
     statement: str
@@ -60,6 +69,7 @@ class StatementStats:
     endpoints: tuple[EndpointShare, ...]
     trace_ids: tuple[str, ...]
     pg_stat_statements: Optional[DatabaseFigures] = None
+    index_advice: Optional[IndexHint] = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class SlowStatement:
     impact_ms_per_min: float
     trace_ids: tuple[str, ...]
     pg_stat_statements: Optional[DatabaseFigures] = None
+    index_advice: Optional[IndexHint] = None
 
 
 class _Group:
@@ -162,10 +173,6 @@ class StatementAggregator:
                 statement=row.statement, fingerprint=row.fingerprint, calls=row.calls, p95_ms=row.p95_ms,
                 mean_ms=row.mean_ms, total_ms=row.total_ms, endpoints=tuple(e.endpoint for e in row.endpoints),
                 impact_ms_per_min=round(impact, 3), trace_ids=row.trace_ids,
-                pg_stat_statements=row.pg_stat_statements,
+                pg_stat_statements=row.pg_stat_statements, index_advice=row.index_advice,
             ))
         return out
-
-
-def with_database_figures(row: StatementStats, figures: Optional[DatabaseFigures]) -> StatementStats:
-    return replace(row, pg_stat_statements=figures) if figures is not None else row

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     rep.add_argument("--endpoint", metavar="E", help='only traces that entered by E ("GET /orders/<id>" or a route)')
     rep.add_argument("--dsn", action="append", default=[], metavar="DSN",
                      help="join statements to pg_stat_statements of this database (read-only; repeatable)")
+    rep.add_argument("--advise-indexes", action="store_true",
+                     help="with --dsn: add the HypoPG-verified index advice for the slow statements")
     thresholds = rep.add_argument_group("thresholds")
     thresholds.add_argument("--n-plus-one-min-count", type=int, default=5, metavar="N",
                             help="statements with one fingerprint under one parent (default 5)")
@@ -88,6 +90,8 @@ def _settings(args: argparse.Namespace):
 
 
 def run_report(args: argparse.Namespace) -> int:
+    if args.advise_indexes and not args.dsn:
+        raise UsageError("--advise-indexes needs --dsn: the database to advise on")
     if args.dsn:  # the analyses are standard library; the join needs a driver and fingerprints
         require("psycopg", "audit")
         require("pglast", "audit")
@@ -104,12 +108,21 @@ def run_report(args: argparse.Namespace) -> int:
     analysis, report = analyze_store(store_path(args), settings, window, service=args.service,
                                      endpoint=args.endpoint, progress=_progress_line())
     if args.dsn:
-        from takealook.analyzers.traces import pg_stats
-
-        figures = [pg_stats.read_statement_figures(dsn) for dsn in args.dsn]
-        report = analysis.with_statements(report, pg_stats.join(list(report.statements), figures))
+        report = _join_databases(analysis, report, args)
+    for note in report.notes:
+        print(f"takealook: note: {note}", file=sys.stderr)
     emit(args, lambda: adapter.document(report), lambda: adapter.contract(report))
     return 0
+
+
+def _join_databases(analysis, report, args: argparse.Namespace):
+    """pg_stat_statements (and, with --advise-indexes, the index advice) joined to the traced statements."""
+    from takealook.analyzers.traces import pg_stats
+
+    slow = [s.statement for s in report.statements if s.p95_ms >= report.settings.slow_statement_p95_ms]
+    reads = [pg_stats.read_database(dsn, slow if args.advise_indexes else ()) for dsn in args.dsn]
+    statements = pg_stats.join(list(report.statements), reads)
+    return analysis.with_statements(report, statements, [note for read in reads for note in read.notes])
 
 
 def _progress_line():

@@ -119,6 +119,7 @@ def contract(report: TraceReport) -> dict:
         "slowest_traces": [{"endpoint": s.endpoint, "service": s.service, "trace_id": s.trace_id,
                             "duration_ms": s.duration_ms} for s in report.slowest],
         "settings": report.settings,
+        "notes": list(report.notes),
     }
 
 
@@ -132,6 +133,7 @@ def document(report: TraceReport, title: str = "Where requests spend their time"
     if t.skipped_spans:
         meta.append(("spans skipped", t.skipped_spans))
     sections = [
+        Section("Notes", tuple(Paragraph(note, "warning") for note in report.notes)) if report.notes else None,
         _findings_section(report),
         _endpoints_section(report),
         _critical_path_section(report),
@@ -178,6 +180,12 @@ def _finding_detail(rank: int, f) -> Section:
         blocks.append(Paragraph(f"pg_stat_statements ({figures.dsn_database}): {figures.calls} calls, "
                                 f"mean {figures.mean_exec_ms:g} ms, total {figures.total_exec_ms:g} ms, "
                                 f"{figures.rows} rows"))
+    hint = getattr(f, "index_advice", None)
+    if hint is not None:
+        proof = "verified with HypoPG" if hint.verified else "not verified"
+        saving = f", {hint.saving_pct:g}% cheaper plan" if hint.saving_pct is not None else ""
+        blocks.append(Paragraph(f"Suggested index ({proof}{saving}):"))
+        blocks.append(Code(hint.create_sql, "sql"))
     if f.kind == "sequential_calls":
         blocks.append(Code("\n".join(f.calls), "text"))
     if f.trace_ids:
@@ -240,6 +248,7 @@ def _statements_section(report: TraceReport) -> Section | None:
     if not report.statements:
         return None
     joined = any(s.pg_stat_statements is not None for s in report.statements)
+    advised = any(s.index_advice is not None for s in report.statements)
     rows = []
     for s in report.statements:
         row = [_short(s.statement), ", ".join(s.services), s.calls, s.total_ms, s.mean_ms, s.p95_ms,
@@ -247,10 +256,14 @@ def _statements_section(report: TraceReport) -> Section | None:
         if joined:
             figures = s.pg_stat_statements
             row += [figures.calls if figures else None, figures.mean_exec_ms if figures else None]
+        if advised:
+            row.append(s.index_advice.create_sql if s.index_advice else None)
         rows.append(tuple(row))
     headers = ["statement", "service", "calls", "total ms", "mean ms", "p95 ms", "endpoints"]
     if joined:
         headers += ["pgss calls", "pgss mean ms"]
+    if advised:
+        headers.append("suggested index")
     return Section("Statements by total time", (Table.of(headers, rows),))
 
 
