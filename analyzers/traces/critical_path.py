@@ -57,7 +57,9 @@ def critical_path(view: TraceView, root: Span | None = None) -> dict[tuple[str, 
         until = high  # everything after `until` is already accounted for
         kids = children.get(span.span_id)
         if kids:
-            for kid in sorted(kids, key=_end, reverse=True):
+            if len(kids) > 1:
+                kids = sorted(kids, key=_end, reverse=True)
+            for kid in kids:
                 start = kid.start_ns if kid.start_ns > low else low
                 if start >= until:
                     continue
@@ -67,7 +69,11 @@ def critical_path(view: TraceView, root: Span | None = None) -> dict[tuple[str, 
                 if end <= start:
                     continue
                 own += until - end
-                stack.append((kid, start, end))
+                if kid.span_id in children:
+                    stack.append((kid, start, end))
+                else:  # a leaf (most spans): all of its clipped time is its own
+                    key = (kid.service, category(kid))
+                    totals[key] = totals.get(key, 0) + (end - start)
                 until = start
         own += until - low
         if own:

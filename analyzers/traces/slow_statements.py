@@ -112,6 +112,7 @@ class StatementAggregator:
     def add(self, view: TraceView) -> None:
         entry_key = view.entry.key if view.entry is not None else None
         groups = self.groups
+        sql_ns = 0
         for span in view.sql:
             key = span.db_fingerprint or (span.db_statement or span.name).strip()
             group = groups.get(key)
@@ -122,14 +123,16 @@ class StatementAggregator:
             group.services.add(span.service)
             if span.db_name:
                 group.databases.add(span.db_name)
-            self.sql_ns += duration
+            sql_ns += duration
             if entry_key is not None:
                 tally = group.per_endpoint.get(entry_key)
                 if tally is None:
                     tally = group.per_endpoint[entry_key] = [0, 0]
                 tally[0] += 1
                 tally[1] += duration
-            group.top.add(duration, view.trace_id)
+            if duration > group.top.floor:
+                group.top.add(duration, view.trace_id)
+        self.sql_ns += sql_ns
 
     def statements(self, endpoints: dict) -> list[StatementStats]:
         ranked = sorted(self.groups.items(), key=lambda kv: -sum(kv[1].durations))

@@ -32,21 +32,28 @@ def ratio(part: float, whole: float) -> float:
 class TopSlowest:
     """The ids of the k slowest items seen so far (for evidence: slowest traces first)."""
 
-    __slots__ = ("k", "items")
+    __slots__ = ("k", "items", "floor")
 
     def __init__(self, k: int):
         self.k = k
         self.items: list[tuple[float, str]] = []
+        self.floor = -1.0  # values at or below it cannot enter: test it before calling add()
 
     def add(self, value: float, trace_id: str) -> None:
         items = self.items
-        if len(items) >= self.k and value <= items[-1][0]:
+        if value <= self.floor:
             return
-        if any(t == trace_id for _, t in items):
-            return
+        for i, (known, known_id) in enumerate(items):
+            if known_id == trace_id:
+                if value <= known:
+                    return
+                del items[i]
+                break
         items.append((value, trace_id))
         items.sort(key=lambda item: -item[0])
         del items[self.k:]
+        if len(items) >= self.k:
+            self.floor = items[-1][0]
 
     def ids(self) -> tuple[str, ...]:
         return tuple(t for _, t in self.items)

@@ -180,6 +180,10 @@ class TraceView:
                     kids.append(span)
             else:
                 orphans.append(span)
+        if calls:
+            # A client library instrumented on top of another (requests over urllib3) nests two
+            # client spans for one call: the outer one is the call.
+            calls = [c for c in calls if not _inner_call(c, by_id)]
         self.trace_id = spans[0].trace_id if spans else ""
         self.by_id = by_id
         self.children = children
@@ -198,14 +202,28 @@ class TraceView:
         return self.children.get(span.span_id, ())
 
     def server_child(self, span: Span) -> Optional[Span]:
-        """The server span that answered an outbound call, when the callee is instrumented."""
-        for kid in self.children.get(span.span_id, ()):
-            if kid.kind == "server":
-                return kid
+        """The server span that answered an outbound call, when the callee is instrumented.
+
+        Looks through a nested client span of the same service (requests over urllib3)."""
+        for _ in range(3):
+            kids = self.children.get(span.span_id, ())
+            for kid in kids:
+                if kid.kind == "server":
+                    return kid
+            inner = next((k for k in kids if k.kind == "client" and k.service == span.service), None)
+            if inner is None:
+                return None
+            span = inner
         return None
 
     def services(self) -> set[str]:
         return set(self.span_counts)
+
+
+def _inner_call(call: Span, by_id: dict[str, Span]) -> bool:
+    parent = by_id.get(call.parent_span_id) if call.parent_span_id else None
+    return (parent is not None and parent.kind == "client" and parent.service == call.service
+            and (parent.http_method is not None or parent.url_full is not None))
 
 
 def _unusable(span: Span, seen: dict) -> str:

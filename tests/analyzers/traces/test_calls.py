@@ -110,3 +110,18 @@ def test_third_party_apis_and_private_addresses_are_not_flagged():
     private = [_public_trace("http://10.0.0.5:8000/api/orders", True)]
     for traces in (stripe, private):
         assert [f for f in analyze(traces).findings if f.kind == "public_address_call"] == []
+
+
+def test_a_call_instrumented_twice_counts_once_and_reaches_its_server_span():
+    b = TraceBuilder()
+    root = b.server("gateway", "GET", "/x", 0, 100)
+    b.sql("gateway", "SELECT 1", 1, 1, root)
+    outer = b.http("gateway", "GET", "http://10.0.0.5:8000/api/orders", 10, 60, root)  # requests
+    inner = b.http("gateway", "GET", "http://10.0.0.5:8000/api/orders", 11, 58, outer)  # urllib3 under it
+    orders = b.server("orders", "GET", "/api/orders", 12, 56, inner)
+    b.sql("orders", "SELECT 2", 13, 1, orders)
+    report = analyze([b.spans])
+    assert report.endpoints[0].outbound_calls_per_request == 1.0
+    assert [f.kind for f in report.findings] == []
+    view = TraceView(b.spans)
+    assert view.server_child(outer) is orders
