@@ -3,7 +3,8 @@
 ``connect(dsn, options)`` opens a psycopg 3 connection that
 
 - is read-only twice over: ``default_transaction_read_only`` is on for the
-  session, and every transaction we open is ``BEGIN READ ONLY``;
+  session, and every transaction we open is ``BEGIN READ ONLY`` (ours, tagged,
+  ended by ROLLBACK: there is never anything to commit);
 - has ``statement_timeout``, ``lock_timeout`` and
   ``idle_in_transaction_session_timeout`` set, and ``application_name=takealook``;
 - tags every statement with ``/* takealook */`` (``Session.query`` adds it), so
@@ -98,6 +99,7 @@ class Session:
         self.conn = conn
         self.display = display
         self._raw_dsn = raw_dsn
+        self._in_transaction = False
         info = self.query_one(_SERVER_SQL)
         self.server_version_num: int = info["server_version_num"]
         self.server_version: str = info["server_version"]
@@ -107,30 +109,51 @@ class Session:
         self.end()
 
     # -- running statements
-    def query(self, sql: str, params: Any = None) -> list[dict]:
-        """Run one tagged statement inside the current read-only transaction; rows as dicts.
+    def query(self, sql: str, params: Any = ()) -> list[dict]:
+        """Run one tagged statement of ours inside the current read-only transaction; rows as dicts.
 
+        Parameters are always bound (so ``%%`` is a literal ``%`` in our SQL).
         On a database error the transaction is rolled back (so the next call
         works) and the error is raised for the caller to turn into a finding.
         """
+        return self._run(f"{TAG} {sql}", params)
+
+    def raw(self, sql: str) -> list[dict]:
+        """Run a statement that embeds user SQL (an EXPLAIN): no placeholder processing at all."""
+        return self._run(f"{TAG} {sql}", None)
+
+    def _run(self, sql: str, params: Any) -> list[dict]:
         try:
+            self._begin()
             with self.conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(f"{TAG} {sql}", params)
+                cur.execute(sql, params)
                 return cur.fetchall() if cur.description else []
         except psycopg.Error:
             self._rollback_quietly()
             raise
 
-    def query_one(self, sql: str, params: Any = None) -> dict | None:
+    def _begin(self) -> None:
+        # Our own BEGIN/ROLLBACK, tagged, rather than the driver's: untagged ones would be counted
+        # in pg_stat_statements together with the application's.
+        if not self._in_transaction:
+            self.conn.execute(f"{TAG} BEGIN READ ONLY", prepare=False)
+            self._in_transaction = True
+
+    def query_one(self, sql: str, params: Any = ()) -> dict | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
-    def script(self, sql: str) -> list[list[dict]]:
-        """Several tagged statements, no parameters, one round trip; the rows of each."""
+    def script(self, statements: list[str]) -> list[list[dict]]:
+        """Several statements, each tagged, no parameters, one round trip; the rows of each.
+
+        pg_stat_statements records each statement of a multi-statement string
+        by its own text, so each needs its own tag.
+        """
         try:
+            self._begin()
             results = []
             with self.conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(f"{TAG} {sql}", prepare=False)
+                cur.execute("; ".join(f"{TAG} {sql}" for sql in statements), prepare=False)
                 while True:
                     results.append(cur.fetchall() if cur.description else [])
                     if not cur.nextset():
@@ -151,8 +174,11 @@ class Session:
             pass
 
     def _rollback_quietly(self) -> None:
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
         try:
-            self.conn.rollback()
+            self.conn.execute(f"{TAG} ROLLBACK", prepare=False)
         except psycopg.Error:
             pass
 
@@ -191,7 +217,8 @@ def connect(dsn: str | None, options: ConnectOptions | None = None) -> Session:
     options = options or ConnectOptions()
     raw = (dsn or "").strip()
     display = mask_dsn(raw)
-    kwargs: dict[str, Any] = {"application_name": "takealook", "autocommit": False}
+    # autocommit: the Session opens its own (tagged) read-only transactions.
+    kwargs: dict[str, Any] = {"application_name": "takealook", "autocommit": True}
     try:
         given = psycopg.conninfo.conninfo_to_dict(raw)
     except psycopg.ProgrammingError as error:
@@ -207,11 +234,9 @@ def connect(dsn: str | None, options: ConnectOptions | None = None) -> Session:
     if not raw:
         display = _display_from_connection(conn)
     conn.prepare_threshold = None
-    conn.read_only = True
     try:
-        with conn.cursor() as cur:
+        with conn.cursor() as cur:  # outside a transaction block: the settings hold for the session
             cur.execute(f"{TAG} {_SETUP_SQL}", (f"{options.statement_timeout_ms}ms", f"{options.lock_timeout_ms}ms"))
-        conn.commit()  # the session settings outlive this (read-only) transaction
         session = Session(conn, display, raw)
     except psycopg.Error as error:
         conn.close()

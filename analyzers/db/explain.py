@@ -59,9 +59,9 @@ class Explainer:
         options = "FORMAT JSON, VERBOSE"
         try:
             if statement.param_count == 0:
-                rows = self.session.query(f"EXPLAIN ({options}) {statement.sql}")
+                rows = self.session.raw(f"EXPLAIN ({options}) {statement.sql}")
             elif self.generic_plan_option:
-                rows = self.session.query(f"EXPLAIN (GENERIC_PLAN, {options}) {statement.sql}")
+                rows = self.session.raw(f"EXPLAIN (GENERIC_PLAN, {options}) {statement.sql}")
             else:
                 rows = self._prepared(statement, options)
         finally:
@@ -73,14 +73,14 @@ class Explainer:
 
         name = f"takealook_{next(self._names)}"
         nulls = ", ".join(["NULL"] * statement.param_count)
-        script = (f"SET LOCAL plan_cache_mode = force_generic_plan; PREPARE {name} AS {statement.sql}; "
-                  f"EXPLAIN ({options}) EXECUTE {name}({nulls}); DEALLOCATE {name}")
+        script = ["SET LOCAL plan_cache_mode = force_generic_plan", f"PREPARE {name} AS {statement.sql}",
+                  f"EXPLAIN ({options}) EXECUTE {name}({nulls})", f"DEALLOCATE {name}"]
         try:
             results = self.session.script(script)
         except psycopg.Error:
             # PREPARE may have succeeded before EXPLAIN failed; prepared statements outlive a rollback.
             # Ours are the only ones in the session (psycopg's auto-prepare is off).
-            self.session.script("DEALLOCATE ALL")
+            self.session.script(["DEALLOCATE ALL"])
             raise
         return results[2]
 

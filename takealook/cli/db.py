@@ -1,16 +1,182 @@
-"""``takealook db audit|indexes`` (issue 4)."""
+"""``takealook db audit|indexes`` (issue 4): read-only audits of live PostgreSQL databases.
 
-from takealook.cli.common import add_output_options, not_implemented
+Connection flags follow psql: ``--dsn`` takes a ``key=value`` string or a
+``postgresql://`` URI; without it libpq's ``PG*`` variables (and ``~/.pgpass``)
+say where to connect. Passwords are masked in every output and message.
+
+Exit codes: 0 done; 2 bad usage, or nothing could be done: ``db audit`` exits
+2 only when no database could be audited (each unreachable DSN gets one line
+on stderr and an ``error`` in the report, the others are audited); ``db
+indexes`` exits 2 when the database cannot be reached, or when every
+statement given with ``--query``/``--queries-file`` was rejected (it does not
+parse, or names a missing table) and there was no workload to advise on.
+See docs/db.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from takealook.cli.common import add_output_options, emit, require
+from takealook.errors import UsageError
+
+_BAD_INPUT = ("unparsed", "missing_table", "cannot_plan", "not_dml")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("db", help="audit PostgreSQL databases")
+    parser = subparsers.add_parser("db", help="audit PostgreSQL databases (read-only)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    audit = verbs.add_parser("audit", help="statements, indexes, tables, sessions, exposure")
-    audit.add_argument("--dsn", action="append", metavar="DSN")
+    audit = verbs.add_parser(
+        "audit", help="statements, missing indexes, index and table health, sessions, exposure",
+        description="Audit each database read-only: one report, a section per --dsn.")
+    audit.add_argument("--dsn", action="append", metavar="DSN",
+                       help="key=value string or postgresql:// URI; repeat for several databases "
+                            "(default: libpq's PG* environment)")
+    audit.add_argument("--top", type=int, default=10, help="statements per ranking (default 10)")
+    audit.add_argument("--no-index-advice", action="store_true", help="skip the index advice")
+    _add_advice_options(audit)
     add_output_options(audit)
-    audit.set_defaults(run=not_implemented("db audit"))
-    indexes = verbs.add_parser("indexes", help="missing indexes, proved with HypoPG")
-    indexes.add_argument("--dsn", metavar="DSN")
+    audit.set_defaults(run=run_audit)
+
+    indexes = verbs.add_parser(
+        "indexes", help="missing indexes, proved with HypoPG",
+        description="Advise indexes for pg_stat_statements' workload and/or the statements given; "
+                    "verified with HypoPG hypothetical indexes when the extension is installed.")
+    indexes.add_argument("--dsn", metavar="DSN", help="key=value string or postgresql:// URI "
+                                                      "(default: libpq's PG* environment)")
+    indexes.add_argument("--query", action="append", default=[], metavar="SQL",
+                         help="a statement to advise on (repeatable); $n, %%s and literals all work")
+    indexes.add_argument("--queries-file", metavar="FILE", help="statements separated by semicolons")
+    indexes.add_argument("--include-workload", action="store_true",
+                         help="with --query/--queries-file: advise on pg_stat_statements' workload too")
+    _add_advice_options(indexes)
     add_output_options(indexes)
-    indexes.set_defaults(run=not_implemented("db indexes"))
+    indexes.set_defaults(run=run_indexes)
+
+
+def _add_advice_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-calls", type=int, default=5, metavar="N",
+                        help="workload statements called fewer times are skipped as too cheap (default 5)")
+    parser.add_argument("--min-time", type=float, default=0.0, metavar="MS",
+                        help="workload statements with less total time are skipped (default 0)")
+    parser.add_argument("--min-saving", default="50", metavar="PCT",
+                        help="keep an index only if it cuts a statement's plan cost by PCT%% (default 50)")
+    parser.add_argument("--max-statements", type=int, default=2000, metavar="N",
+                        help="advise on the N most expensive workload statements (default 2000)")
+    parser.add_argument("--statement-timeout", type=int, default=30_000, metavar="MS",
+                        help="statement_timeout of the audit's session (default 30000)")
+    parser.add_argument("--lock-timeout", type=int, default=1_000, metavar="MS",
+                        help="lock_timeout of the audit's session (default 1000)")
+
+
+def _options(args, use_workload: bool = True):
+    from takealook.analyzers.db.options import ConnectOptions, IndexOptions
+
+    text = str(args.min_saving).strip().rstrip("%").strip()
+    try:
+        saving = float(text)
+    except ValueError:
+        raise UsageError(f"bad --min-saving {args.min_saving!r}: use a percentage such as 50") from None
+    if not 0 <= saving <= 100:
+        raise UsageError("--min-saving must be between 0 and 100")
+    for flag, value in (("--min-calls", args.min_calls), ("--max-statements", args.max_statements),
+                        ("--statement-timeout", args.statement_timeout), ("--lock-timeout", args.lock_timeout)):
+        if value < (1 if flag in ("--max-statements", "--statement-timeout", "--lock-timeout") else 0):
+            raise UsageError(f"{flag} must be positive")
+    connect = ConnectOptions(statement_timeout_ms=args.statement_timeout, lock_timeout_ms=args.lock_timeout)
+    return IndexOptions(use_workload=use_workload, min_calls=args.min_calls, min_total_ms=args.min_time,
+                        min_saving_pct=saving, max_statements=args.max_statements, connect=connect)
+
+
+def _require_audit_extra() -> None:
+    for module in ("psycopg", "pglast", "sqlparse"):
+        require(module, "audit")
+
+
+def run_audit(args) -> int:
+    _require_audit_extra()
+    from takealook.analyzers.db.audit import audit_databases
+    from takealook.analyzers.db.options import AuditOptions
+    from takealook.report import db as report
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    options = AuditOptions(top=args.top, index=_options(args), advise=not args.no_index_advice)
+    progress = _Progress()
+    try:
+        result = audit_databases(args.dsn or [None], options, progress if progress.enabled else None)
+    finally:
+        progress.done()
+    for database in result.databases:
+        if database.error:
+            print(f"takealook: {database.dsn}: {database.error}", file=sys.stderr)
+    if not result.audited:
+        return 2
+    emit(args, lambda: report.audit_document(result), lambda: report.audit_contract(result))
+    return 0
+
+
+def _given_queries(args) -> list[str]:
+    from takealook.analyzers.db.parse import split_statements
+
+    queries = [q for q in args.query if q.strip()]
+    if len(queries) != len(args.query):
+        raise UsageError("--query needs a statement (it was empty)")
+    if args.queries_file:
+        path = Path(args.queries_file)
+        try:
+            text = sys.stdin.read() if args.queries_file == "-" else path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read --queries-file {args.queries_file}: {error}") from None
+        from_file = split_statements(text)
+        if not from_file:
+            raise UsageError(f"--queries-file {args.queries_file} holds no statement")
+        queries += from_file
+    return queries
+
+
+def run_indexes(args) -> int:
+    _require_audit_extra()
+    from takealook.analyzers.db.connection import mask_dsn
+    from takealook.analyzers.db.index_advice import SOURCE_GIVEN, advise_indexes
+    from takealook.report import db as report
+
+    queries = _given_queries(args)
+    options = _options(args, use_workload=not queries or args.include_workload)
+    progress = _Progress()
+    try:
+        advice = advise_indexes(args.dsn, queries, options, progress if progress.enabled else None)
+    finally:
+        progress.done()
+    rejected = [s for s in advice.skipped if s.source == SOURCE_GIVEN and s.code in _BAD_INPUT]
+    for item in rejected:
+        print(f"takealook: statement {' '.join(item.query.split())[:80]!r}: {item.reason}", file=sys.stderr)
+    dsn = mask_dsn(args.dsn)
+    emit(args, lambda: report.indexes_document(advice, dsn), lambda: report.indexes_contract(advice, dsn))
+    if queries and len(rejected) == len(queries) and not options.use_workload:
+        return 2
+    return 0
+
+
+class _Progress:
+    """One rewritten line on stderr on a terminal; nothing in pipes and CI."""
+
+    def __init__(self):
+        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self._shown = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        text = f"{stage} {done}/{total}" if total > 1 else stage
+        sys.stderr.write("\r\033[K" + text[:100])
+        sys.stderr.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
