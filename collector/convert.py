@@ -1,23 +1,27 @@
-"""OTLP requests (decoded protobuf messages) into store rows.
+"""OTLP requests into store rows: the collector's hot path.
 
-``convert_traces(request)`` and ``convert_metrics(request)`` return a
-``Converted``: an ``IngestBatch`` for the store, how many items were rejected
-as invalid (for OTLP's partial-success answer) and a message explaining the
-first problems. Invalid items are skipped, never the whole request:
+``Converter().traces(body)`` takes a serialized ``ExportTraceServiceRequest``
+(protobuf) and ``Converter().metrics(request)`` a decoded
+``ExportMetricsServiceRequest``; both return a ``Converted``: an
+``IngestBatch`` for the store, how many items were rejected as invalid (for
+OTLP's partial-success answer) and a message naming the first problems.
+Invalid items are skipped, never the whole request:
 
 - a span whose trace id is not 16 bytes or all zero, whose span id is not 8
   bytes or all zero, whose parent id is neither empty nor 8 bytes, without a
   start time, or ending before it starts;
-- a histogram point whose bucket counts do not match its bounds.
+- a histogram point whose bucket counts do not match its bounds, without a
+  time, or with bounds that are not finite.
 
 String attribute values longer than ``MAX_VALUE_CHARS`` are cut (and the
 answer says so) so one runaway attribute cannot fill the store. Only
 histogram metrics are stored (the HTTP server duration, for RED when traces
-are sampled); other metric types are counted in ``ignored`` and dropped.
+are sampled); points of other metric types are counted in ``ignored``.
 
-This is the collector's hot path: it runs for every span, so it avoids
-per-span allocations it does not need (events and links are rare and skip
-JSON encoding when empty).
+Speed: spans are decoded with the wire-compatible types of ``lite.py``, which
+leave attributes serialized; each distinct attribute set is decoded, mapped
+(semantic conventions, SQL fingerprint) and JSON-encoded once, then reused
+from a bounded cache. A converter is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from takealook.collector.lite import TraceRequest
 from takealook.collector.semconv import metric_fields, typed_fields
 from takealook.collector.store import IngestBatch, TraceInfo
 
@@ -37,6 +48,7 @@ KIND_SERVER = 2
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _MAX_PROBLEMS = 3  # problems named in the partial-success message
+_CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot sets come back at once)
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _dumps_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
@@ -48,8 +60,8 @@ class Converted:
     batch: IngestBatch
     rejected: int = 0
     ignored: int = 0  # metric points of types the store does not keep
-    problems: list[str] = field(default_factory=list)
     truncated: int = 0  # attribute values cut to MAX_VALUE_CHARS
+    problems: list[str] = field(default_factory=list)
 
     def reject(self, problem: str) -> None:
         self.rejected += 1
@@ -67,126 +79,196 @@ class Converted:
         return "; ".join(parts)
 
 
-# -- attribute values ---------------------------------------------------------
+class _Values:
+    """Decodes AnyValues, counting the strings it cuts."""
 
-def _value(value, out: Converted):
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        text = value.string_value
-        if len(text) > MAX_VALUE_CHARS:
-            out.truncated += 1
-            return text[:MAX_VALUE_CHARS]
+    def __init__(self):
+        self.truncated = 0
+
+    def value(self, value) -> Any:
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text = value.string_value
+            if len(text) > MAX_VALUE_CHARS:
+                self.truncated += 1
+                return text[:MAX_VALUE_CHARS]
+            return text
+        if which == "int_value":
+            return value.int_value
+        if which == "bool_value":
+            return value.bool_value
+        if which == "double_value":
+            number = value.double_value
+            # JSON has no NaN or infinity; OTLP's JSON encoding writes them as strings too.
+            return number if math.isfinite(number) else str(number)
+        if which == "array_value":
+            return [self.value(v) for v in value.array_value.values]
+        if which == "kvlist_value":
+            return self.attributes(value.kvlist_value.values)
+        if which == "bytes_value":
+            return base64.b64encode(value.bytes_value).decode("ascii")
+        return None
+
+    def attributes(self, kvs) -> dict:
+        return {kv.key: self.value(kv.value) for kv in kvs}
+
+
+class Converter:
+    """Turns OTLP requests into ``IngestBatch``es, caching decoded attribute sets."""
+
+    def __init__(self):
+        # (kind, serialized attributes...) -> (digest, attrsets row after the digest, values cut)
+        self._sets: dict[tuple, tuple[str, tuple, int]] = {}
+        self._pairs: dict[bytes, tuple[str, Any, int]] = {}  # serialized KeyValue -> (key, value, cut)
+        self._resources: dict[bytes, tuple[str, str, str]] = {}  # -> (service, digest, JSON)
+        self._scopes: dict[bytes, str] = {}
+
+    # -- traces ---------------------------------------------------------------
+
+    def traces(self, body: bytes) -> Converted:
+        """A serialized ``ExportTraceServiceRequest``; raises ``google.protobuf.message.DecodeError``."""
+        request = TraceRequest.FromString(body)
+        out = Converted(IngestBatch())
+        for resource_spans in request.resource_spans:
+            service, digest = self._resource(resource_spans.resource, out)
+            for scope_spans in resource_spans.scope_spans:
+                scope = self._scope(scope_spans.scope)
+                for span in scope_spans.spans:
+                    self._span(span, service, digest, scope, out)
+        return out
+
+    def _span(self, span, service: str, digest: str, scope: str, out: Converted) -> None:
+        trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+        if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+            return out.reject("trace_id must be 16 bytes, not all zero")
+        if len(span_id) != 8 or span_id == _ZERO_SPAN:
+            return out.reject("span_id must be 8 bytes, not all zero")
+        if parent and len(parent) != 8:
+            return out.reject("parent_span_id must be empty or 8 bytes")
+        start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        if start == 0:
+            return out.reject("start_time_unix_nano is missing")
+        if end < start:
+            return out.reject("end_time_unix_nano is before start_time_unix_nano")
+        kind = span.kind if 0 <= span.kind <= 5 else 0
+        key = (kind, *span.attributes)
+        cached = self._sets.get(key)
+        if cached is None:
+            cached = self._attribute_set(key)
+        digest_attrs, row_rest, cut = cached
+        out.batch.attrsets.setdefault(digest_attrs, row_rest)
+        if cut:
+            out.truncated += cut
+        code, message = self._status(span.status) if span.status else (0, "")
+        events = self._events(span.events, out) if span.events else ""
+        links = self._links(span.links, out) if span.links else ""
+        trace_hex = trace_id.hex()
+        out.batch.spans.append([
+            trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
+            kind, start, end - start, code, message, digest_attrs, digest, scope, events, links,
+        ])
+        info = out.batch.traces.get(trace_hex)
+        if info is None:
+            info = out.batch.traces[trace_hex] = TraceInfo(start, end)
+        else:
+            if start < info.start_ns:
+                info.start_ns = start
+            if end > info.end_ns:
+                info.end_ns = end
+        info.services.add(service)
+        if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
+            info.endpoints.add((service, row_rest[2]))
+
+    def _attribute_set(self, key: tuple) -> tuple[str, tuple, int]:
+        """(digest, attrsets row after the digest, values cut) of one (kind, attributes...) key."""
+        attrs: dict[str, Any] = {}
+        cut = 0
+        for raw in key[1:]:
+            pair = self._pairs.get(raw)
+            if pair is None:
+                values = _Values()
+                kv = KeyValue.FromString(raw)
+                pair = (kv.key, values.value(kv.value), values.truncated)
+                if len(self._pairs) >= _CACHE_LIMIT:
+                    self._pairs.clear()
+                self._pairs[raw] = pair
+            attrs[pair[0]] = pair[1]
+            cut += pair[2]
+        text = _dumps(attrs)
+        # The kind is part of the digest: server_address is derived for client spans only.
+        digest = hashlib.blake2b(f"{key[0]}\x00{text}".encode("utf-8"), digest_size=12).hexdigest()
+        entry = (digest, (text, *typed_fields(attrs, key[0])), cut)
+        if len(self._sets) >= _CACHE_LIMIT:
+            self._sets.clear()
+        self._sets[key] = entry
+        return entry
+
+    @staticmethod
+    def _status(raw: bytes) -> tuple[int, str]:
+        status = Status.FromString(raw)
+        return (status.code if 0 <= status.code <= 2 else 0), status.message
+
+    @staticmethod
+    def _events(events, out: Converted) -> str:
+        values = _Values()
+        decoded = [OtlpSpan.Event.FromString(raw) for raw in events]
+        text = _dumps([{"name": e.name, "time_ns": e.time_unix_nano, "attributes": values.attributes(e.attributes)}
+                       for e in decoded])
+        out.truncated += values.truncated
         return text
-    if which == "int_value":
-        return value.int_value
-    if which == "bool_value":
-        return value.bool_value
-    if which == "double_value":
-        number = value.double_value
-        # JSON has no NaN or infinity; OTLP JSON writes them as strings too.
-        return number if math.isfinite(number) else str(number)
-    if which == "array_value":
-        return [_value(v, out) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return attributes(value.kvlist_value.values, out)
-    if which == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
-    return None
 
+    @staticmethod
+    def _links(links, out: Converted) -> str:
+        values = _Values()
+        decoded = [OtlpSpan.Link.FromString(raw) for raw in links]
+        text = _dumps([{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+                        "attributes": values.attributes(link.attributes)} for link in decoded])
+        out.truncated += values.truncated
+        return text
 
-def attributes(kvs, out: Converted) -> dict:
-    return {kv.key: _value(kv.value, out) for kv in kvs}
+    def _resource(self, raw: bytes, out: Converted) -> tuple[str, str]:
+        """(service, digest) of a serialized resource, registering it in the batch."""
+        known = self._resources.get(raw)
+        if known is None:
+            values = _Values()
+            attrs = values.attributes(Resource.FromString(raw).attributes)
+            service = attrs.get("service.name")
+            if not isinstance(service, str) or not service:
+                service = UNKNOWN_SERVICE
+            text = _dumps_sorted(attrs)
+            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+            known = (service, digest, text)
+            if len(self._resources) >= _CACHE_LIMIT:
+                self._resources.clear()
+            self._resources[raw] = known
+        out.batch.resources.setdefault(known[1], (known[0], known[2]))
+        return known[0], known[1]
 
+    def _scope(self, raw: bytes) -> str:
+        name = self._scopes.get(raw)
+        if name is None:
+            name = InstrumentationScope.FromString(raw).name if raw else ""
+            if len(self._scopes) >= _CACHE_LIMIT:
+                self._scopes.clear()
+            self._scopes[raw] = name
+        return name
 
-def _resource(resource, batch: IngestBatch, out: Converted) -> tuple[str, str]:
-    """(service, digest) of a resource, registering it in the batch."""
-    attrs = attributes(resource.attributes, out)
-    service = attrs.get("service.name")
-    if not isinstance(service, str) or not service:
-        service = UNKNOWN_SERVICE
-    text = _dumps_sorted(attrs)
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
-    batch.resources.setdefault(digest, (service, text))
-    return service, digest
+    # -- metrics --------------------------------------------------------------
 
-
-# -- traces -------------------------------------------------------------------
-
-def convert_traces(request) -> Converted:
-    """An ``ExportTraceServiceRequest`` into span rows and trace summaries."""
-    out = Converted(IngestBatch())
-    for resource_spans in request.resource_spans:
-        service, digest = _resource(resource_spans.resource, out.batch, out)
-        for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope.name
-            for span in scope_spans.spans:
-                _span(span, service, digest, scope, out)
-    return out
-
-
-def _span(span, service: str, digest: str, scope: str, out: Converted) -> None:
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-        return out.reject("trace_id must be 16 bytes, not all zero")
-    if len(span_id) != 8 or span_id == _ZERO_SPAN:
-        return out.reject("span_id must be 8 bytes, not all zero")
-    if parent and (len(parent) != 8):
-        return out.reject("parent_span_id must be empty or 8 bytes")
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    if start == 0:
-        return out.reject("start_time_unix_nano is missing")
-    if end < start:
-        return out.reject("end_time_unix_nano is before start_time_unix_nano")
-    kind = span.kind if 0 <= span.kind <= 5 else 0
-    attrs = attributes(span.attributes, out) if span.attributes else {}
-    typed = typed_fields(attrs, kind)
-    status = span.status
-    code = status.code if 0 <= status.code <= 2 else 0
-    events = _events(span.events, out) if span.events else "[]"
-    links = _links(span.links, out) if span.links else "[]"
-    trace_hex = trace_id.hex()
-    out.batch.spans.append([
-        trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else None, service, span.name,
-        kind, start, end - start, code, status.message, *typed, _dumps(attrs), digest, events, links, scope,
-    ])
-    info = out.batch.traces.get(trace_hex)
-    if info is None:
-        info = out.batch.traces[trace_hex] = TraceInfo(start, end)
-    else:
-        if start < info.start_ns:
-            info.start_ns = start
-        if end > info.end_ns:
-            info.end_ns = end
-    info.services.add(service)
-    if kind == KIND_SERVER and typed[1] is not None:
-        info.endpoints.add((service, typed[1]))
-
-
-def _events(events, out: Converted) -> str:
-    return _dumps([{"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes(e.attributes, out)}
-                   for e in events])
-
-
-def _links(links, out: Converted) -> str:
-    return _dumps([{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
-                    "attributes": attributes(link.attributes, out)} for link in links])
-
-
-# -- metrics ------------------------------------------------------------------
-
-def convert_metrics(request) -> Converted:
-    """An ``ExportMetricsServiceRequest`` into histogram point rows."""
-    out = Converted(IngestBatch())
-    for resource_metrics in request.resource_metrics:
-        service, digest = _resource(resource_metrics.resource, out.batch, out)
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                data = metric.WhichOneof("data")
-                if data == "histogram":
-                    _histogram(metric, service, digest, out)
-                elif data is not None:
-                    out.ignored += len(getattr(metric, data).data_points)
-    return out
+    def metrics(self, request) -> Converted:
+        """A decoded ``ExportMetricsServiceRequest`` into histogram point rows."""
+        out = Converted(IngestBatch())
+        for resource_metrics in request.resource_metrics:
+            raw = resource_metrics.resource.SerializeToString(deterministic=True)
+            service, digest = self._resource(raw, out)
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    data = metric.WhichOneof("data")
+                    if data == "histogram":
+                        _histogram(metric, service, digest, out)
+                    elif data is not None:
+                        out.ignored += len(getattr(metric, data).data_points)
+        return out
 
 
 def _histogram(metric, service: str, digest: str, out: Converted) -> None:
@@ -203,7 +285,9 @@ def _histogram(metric, service: str, digest: str, out: Converted) -> None:
         if not all(math.isfinite(b) for b in bounds):
             out.reject(f"{metric.name}: explicit_bounds must be finite numbers")
             continue
-        attrs = attributes(point.attributes, out)
+        values = _Values()
+        attrs = values.attributes(point.attributes)
+        out.truncated += values.truncated
         method, route, status = metric_fields(attrs)
         total = point.sum if point.HasField("sum") and math.isfinite(point.sum) else 0.0
         out.batch.metrics.append([

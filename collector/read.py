@@ -22,6 +22,7 @@ or (unless ``allow_empty=True``) a store with no spans and no metric points.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
@@ -29,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span
-from takealook.collector.schema import METRIC_COLUMNS, SCHEMA_VERSION, SPAN_COLUMNS, TEMPORALITIES, connect_reader
+from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, new_span
+from takealook.collector.schema import (
+    ATTRSET_SELECT, METRIC_COLUMNS, SCHEMA_VERSION, SPAN_SELECT, TEMPORALITIES, connect_reader,
+)
 from takealook.errors import InputError
 
 DEFAULT_BATCH = 500  # traces fetched per query by iter_traces
+_ATTRSET_CACHE = 50_000  # attribute sets a reader remembers (cleared when full)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,6 @@ def open_store(path: str | os.PathLike, *, allow_empty: bool = False) -> "StoreR
     return reader
 
 
-_SPAN_SELECT = "SELECT " + ", ".join(SPAN_COLUMNS) + " FROM spans"
 _METRIC_SELECT = "SELECT " + ", ".join(METRIC_COLUMNS) + " FROM metric_points"
 
 # Keyset pagination over traces by (start_ns, trace_id): each page is one short query.
@@ -77,10 +80,11 @@ _SERVICE_FILTER = " AND instr(services, char(10) || ? || char(10)) > 0"
 _ROUTE_FILTER = " AND instr(endpoints, char(9) || ? || char(10)) > 0"
 _ENDPOINT_FILTER = " AND instr(endpoints, char(10) || ? || char(9) || ? || char(10)) > 0"
 
-_ROOTS = _SPAN_SELECT + """
+_ROOTS = SPAN_SELECT + """
 WHERE parent_span_id IS NULL AND start_ns >= ? AND start_ns < ? {filters}
 ORDER BY start_ns
 """
+_ATTRSETS_OF = ATTRSET_SELECT + " WHERE id IN ({marks})"
 
 _MIN_NS = -(2**63)
 _MAX_NS = 2**63 - 1
@@ -92,7 +96,9 @@ class StoreReader:
     def __init__(self, path: Path):
         self.path = path
         self._conn: sqlite3.Connection = connect_reader(path)
-        self._resources: dict[int, str] = {}
+        self._resources: dict[int, tuple[str, str]] = {}  # id -> (service, attributes JSON)
+        self._scopes: dict[int, str] = {}
+        self._attrsets: dict[int, tuple] = {}  # id -> (http_method, ..., db_fingerprint, attributes)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -166,12 +172,30 @@ class StoreReader:
         return self._spans_of([trace_id.strip().lower()]).get(trace_id.strip().lower(), [])
 
     def _spans_of(self, trace_ids: list[str]) -> dict[str, list[Span]]:
+        # Building thousands of tuples and spans triggers the cycle collector
+        # over and over (it scans everything the caller holds, each time), which
+        # doubled the time to read a million spans. None of these objects form
+        # cycles, so collection is paused while a page is built.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build_page(trace_ids)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _build_page(self, trace_ids: list[str]) -> dict[str, list[Span]]:
         marks = ",".join("?" * len(trace_ids))
-        rows = self._conn.execute(f"{_SPAN_SELECT} WHERE trace_id IN ({marks})", trace_ids).fetchall()
+        rows = self._conn.execute(f"{SPAN_SELECT} WHERE trace_id IN ({marks})", trace_ids).fetchall()
+        self._load_attrsets(rows)
         out: dict[str, list[Span]] = {}
         for row in rows:
             span = self._span(row)
-            out.setdefault(span.trace_id, []).append(span)
+            spans = out.get(row[0])
+            if spans is None:
+                out[row[0]] = [span]
+            else:
+                spans.append(span)
         for spans in out.values():
             spans.sort(key=_start_key)
         return out
@@ -184,25 +208,51 @@ class StoreReader:
         their own service and http_route."""
         filters, params = "", []
         if service is not None:
-            filters += " AND service = ?"
+            filters += " AND resource_id IN (SELECT id FROM resources WHERE service = ?)"
             params.append(service)
         if route is not None:
-            filters += " AND http_route = ?"
+            filters += " AND attrs_id IN (SELECT id FROM attrsets WHERE http_route = ?)"
             params.append(route)
         cursor = self._conn.execute(_ROOTS.format(filters=filters), (_lo(since_ns), _hi(until_ns), *params))
-        for row in cursor:
-            yield self._span(row)
+        while True:
+            rows = cursor.fetchmany(2000)
+            if not rows:
+                return
+            self._load_attrsets(rows)
+            for row in rows:
+                yield self._span(row)
+
+    def _load_attrsets(self, rows: list[tuple]) -> None:
+        """Fetch the attribute sets of ``rows`` that the cache does not have."""
+        cache = self._attrsets
+        missing = {r[9] for r in rows if r[9] not in cache}
+        if not missing:
+            return
+        if len(cache) + len(missing) > _ATTRSET_CACHE:
+            cache.clear()
+            missing = {r[9] for r in rows}
+        ids = list(missing)
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            for row in self._conn.execute(_ATTRSETS_OF.format(marks=",".join("?" * len(chunk))), chunk):
+                cache[row[0]] = row[1:]
 
     def _span(self, r: tuple) -> Span:
-        resource = self._resources.get(r[21])
-        if resource is None:
-            resource = self._resource(r[21])
-        return Span(r[0], r[1], r[2], r[3], r[4], _KIND[r[5]], r[6], r[7], _STATUS[r[8]], r[9], r[10], r[11],
-                    r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20], resource, r[22], r[23], r[24])
+        # r follows schema.SPAN_COLUMNS; the attribute set, resource and scope come from caches.
+        origin = self._resources.get(r[10]) or self._resource(r[10])
+        scope = self._scopes.get(r[11])
+        if scope is None:
+            scope = self._scope(r[11])
+        return new_span(r[0], r[1], r[2], origin[0], r[3], _KIND[r[4]], r[5], r[6], _STATUS[r[7]], r[8] or "",
+                        *self._attrsets[r[9]], origin[1], r[12] or "[]", r[13] or "[]", scope)
 
-    def _resource(self, resource_id: int) -> str:
-        self._resources.update(self._conn.execute("SELECT id, attributes FROM resources"))
-        return self._resources.get(resource_id, "{}")
+    def _resource(self, resource_id: int) -> tuple[str, str]:
+        self._resources.update((r[0], (r[1], r[2])) for r in self._conn.execute(_RESOURCES))
+        return self._resources.get(resource_id, (_UNKNOWN, "{}"))
+
+    def _scope(self, scope_id: int) -> str:
+        self._scopes.update(self._conn.execute("SELECT id, name FROM scopes"))
+        return self._scopes.get(scope_id, "")
 
     # -- metrics ------------------------------------------------------------
 
@@ -219,9 +269,9 @@ class StoreReader:
             params.append(service)
         sql = f"{_METRIC_SELECT} WHERE {' AND '.join(where)} ORDER BY time_ns"
         for r in self._conn.execute(sql, params):
-            resource = self._resources.get(r[14]) or self._resource(r[14])
+            origin = self._resources.get(r[14]) or self._resource(r[14])
             yield MetricPoint(r[0], r[1], r[2], TEMPORALITIES[r[3]], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                              tuple(json.loads(r[11])), tuple(json.loads(r[12])), r[13], resource)
+                              tuple(json.loads(r[11])), tuple(json.loads(r[12])), r[13], origin[1])
 
     def _is_empty(self) -> bool:
         q = self._conn.execute
@@ -231,6 +281,8 @@ class StoreReader:
 
 _KIND = KINDS
 _STATUS = STATUSES
+_UNKNOWN = "unknown_service"
+_RESOURCES = "SELECT id, service, attributes FROM resources"
 
 
 def _start_key(span: Span) -> int:

@@ -6,10 +6,14 @@ never waits for readers). ``PRAGMA user_version`` holds ``SCHEMA_VERSION`` and
 tell "not a store", "a store from a newer takealook" and "an empty store" apart.
 
 Tables:
-- ``spans``: one row per span, the typed columns of ``model.Span`` (kind and
-  status as OTLP enum numbers), raw attributes/events/links as JSON text, and a
-  reference to a deduplicated ``resources`` row (every span of one process has
-  the same resource; storing it once per span would double the file).
+- ``spans``: one row per span: ids, name, kind and status (as OTLP enum
+  numbers), times, events and links as JSON text (NULL when empty, like the
+  status message), and references to a deduplicated ``attrsets`` row (the
+  span's attributes as JSON text plus the typed semantic-convention columns of
+  ``model.Span``), a deduplicated ``resources`` row (every span of one process
+  has the same resource; the service name is the resource's) and a ``scopes``
+  row (the instrumentation library). Small rows read fast: a report reads a
+  million of them.
 - ``traces``: one row per trace, maintained at ingest: first start, last end,
   the services it touches and the server endpoints (service, route) in it, so
   time windows, filters and retention work on whole traces without scanning
@@ -34,14 +38,23 @@ SCHEMA_VERSION = 1
 # "TkLk": marks the file as a takealook store (PRAGMA application_id).
 APPLICATION_ID = 0x546B4C6B
 
-# The column order of SPAN_COLUMNS follows model.Span's fields, so a row maps
-# to a Span positionally (resource_id stands where resource_json goes).
+# Columns of a span row as stored. Attribute sets live in ``attrsets``: the
+# spans of one endpoint repeat the same statement, route and peer, so a span
+# row stays small and the typed semantic-convention columns are computed once
+# per distinct set.
 SPAN_COLUMNS = (
-    "trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "duration_ns",
-    "status", "status_message", "http_method", "http_route", "http_status", "url_path", "url_full",
-    "server_address", "db_system", "db_name", "db_statement", "db_fingerprint", "attributes",
-    "resource_id", "events", "links", "scope",
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "duration_ns",
+    "status", "status_message", "attrs_id", "resource_id", "scope_id", "events", "links",
 )
+ATTRSET_COLUMNS = (
+    "digest", "attributes", "http_method", "http_route", "http_status", "url_path", "url_full",
+    "server_address", "db_system", "db_name", "db_statement", "db_fingerprint",
+)
+# What readers select: span rows without a join (readers cache attribute sets,
+# which repeat), and attribute sets in model.Span's field order.
+SPAN_SELECT = "SELECT " + ", ".join(SPAN_COLUMNS) + " FROM spans"
+ATTRSET_SELECT = ("SELECT id, http_method, http_route, http_status, url_path, url_full, server_address, "
+                  "db_system, db_name, db_statement, db_fingerprint, attributes FROM attrsets")
 
 METRIC_COLUMNS = (
     "service", "name", "unit", "temporality", "start_ns", "time_ns", "http_method", "http_route",
@@ -55,17 +68,10 @@ CREATE TABLE IF NOT EXISTS resources (
     service     TEXT NOT NULL,
     attributes  TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id        TEXT NOT NULL,
-    span_id         TEXT NOT NULL,
-    parent_span_id  TEXT,
-    service         TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    kind            INTEGER NOT NULL,
-    start_ns        INTEGER NOT NULL,
-    duration_ns     INTEGER NOT NULL,
-    status          INTEGER NOT NULL,
-    status_message  TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS attrsets (
+    id              INTEGER PRIMARY KEY,
+    digest          TEXT NOT NULL UNIQUE,
+    attributes      TEXT NOT NULL,
     http_method     TEXT,
     http_route      TEXT,
     http_status     INTEGER,
@@ -75,12 +81,27 @@ CREATE TABLE IF NOT EXISTS spans (
     db_system       TEXT,
     db_name         TEXT,
     db_statement    TEXT,
-    db_fingerprint  TEXT,
-    attributes      TEXT NOT NULL,
+    db_fingerprint  TEXT
+);
+CREATE TABLE IF NOT EXISTS scopes (
+    id    INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id        TEXT NOT NULL,
+    span_id         TEXT NOT NULL,
+    parent_span_id  TEXT,
+    name            TEXT NOT NULL,
+    kind            INTEGER NOT NULL,
+    start_ns        INTEGER NOT NULL,
+    duration_ns     INTEGER NOT NULL,
+    status          INTEGER NOT NULL,
+    status_message  TEXT,
+    attrs_id        INTEGER NOT NULL,
     resource_id     INTEGER NOT NULL,
-    events          TEXT NOT NULL,
-    links           TEXT NOT NULL,
-    scope           TEXT NOT NULL
+    scope_id        INTEGER NOT NULL,
+    events          TEXT,
+    links           TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, span_id);
 CREATE INDEX IF NOT EXISTS spans_roots_by_start ON spans (start_ns) WHERE parent_span_id IS NULL;

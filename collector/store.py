@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from takealook.collector.schema import METRIC_COLUMNS, SPAN_COLUMNS, connect_writer
+from takealook.collector.schema import ATTRSET_COLUMNS, METRIC_COLUMNS, SPAN_COLUMNS, connect_writer
 
+ATTRS_INDEX = SPAN_COLUMNS.index("attrs_id")
 RESOURCE_INDEX = SPAN_COLUMNS.index("resource_id")
+SCOPE_INDEX = SPAN_COLUMNS.index("scope_id")
+ATTRSET_CACHE = 100_000  # attribute-set digests remembered by the writer
 METRIC_RESOURCE_INDEX = METRIC_COLUMNS.index("resource_id")
 
 
@@ -44,12 +47,17 @@ class TraceInfo:
 class IngestBatch:
     """Rows converted from one request, not yet stored.
 
-    ``spans`` rows follow ``schema.SPAN_COLUMNS`` and ``metrics`` rows
-    ``schema.METRIC_COLUMNS``, with the resource *digest* in the resource_id
-    column; ``resources`` maps digest -> (service, attributes JSON).
+    ``spans`` rows follow ``schema.SPAN_COLUMNS`` ('' for NULL in
+    ``NULLABLE_SPAN_COLUMNS``) with the *digests* of their attribute set and
+    resource in the attrs_id and resource_id columns and the scope *name* in
+    scope_id; ``attrsets`` maps digest -> the rest
+    of an ``attrsets`` row (``schema.ATTRSET_COLUMNS`` after digest).
+    ``metrics`` rows follow ``schema.METRIC_COLUMNS``, with the resource digest
+    in resource_id; ``resources`` maps digest -> (service, attributes JSON).
     """
 
     spans: list[list] = field(default_factory=list)
+    attrsets: dict[str, tuple] = field(default_factory=dict)
     traces: dict[str, TraceInfo] = field(default_factory=dict)
     metrics: list[list] = field(default_factory=list)
     resources: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -67,7 +75,16 @@ class WriteResult:
     points_duplicate: int
 
 
-_INSERT_SPAN = f"INSERT OR IGNORE INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
+# NULL travels as '': Python's sqlite3 binds None through its adapter
+# protocol, several times slower than a str, and NULLIF restores NULL.
+NULLABLE_SPAN_COLUMNS = ("parent_span_id", "status_message", "events", "links")
+_INSERT_SPAN = (f"INSERT OR IGNORE INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES "
+                f"({', '.join('NULLIF(?, %s)' % repr('') if c in NULLABLE_SPAN_COLUMNS else '?' for c in SPAN_COLUMNS)})")
+_INSERT_SCOPE = "INSERT OR IGNORE INTO scopes (name) VALUES (?)"
+_SCOPE_ID = "SELECT id FROM scopes WHERE name = ?"
+_INSERT_ATTRSET = (f"INSERT INTO attrsets (id, {', '.join(ATTRSET_COLUMNS)}) "
+                   f"VALUES (?, {', '.join('?' * len(ATTRSET_COLUMNS))})")
+_ATTRSETS_OF = "SELECT digest, id FROM attrsets WHERE digest IN ({marks})"
 _INSERT_POINT = (f"INSERT OR IGNORE INTO metric_points ({', '.join(METRIC_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})")
 _INSERT_RESOURCE = "INSERT OR IGNORE INTO resources (digest, service, attributes) VALUES (?, ?, ?)"
@@ -87,6 +104,8 @@ class SpanStore:
         self.path = Path(path)
         self.conn: sqlite3.Connection = connect_writer(self.path, synchronous)
         self._resource_ids: dict[str, int] = {}
+        self._scope_ids: dict[str, int] = {}
+        self._attrset_ids: dict[str, int] = {}  # bounded: cleared at ATTRSET_CACHE entries
 
     def close(self) -> None:
         try:
@@ -95,6 +114,12 @@ class SpanStore:
         except sqlite3.Error:
             pass  # a reader holds an old snapshot; the WAL is still valid, just not folded
         self.conn.close()
+
+    def forget_ids(self) -> None:
+        """Drop the cached row ids of resources and attribute sets (after a rollback or a cleanup)."""
+        self._attrset_ids.clear()
+        self._resource_ids.clear()
+        self._scope_ids.clear()
 
     def write(self, batches: Sequence[IngestBatch]) -> WriteResult:
         """Store ``batches`` in one transaction; when this returns they are committed."""
@@ -106,18 +131,24 @@ class SpanStore:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self.forget_ids()  # ids handed out inside the rolled-back transaction do not exist
             raise
         return result
 
     def _write(self, batches: Sequence[IngestBatch]) -> WriteResult:
         conn = self.conn
         ids = self._resolve_resources(batches)
+        sets = self._resolve_attrsets(batches)
+        scopes = self._scope_ids
         spans: list[list] = []
         points: list[list] = []
         traces: dict[str, TraceInfo] = {}
         for batch in batches:
             for row in batch.spans:
+                row[ATTRS_INDEX] = sets[row[ATTRS_INDEX]]
                 row[RESOURCE_INDEX] = ids[row[RESOURCE_INDEX]]
+                scope = scopes.get(row[SCOPE_INDEX])
+                row[SCOPE_INDEX] = scope if scope is not None else self._scope_id(row[SCOPE_INDEX])
             spans.extend(batch.spans)
             for row in batch.metrics:
                 row[METRIC_RESOURCE_INDEX] = ids[row[METRIC_RESOURCE_INDEX]]
@@ -142,6 +173,40 @@ class SpanStore:
                 if digest not in ids:
                     self.conn.execute(_INSERT_RESOURCE, (digest, service, attributes))
                     ids[digest] = self.conn.execute(_RESOURCE_ID, (digest,)).fetchone()[0]
+        return ids
+
+    def _scope_id(self, name: str) -> int:
+        self.conn.execute(_INSERT_SCOPE, (name,))
+        number = self._scope_ids[name] = self.conn.execute(_SCOPE_ID, (name,)).fetchone()[0]
+        return number
+
+    def _resolve_attrsets(self, batches: Sequence[IngestBatch]) -> dict[str, int]:
+        ids = self._attrset_ids
+        if len(ids) > ATTRSET_CACHE:
+            ids.clear()
+        unknown: dict[str, tuple] = {}
+        for batch in batches:
+            for digest, rest in batch.attrsets.items():
+                if digest not in ids:
+                    unknown[digest] = rest
+        if not unknown:
+            return ids
+        conn = self.conn
+        digests = list(unknown)
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            sql = _ATTRSETS_OF.format(marks=",".join("?" * len(chunk)))
+            for digest, attrset_id in conn.execute(sql, chunk):
+                ids[digest] = attrset_id
+                del unknown[digest]
+        # We hold the write lock, so numbering new rows ourselves is safe and
+        # lets one executemany insert them all.
+        next_id = (conn.execute("SELECT max(id) FROM attrsets").fetchone()[0] or 0) + 1
+        rows = []
+        for number, (digest, rest) in enumerate(unknown.items(), next_id):
+            ids[digest] = number
+            rows.append((number, digest, *rest))
+        conn.executemany(_INSERT_ATTRSET, rows)
         return ids
 
     def _merge_traces(self, traces: dict[str, TraceInfo]) -> None:

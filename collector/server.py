@@ -1,0 +1,151 @@
+"""The embedded collector in-process: receivers, writer and store, started and stopped together.
+
+    from takealook.collector.server import Collector
+    from takealook.collector.settings import CollectorSettings
+
+    with Collector(CollectorSettings(store=path, http=("127.0.0.1", 0), grpc=None)) as collector:
+        endpoint = collector.http_url          # e.g. http://127.0.0.1:41234
+        ...                                    # export OTLP to it
+    # leaving the block stops accepting, commits what was acknowledged, closes the store
+
+``takealook collect`` is this class plus signal handling and a status line.
+Port 0 picks a free port; ``http_port`` / ``grpc_port`` tell which. Errors
+at start (store unusable, port taken) are ``InputError`` / ``UsageError``
+with one line saying what to do, and leave nothing running.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Optional
+
+from takealook.collector.grpc_receiver import GrpcReceiver
+from takealook.collector.http_receiver import HttpReceiver, ReceiverConfig
+from takealook.collector.ingest import Ingest
+from takealook.collector.retention import Retention
+from takealook.collector.settings import CollectorSettings
+from takealook.collector.store import SpanStore
+from takealook.collector.writer import Writer
+from takealook.errors import UsageError
+
+_BIND_REASONS = {
+    errno.EADDRINUSE: "the port is in use (another collector running?)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+}
+
+
+class Collector:
+    def __init__(self, settings: CollectorSettings):
+        self.settings = settings
+        self.started_at: Optional[float] = None
+        self._writer: Optional[Writer] = None
+        self._ingest: Optional[Ingest] = None
+        self._http: Optional[HttpReceiver] = None
+        self._grpc: Optional[GrpcReceiver] = None
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self) -> "Collector":
+        s = self.settings
+        store = SpanStore(s.store, s.synchronous)
+        retention = None
+        if s.retain_s or s.max_size:
+            retention = Retention(max_age_ns=int(s.retain_s * 1e9) if s.retain_s else None, max_bytes=s.max_size,
+                                  interval_s=s.retention_interval_s)
+        self._writer = Writer(store, max_queued=s.max_queued, retention=retention)
+        self._ingest = Ingest(self._writer, ack_timeout=s.ack_timeout_s)
+        try:
+            self._http = self._bind("--listen", s.http, lambda host, port: HttpReceiver(
+                host, port, self._ingest, ReceiverConfig(s.max_body, s.cors_origins, s.token), self.status))
+            if s.grpc is not None:
+                self._grpc = self._bind("--grpc", s.grpc, lambda host, port: GrpcReceiver(
+                    host, port, self._ingest, s.max_body, s.token))
+        except BaseException:
+            if self._http is not None:
+                self._http.stop_accepting()
+            store.close()
+            raise
+        self._writer.start()
+        self._http.start()
+        if self._grpc is not None:
+            self._grpc.start()
+        self.started_at = time.monotonic()
+        return self
+
+    @staticmethod
+    def _bind(flag: str, address: tuple[str, int], make):
+        host, port = address
+        try:
+            return make(host, port)
+        except OSError as error:
+            reason = _BIND_REASONS.get(error.errno, error.strerror or str(error))
+            if error.errno is None and "cannot listen" in str(error):
+                reason = "the port is in use or the address is not on this machine"
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}; pick another {flag}") from None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, answer requests in progress, commit everything acknowledged, close the store."""
+        if self._writer is None:
+            return
+        if self._http is not None:
+            self._http.stop_accepting()
+        if self._grpc is not None:
+            self._grpc.stop(grace=min(timeout, 10.0))
+        if self._http is not None:
+            self._http.drain(min(timeout, 10.0))
+        self._writer.stop(timeout)
+        self._writer = None
+
+    def __enter__(self) -> "Collector":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- where and how it runs ----------------------------------------------------
+
+    @property
+    def http_port(self) -> int:
+        return self._http.address[1]
+
+    @property
+    def grpc_port(self) -> Optional[int]:
+        return self._grpc.address[1] if self._grpc else None
+
+    @property
+    def http_url(self) -> str:
+        host, port = self._http.address
+        return f"http://{_host(host)}:{port}"
+
+    @property
+    def grpc_address(self) -> Optional[str]:
+        return f"{_host(self._grpc.address[0])}:{self._grpc.address[1]}" if self._grpc else None
+
+    def status(self) -> dict:
+        """Counters since start (also served as JSON on ``GET /``)."""
+        ingest, writer = self._ingest, self._writer
+        stats = ingest.stats if ingest else None
+        wstats = writer.stats if writer else None
+        return {
+            "service": "takealook collector",
+            "store": str(self.settings.store),
+            "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
+            "requests": stats.requests if stats else 0,
+            "spans_received": stats.spans_received if stats else 0,
+            "spans_stored": wstats.spans_stored if wstats else 0,
+            "spans_duplicate": wstats.spans_duplicate if wstats else 0,
+            "spans_rejected": stats.spans_rejected if stats else 0,
+            "points_stored": wstats.points_stored if wstats else 0,
+            "refused_busy": stats.refused_busy if stats else 0,
+            "timed_out": stats.timed_out if stats else 0,
+            "bad_requests": stats.bad_requests if stats else 0,
+            "queued": writer.queued if writer else 0,
+            "traces_expired": wstats.traces_expired if wstats else 0,
+            "store_error": wstats.last_error if wstats else "",
+        }
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
