@@ -45,7 +45,7 @@ from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
-from takealook.loadtests.samples import SAMPLES_FILE, SampleWriter
+from takealook.loadtests.samples import SAMPLES_FILE, UNFINISHED, SampleWriter
 
 RECORDING_FILE = "recording.json"
 PROGRESS_FILE = "progress.json"
@@ -133,6 +133,7 @@ class Recorder:
         self.recent: deque = deque()
         self.errors = 0
         self.total = 0
+        self.unfinished = 0
         self.t0: Optional[float] = None
         self.before_flush: list[Callable[[], None]] = []  # the open model finishes its in-flight tasks here
         self._greenlets: list = []
@@ -181,6 +182,7 @@ class Recorder:
             self.total += 1
             failed = bool(row[6])
             self.errors += failed
+            self.unfinished += row[6] == UNFINISHED
             wait = max(0.0, float(row[0]) - float(row[1])) * 1000.0 if row[1] else 0.0
             self.recent.append((now, float(row[2]) + wait, failed))
         while self.recent and self.recent[0][0] < now - 5.0:
@@ -217,6 +219,7 @@ class Recorder:
         lost = sum(max(0, self.announced[w] - self.received.get(w, 0)) for w in self.announced)
         self._update_recording({
             "samples": self.writer.count,
+            "unfinished": self.unfinished,
             "samples_lost": lost,
             "workers_reporting": len(self.announced),
             # Locust's own count of the same requests (warm-up and drain included): a cross-check.

@@ -15,7 +15,10 @@ a repository), ``started_at`` (ISO 8601, UTC), ``t0`` (epoch seconds the load
 started), ``warmup_s``, ``duration_s``, ``drain_s``, ``load`` (``{"model":
 "open", "rate": R, "arrivals": "uniform"}`` or ``{"model": "closed", "users": N,
 "spawn_rate": R}``), ``processes``, ``locust_version``, ``python``,
-``takealook_version``, ``samples``, ``samples_lost``, ``locust_requests``,
+``takealook_version``, ``samples``, ``unfinished`` (open-model tasks still
+running when Locust stopped, recorded as failed), ``samples_lost``,
+``locust_requests`` (Locust's own count: ``samples - unfinished`` when nothing
+was lost),
 ``command`` (the Locust command line), ``exit_code``.
 
 Measured requests are those due in ``[t0 + warmup, t0 + warmup + duration)``;

@@ -5,7 +5,8 @@ path starts with ``/a`` sleep 20 ms; 10% of ``/b`` requests (seeded) answer 500.
 ``stall(at, seconds)`` makes every request arriving in ``[at, at + seconds)``
 (epoch seconds) wait until the stall ends, as a server stuck in a GC pause or
 a lock would. Every request is logged (path, traceparent) for assertions, and
-``traceresponse`` is sent back when ``echo_trace`` is set.
+``traceresponse`` is sent back when ``echo_trace`` is set (with the reversed
+trace id, so a test can tell the server's id from the one it sent).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class DelayServer:
         self.lock = threading.Lock()
         self.echo_trace = echo_trace
         self.stall_window = (0.0, 0.0)
+        self._stall_plan = None
         self.log: list[tuple[str, str, str]] = []  # (method, path, traceparent)
         self.httpd = _Quiet(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -40,6 +42,10 @@ class DelayServer:
 
     def stall(self, at: float, seconds: float) -> None:
         self.stall_window = (at, at + seconds)
+
+    def stall_after_first(self, offset: float, seconds: float) -> None:
+        """Stall ``offset`` seconds after the first request arrives, for ``seconds``."""
+        self._stall_plan = (offset, seconds)
 
     def __enter__(self) -> "DelayServer":
         self.thread.start()
@@ -66,6 +72,11 @@ class DelayServer:
 
             def _serve(self):
                 arrived = time.time()
+                with server.lock:
+                    if server._stall_plan is not None:
+                        offset, seconds = server._stall_plan
+                        server._stall_plan = None
+                        server.stall(arrived + offset, seconds)
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
@@ -85,8 +96,9 @@ class DelayServer:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 if server.echo_trace and traceparent:
+                    # The server's own trace id: the reverse of ours, so a test can tell which one was kept.
                     parts = traceparent.split("-")
-                    self.send_header("traceresponse", f"00-{parts[1]}-{'ab' * 8}-01")
+                    self.send_header("traceresponse", f"00-{parts[1][::-1]}-{'ab' * 8}-01")
                 self.end_headers()
                 self.wfile.write(body)
 

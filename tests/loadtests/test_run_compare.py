@@ -1,0 +1,197 @@
+"""Real Locust runs (through the CLI) against a real HTTP server on 127.0.0.1, then ``load compare``.
+
+Runs are short (1 s warm-up, 4 s measured, 1 s drain, 100 arrivals/s) and
+share one module fixture, interleaved: a1 b1 a2 b2 a3, where the a runs serve
+/slow in 20 ms and the b runs in 30 ms with 30% errors on /flaky.
+
+Why repetitions: on this shared 2-core machine, with other test suites
+running, the p95 of the 20 ms endpoint moved by 5-15% between back-to-back
+identical runs (and a single a-vs-b pair once showed only +14% [-9, +23] at
+p95 where +50% was expected). No statistic computed inside one run can know
+about that; interleaved repetitions let the two-stage bootstrap see it, which
+is what docs/load.md recommends. So the p95 verdicts are asserted on
+repetitions, and single-run pairs are asserted on p50 and the error rate.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from takealook.loadtests.runs import load_run
+from tests.conftest import script
+from tests.loadtests import suites
+from tests.loadtests.server import DelayServer
+
+RUN = ["--warmup", "1s", "--duration", "4s", "--drain", "1s"]
+
+
+def takealook(*args, cwd=None, timeout=90):
+    return subprocess.run([script("takealook"), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def load_run_cli(suite, server, label, runs, *extra):
+    out = takealook("load", "run", suite, "--host", server.url, "--label", label, "--runs-dir", runs, *RUN, *extra)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return load_run(label, runs)
+
+
+@pytest.fixture(scope="module")
+def ab_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ab")
+    suite = folder / "suite.py"
+    suite.write_text(suites.TWO_ENDPOINTS)
+    runs = folder / "runs"
+    loaded = {}
+    with DelayServer(delays={"/slow": 20, "/flaky": 5}, echo_trace=True) as server:
+        for label in ("a1", "b1", "a2", "b2", "a3"):
+            after = label.startswith("b")
+            server.delays["/slow"] = 30 if after else 20
+            server.errors["/flaky"] = 0.3 if after else 0.0
+            loaded[label] = load_run_cli(suite, server, label, runs, "--rate", "100/s")
+            if label == "a1":
+                sent = [tp for _, _, tp in server.log]
+    return {"runs": runs, "a": loaded["a1"], "sent": sent, "folder": folder}
+
+
+def compare_json(ab_runs, *args):
+    out = takealook("load", "compare", *args, "--runs-dir", ab_runs["runs"], "--format", "json")
+    return out, (json.loads(out.stdout) if out.stdout.strip().startswith("{") else None)
+
+
+def by_name(document):
+    return {e["name"]: e for e in document["endpoints"]}
+
+
+def test_run_folder_has_raw_samples_metadata_and_locust_reports(ab_runs):
+    run = ab_runs["a"]
+    meta = run.meta
+    assert meta["schema_version"] == 1 and meta["label"] == "a1"
+    assert meta["load"] == {"model": "open", "rate": 100.0, "arrivals": "uniform", "max_in_flight": 1000}
+    assert len(meta["suite_sha256"]) == 64 and meta["locust_version"] and meta["host"].startswith("http://127.0.0.1:")
+    assert meta["samples"] == len(run.samples) and meta["samples_lost"] == 0
+    # Locust counted the same requests we recorded, except those still in flight when it stopped.
+    assert meta["locust_requests"] == meta["samples"] - meta["unfinished"]
+    for name in ("locust_stats.csv", "locust.html", "samples.csv.gz", "locust.log"):
+        assert (run.path / name).is_file(), name
+    measured = run.measured()
+    # 100 arrivals/s for 4 s, evenly spaced: 400 due in the window (one more or less at its edges).
+    assert 395 <= len(measured) <= 405
+    assert all(s.scheduled is not None and s.status == 200 for s in measured)
+    names = {s.endpoint for s in measured}
+    assert names == {"GET /slow", "GET /flaky/{id}"}
+    slow = sorted(s.latency_ms for s in measured if s.name == "/slow")
+    assert 20 <= slow[len(slow) // 2] < 60
+
+
+def test_every_request_carries_a_traceparent_and_the_server_trace_id_is_kept(ab_runs):
+    sent = ab_runs["sent"]
+    assert sent and all(tp.startswith("00-") and len(tp.split("-")[1]) == 32 for tp in sent)
+    assert len({tp.split("-")[1] for tp in sent}) == len(sent)  # a fresh trace per request
+    ours = {tp.split("-")[1] for tp in sent}
+    recorded = {s.trace_id for s in ab_runs["a"].samples}
+    # The server answered with a traceresponse (its id: ours reversed): that one is recorded.
+    assert recorded and all(t[::-1] in ours for t in recorded)
+
+
+def test_20ms_to_30ms_is_slower(ab_runs):
+    out, doc = compare_json(ab_runs, "--before", "a1", "a2", "--after", "b1", "b2")
+    assert out.returncode == 0, out.stderr
+    slow = by_name(doc)["GET /slow"]
+    assert slow["verdict"] == "slower"
+    # +10 ms on a 20 ms endpoint whose p95 carries a few ms of machine overhead.
+    assert 10 <= slow["p95_change_pct"] <= 70
+    low, high = slow["p95_change_ci_pct"]
+    assert 0 < low <= slow["p95_change_pct"] <= high
+    assert slow["min_detectable_change_pct"] >= 5.0
+    assert doc["settings"]["noise_floor_pct"] == 5.0
+
+
+def test_single_runs_positional_form_p50_slower(ab_runs):
+    out, doc = compare_json(ab_runs, "a1", "b1")
+    assert out.returncode == 0, out.stderr
+    assert doc["before"] == ["a1"] and doc["after"] == ["b1"]
+    slow = by_name(doc)["GET /slow"]
+    assert slow["p50_verdict"] == "slower" and slow["p50_change_ci_pct"][0] > 10
+    for key in ("p95_before_ms", "p95_after_ms", "p95_change_pct", "p95_change_ci_pct", "min_detectable_change_pct",
+                "error_rate_before", "error_rate_after", "verdict"):
+        assert key in slow
+
+
+def test_a_a_is_no_detectable_change(ab_runs):
+    out, doc = compare_json(ab_runs, "--before", "a1", "a3", "--after", "a2")
+    assert out.returncode == 0, out.stderr
+    for endpoint in (*doc["endpoints"], doc["overall"]):
+        assert endpoint["verdict"] == "no detectable change", endpoint
+        assert endpoint["errors_verdict"] == "no detectable change"
+
+
+def test_error_change_is_reported(ab_runs):
+    _, doc = compare_json(ab_runs, "a1", "b1")
+    flaky = by_name(doc)["GET /flaky/{id}"]
+    assert flaky["error_rate_before"] == 0.0
+    assert 0.15 <= flaky["error_rate_after"] <= 0.45
+    assert flaky["errors_verdict"] == "more errors"
+    assert flaky["error_rate_change_ci_pts"][0] > 0
+
+
+def test_fail_on_regression_exits_1_and_not_when_below_threshold(ab_runs):
+    reps = ("--before", "a1", "a2", "--after", "b1", "b2")
+    out, doc = compare_json(ab_runs, *reps, "--fail-on-regression", "5%")
+    assert out.returncode == 1
+    assert any(r["name"] == "GET /slow" and r["metric"] == "p95" for r in doc["regressions"])
+    out, doc = compare_json(ab_runs, *reps, "--fail-on-regression", "90%")
+    assert out.returncode == 0 and doc["regressions"] == []
+    out, doc = compare_json(ab_runs, "a1", "b1", "--fail-on-regression", "5", "--metric", "errors")
+    # /flaky went from 0% to ~30% errors, and with it all requests (~10%); /slow did not.
+    assert out.returncode == 1 and [r["name"] for r in doc["regressions"]] == ["GET /flaky/{id}", "(all requests)"]
+
+
+def test_several_runs_per_side_and_text_and_html(ab_runs, tmp_path):
+    out, doc = compare_json(ab_runs, "--before", "a1", "a2", "--after", "b1")
+    assert out.returncode == 0, out.stderr
+    assert doc["before"] == ["a1", "a2"] and doc["after"] == ["b1"]
+    assert by_name(doc)["GET /slow"]["requests_before"] > by_name(doc)["GET /slow"]["requests_after"]
+    text = takealook("load", "compare", "a1", "b1", "--runs-dir", ab_runs["runs"]).stdout
+    assert "GET /slow" in text and "slower" in text and "Noise floor: 5%" in text
+    html = tmp_path / "compare.html"
+    out = takealook("load", "compare", "a1", "b1", "--runs-dir", ab_runs["runs"], "-o", html)
+    assert out.returncode == 0, out.stderr
+    page = html.read_text()
+    assert page.count("<svg") >= 3 and "Latency distribution of GET /slow" in page
+
+
+def test_open_model_shows_a_stall_the_closed_model_hides(tmp_path):
+    suite = tmp_path / "suite.py"
+    suite.write_text(suites.ONE_ENDPOINT)
+    runs = tmp_path / "runs"
+    with DelayServer(delays={"/page": 5}) as server:
+        server.stall_after_first(2.5, 1.0)
+        closed = load_run_cli(suite, server, "closed", runs, "--users", "2")
+        server.stall_after_first(2.5, 1.0)
+        opened = load_run_cli(suite, server, "open", runs, "--rate", "50/s")
+
+    def share_over(run, ms):
+        measured = run.measured()
+        return sum(s.user_latency_ms > ms for s in measured) / len(measured)
+
+    # Closed: 2 users wait out the stall, 2 slow requests among hundreds.
+    assert share_over(closed, 300) < 0.03
+    # Open: the ~50 arrivals during the 1 s stall all wait; each counts from its scheduled time.
+    assert share_over(opened, 300) > 0.10
+    assert max(s.user_latency_ms for s in opened.measured()) > 700
+
+
+def test_processes_record_every_worker_and_lose_nothing(tmp_path):
+    suite = tmp_path / "suite.py"
+    suite.write_text(suites.ONE_ENDPOINT)
+    runs = tmp_path / "runs"
+    with DelayServer(delays={"/page": 2}) as server:
+        run = load_run_cli(suite, server, "procs", runs, "--rate", "100/s", "--processes", "2")
+    assert run.meta["samples_lost"] == 0 and run.meta["workers_reporting"] == 2
+    assert {s.worker for s in run.samples} == {0, 1}
+    assert 380 <= len(run.measured()) <= 420
+    assert len({s.trace_id for s in run.samples}) == len(run.samples)  # forked workers do not repeat trace ids
