@@ -245,10 +245,23 @@ def _register_generate(verbs) -> None:
     sub.add_argument("--values", type=int, default=20, help="parameter values kept per endpoint (default 20)")
     sub.add_argument("--seed", type=int, default=1, help="seed of the value sampling (default 1)")
     sub.add_argument("-o", "--output", required=True, metavar="SUITE.py", help="the locustfile to write")
+    sub.add_argument("--force", action="store_true", help="overwrite SUITE.py if it exists")
     sub.set_defaults(run=generate_command)
 
 
 def generate_command(args) -> int:
+    import time
+
+    from takealook.cli.common import write_text
     from takealook.loadtests import generate
 
-    return generate.cli(args, store_path(args))
+    since_ns = time.time_ns() - parse_seconds(args.since) * 1_000_000_000 if args.since else None
+    if Path(args.output).exists() and not args.force:
+        raise UsageError(f"{args.output} exists (you may have edited it); pass --force to overwrite it")
+    if args.values < 1 or args.slow_weight <= 0:
+        raise UsageError("--values must be at least 1 and --slow-weight above 0")
+    suite = generate.from_store(store_path(args), since_ns, tuple(args.service or ()), args.host,
+                                args.values, args.slow_weight, args.seed)
+    write_text(args.output, suite.text)
+    print(f"{len(suite.endpoints)} endpoints from {suite.traces} traces", file=sys.stderr)
+    return 0
