@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 from typing import Callable, Optional
 
 from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
@@ -52,6 +53,15 @@ def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, 
     """The analysis (for joins done afterwards) and its report over the store at ``path``."""
     window = window or Window()
     analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
+    try:
+        return _analyze(path, analysis, window, service, endpoint, progress)
+    except sqlite3.DatabaseError as error:  # a damaged file, or one a different takealook wrote
+        raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
+                         "written by this version?") from error
+
+
+def _analyze(path, analysis: TraceAnalysis, window: Window, service, endpoint,
+             progress) -> tuple[TraceAnalysis, TraceReport]:
     with open_store(path) as store:
         total = store.count_traces(window.since_ns, window.until_ns, service=service) if progress else 0
         done = 0

@@ -67,45 +67,97 @@ def exception_events(kind: str, message: str) -> str:
                         "attributes": {"exception.type": kind, "exception.message": message}}])
 
 
-def write_store(path, traces, points=()) -> None:
-    """Store traces (lists of Span) and MetricPoints through the collector's write API."""
-    import hashlib
+def otlp_request(traces):
+    """An ExportTraceServiceRequest of the spans, typed fields as semantic-convention attributes."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from takealook.collector.model import KINDS, STATUSES
-    from takealook.collector.store import IngestBatch, SpanStore, TraceInfo
 
-    batch = IngestBatch()
-
-    def resource(service: str, resource_json: str = "{}") -> str:
-        attributes = json.loads(resource_json or "{}")
-        attributes["service.name"] = service
-        text = json.dumps(attributes, sort_keys=True)
-        digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-        batch.resources.setdefault(digest, (service, text))
-        return digest
-
+    request = ExportTraceServiceRequest()
+    by_resource: dict[tuple, object] = {}
     for spans in traces:
         for s in spans:
-            batch.spans.append([
-                s.trace_id, s.span_id, s.parent_span_id, s.service, s.name, KINDS.index(s.kind), s.start_ns,
-                s.duration_ns, STATUSES.index(s.status), s.status_message, s.http_method, s.http_route,
-                s.http_status, s.url_path, s.url_full, s.server_address, s.db_system, s.db_name, s.db_statement,
-                s.db_fingerprint, s.attributes_json, resource(s.service, s.resource_json), s.events_json,
-                s.links_json, s.scope,
-            ])
-            info = batch.traces.setdefault(s.trace_id, TraceInfo(s.start_ns, s.end_ns))
-            info.start_ns, info.end_ns = min(info.start_ns, s.start_ns), max(info.end_ns, s.end_ns)
-            info.services.add(s.service)
-            if s.kind == "server" and s.http_route:
-                info.endpoints.add((s.service, s.http_route))
+            key = (s.service, s.resource_json)
+            scope_spans = by_resource.get(key)
+            if scope_spans is None:
+                resource_spans = request.resource_spans.add()
+                _attributes(resource_spans.resource.attributes,
+                            {**json.loads(s.resource_json or "{}"), "service.name": s.service})
+                scope_spans = by_resource[key] = resource_spans.scope_spans.add()
+                scope_spans.scope.name = "tests"
+            out = scope_spans.spans.add()
+            out.trace_id = bytes.fromhex(s.trace_id)
+            out.span_id = bytes.fromhex(s.span_id)
+            if s.parent_span_id:
+                out.parent_span_id = bytes.fromhex(s.parent_span_id)
+            out.name = s.name
+            out.kind = KINDS.index(s.kind)
+            out.start_time_unix_nano = s.start_ns
+            out.end_time_unix_nano = s.start_ns + s.duration_ns
+            out.status.code = STATUSES.index(s.status)
+            out.status.message = s.status_message
+            typed = {"http.request.method": s.http_method, "http.route": s.http_route,
+                     "http.response.status_code": s.http_status, "url.path": s.url_path, "url.full": s.url_full,
+                     "server.address": s.server_address, "db.system": s.db_system, "db.namespace": s.db_name,
+                     "db.query.text": s.db_statement}
+            _attributes(out.attributes, {**json.loads(s.attributes_json or "{}"),
+                                         **{k: v for k, v in typed.items() if v is not None}})
+            for event in json.loads(s.events_json or "[]"):
+                added = out.events.add()
+                added.name = event["name"]
+                added.time_unix_nano = event["time_ns"]
+                _attributes(added.attributes, event.get("attributes", {}))
+    return request
+
+
+def _attributes(target, values: dict) -> None:
+    for key, value in values.items():
+        kv = target.add()
+        kv.key = key
+        if isinstance(value, bool):
+            kv.value.bool_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        elif isinstance(value, float):
+            kv.value.double_value = value
+        else:
+            kv.value.string_value = str(value)
+
+
+def metrics_request(points):
+    """An ExportMetricsServiceRequest of histogram points (one resource per service)."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    request = ExportMetricsServiceRequest()
     for p in points:
-        batch.metrics.append([
-            p.service, p.name, p.unit, ("unspecified", "delta", "cumulative").index(p.temporality), p.start_ns,
-            p.time_ns, p.http_method, p.http_route, p.http_status, p.count, p.sum, json.dumps(list(p.bounds)),
-            json.dumps(list(p.bucket_counts)), p.attributes_json, resource(p.service),
-        ])
-    store = SpanStore(path, synchronous="OFF")
+        resource_metrics = request.resource_metrics.add()
+        _attributes(resource_metrics.resource.attributes, {"service.name": p.service})
+        metric = resource_metrics.scope_metrics.add().metrics.add()
+        metric.name, metric.unit = p.name, p.unit
+        metric.histogram.aggregation_temporality = ("unspecified", "delta", "cumulative").index(p.temporality)
+        point = metric.histogram.data_points.add()
+        point.start_time_unix_nano, point.time_unix_nano = p.start_ns, p.time_ns
+        point.count, point.sum = p.count, p.sum
+        point.explicit_bounds.extend(p.bounds)
+        point.bucket_counts.extend(p.bucket_counts)
+        _attributes(point.attributes, {k: v for k, v in {"http.request.method": p.http_method,
+                                                        "http.route": p.http_route,
+                                                        "http.response.status_code": p.http_status}.items()
+                                       if v is not None})
+    return request
+
+
+def write_store(path, traces, points=()) -> None:
+    """Store traces (lists of Span) and MetricPoints the way the collector does: OTLP in, write API."""
+    from takealook.collector.convert import Converter
+    from takealook.collector.store import SpanStore
+
+    converter = Converter()
+    batches = [converter.traces(otlp_request(traces).SerializeToString()).batch]
+    if points:
+        batches.append(converter.metrics(metrics_request(points)).batch)
+    store = SpanStore(path)
     try:
-        store.write([batch])
+        store.write(batches)
     finally:
         store.close()
