@@ -29,7 +29,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from takealook.errors import ConnectionFailed, InputError, TakealookError, UsageError
-from takealook.loadtests.runs import file_sha256, git_commit, new_run_dir, write_meta
+from takealook.loadtests.runs import check_label, file_sha256, git_commit, new_run_dir, write_meta
 
 HERE = Path(__file__).resolve().parent
 CLOSED_ENTRY = HERE / "_locust_closed.py"
@@ -133,6 +133,7 @@ def locust_command(request: RunRequest, folder: Path) -> list[str]:
 
 def run_load(request: RunRequest, progress: Optional[Callable[[dict], None]] = None) -> RunOutcome:
     """Run the suite and return the finished run folder. Raises TakealookError on bad input or a failed run."""
+    check_label(request.label)
     check_suite(request.suite)
     if not request.master:
         check_host(request.host)
