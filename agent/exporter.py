@@ -54,7 +54,7 @@ class Forwarder:
         self.dropped = 0
         self.failed = 0
         self._unreported = 0
-        self._last_warning = 0.0
+        self._last_warning = float("-inf")
         self._span_exporter = None
         self._metric_exporter = None
         self._thread = threading.Thread(target=self._run, name="takealook-export", daemon=True)
@@ -290,6 +290,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--max-queue", type=int, default=20000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    # The OTLP exporter warns at every retry; our own warning, once a minute, says what matters.
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)
     # Ctrl-C in the app's terminal reaches this process group too: keep exporting until EOF.
     import signal
 

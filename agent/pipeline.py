@@ -57,6 +57,8 @@ class Pipeline:
     queued (exporter busy or gone); those spans are counted as dropped.
     """
 
+    _fork_warned = False
+
     def __init__(self, send: Callable[[bytes], bool], resource: dict, metric_interval_s: float,
                  export_traces: bool = True, export_metrics: bool = True):
         self._send = send
@@ -68,7 +70,7 @@ class Pipeline:
         self.sent = 0
         self.dropped = 0
         self._dropped_unreported = 0
-        self._last_warning = 0.0
+        self._last_warning = float("-inf")
         self._closed = False
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
@@ -98,6 +100,10 @@ class Pipeline:
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:  # forked without at-fork hooks (uWSGI without py-call-osafterfork)
             self._after_fork()
+            if not Pipeline._fork_warned:
+                Pipeline._fork_warned = True
+                log.warning("takealook: process %d was forked without Python's at-fork hooks (uWSGI: set "
+                            "py-call-osafterfork = true); the agent noticed and recovered", self._pid)
 
     # -- spans
     def on_end(self, span) -> None:
@@ -106,6 +112,7 @@ class Pipeline:
 
     def add(self, record: tuple, local_root: bool) -> None:
         """Buffers one span record; a local root (the end of a request) sends the buffer."""
+        self._check_fork()
         with self._lock:
             buffer = self._buffer
             if not buffer:

@@ -74,12 +74,14 @@ class AgentSettings:
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> "AgentSettings":
         """Build settings from the environment, then apply ``start()``'s keyword arguments."""
         env = os.environ if environ is None else environ
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip().rstrip("/")
+        base = _checked_url(base, "OTEL_EXPORTER_OTLP_ENDPOINT") if base else ""
         settings = cls(
             enabled=not _truthy(env.get("OTEL_SDK_DISABLED")),
             service_name=env.get("OTEL_SERVICE_NAME", "").strip(),
             resource_attributes=_parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES"),
-            traces_endpoint=_endpoint(env, "TRACES", "/v1/traces"),
-            metrics_endpoint=_endpoint(env, "METRICS", "/v1/metrics"),
+            traces_endpoint=_endpoint(env, base, "TRACES", "/v1/traces"),
+            metrics_endpoint=_endpoint(env, base, "METRICS", "/v1/metrics"),
             export_traces=env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none",
             export_metrics=env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none",
             sampler=_sampler(env),
@@ -146,14 +148,12 @@ def _checked_url(url: str, name: str) -> str:
     return url
 
 
-def _endpoint(env: Mapping[str, str], signal: str, path: str) -> str:
+def _endpoint(env: Mapping[str, str], base: str, signal: str, path: str) -> str:
+    """The signal's own URL if valid, else the (checked) base URL plus the signal's path."""
     specific = env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip()
     if specific and _checked_url(specific, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"):
         return specific
-    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip().rstrip("/")
-    if base and _checked_url(base, "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return base + path
-    return DEFAULT_ENDPOINT + path
+    return (base or DEFAULT_ENDPOINT) + path
 
 
 def _sampler(env: Mapping[str, str]) -> str:

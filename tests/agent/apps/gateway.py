@@ -1,10 +1,17 @@
 """App A of the agent's tests: a Flask gateway on psycopg2 that calls the orders app with requests."""
 
+import logging
 import os
+import time
 
 import psycopg2
 import requests
 from flask import Flask, jsonify
+
+if os.environ.get("GATEWAY_START_AGENT"):  # the in-code way in, for --preload tests
+    import takealook.agent
+
+    takealook.agent.start()
 
 app = Flask(__name__)
 DSN = os.environ["GATEWAY_DSN"]
@@ -37,6 +44,18 @@ def local(n):
             cur.execute("SELECT name FROM customers WHERE id = %s", (i,))
             cur.fetchone()
     return jsonify(n=n, pid=os.getpid())
+
+
+@app.route("/slow")
+def slow():
+    time.sleep(0.2)
+    return jsonify(pid=os.getpid())
+
+
+@app.route("/log")
+def log_line():
+    logging.getLogger("gateway").warning("inside a request")
+    return jsonify(pid=os.getpid())
 
 
 @app.route("/boom")

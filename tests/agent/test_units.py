@@ -1,0 +1,184 @@
+"""The agent's pieces on their own: settings, statement scrubbing, spans, histogram, pipeline, exporter."""
+
+from __future__ import annotations
+
+import logging
+import marshal
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from takealook.agent.exporter import Forwarder
+from takealook.agent.metrics import BOUNDS, ServerDurationHistogram
+from takealook.agent.pipeline import Pipeline
+from takealook.agent.settings import DEFAULT_ENDPOINT, AgentSettings
+from takealook.agent.sqlscrub import scrub
+from takealook.agent.tracer import LeanSpan, LeanTracerProvider, build_sampler
+from tests.agent.otlp_sink import OtlpSink
+from tests.conftest import wait_for
+
+
+# --------------------------------------------------------------------------- settings
+
+def test_settings_from_environment():
+    s = AgentSettings.load({"OTEL_SERVICE_NAME": "orders", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/",
+                            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=a%20b",
+                            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"})
+    assert s.service_name == "orders"
+    assert s.traces_endpoint == "http://c:4318/v1/traces" and s.metrics_endpoint == "http://c:4318/v1/metrics"
+    assert s.resource_attributes == {"deployment.environment": "prod", "team": "a b"}
+    assert (s.sampler, s.sampler_arg) == ("parentbased_traceidratio", 0.25)
+
+
+def test_signal_endpoint_wins_and_arguments_win_over_environment():
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x",
+           "OTEL_SERVICE_NAME": "env-name"}
+    s = AgentSettings.load(env, service_name="arg-name")
+    assert s.traces_endpoint == "http://t:1/x" and s.metrics_endpoint == "http://c:4318/v1/metrics"
+    assert s.service_name == "arg-name"
+    assert AgentSettings.load({}).traces_endpoint == DEFAULT_ENDPOINT + "/v1/traces"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"OTEL_TRACES_SAMPLER": "sometimes"}, "unknown OTEL_TRACES_SAMPLER"),
+    ({"OTEL_TRACES_SAMPLER_ARG": "lots"}, "OTEL_TRACES_SAMPLER_ARG"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "is not an http(s) URL"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:43x18"}, "malformed port"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "novalue"}, "expected key=value"),
+    ({"TAKEALOOK_DISABLED_INSTRUMENTATIONS": "flask,mongo"}, "unknown instrumentations"),
+])
+def test_bad_settings_warn_once_and_fall_back(caplog, env, message):
+    with caplog.at_level(logging.WARNING, "takealook.agent"):
+        settings = AgentSettings.load(env)
+    assert [r.getMessage() for r in caplog.records if message in r.getMessage()], caplog.text
+    assert len(caplog.records) == 1
+    assert settings.traces_endpoint.startswith("http")
+
+
+def test_unknown_start_argument_is_a_type_error():
+    with pytest.raises(TypeError, match="colour"):
+        AgentSettings.load({}, colour="blue")
+
+
+# --------------------------------------------------------------------------- statements
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SELECT * FROM t WHERE id = %s", "SELECT * FROM t WHERE id = %s"),
+    ("SELECT * FROM t WHERE email = 'a@b.c' AND n > 10", "SELECT * FROM t WHERE email = %s AND n > %s"),
+    ("SELECT * FROM t WHERE name = 'O''Brien'", "SELECT * FROM t WHERE name = %s"),
+    ("SELECT * FROM t WHERE s = E'a\\'b' LIMIT 5", "SELECT * FROM t WHERE s = %s LIMIT %s"),
+    ("SELECT $tag$ secret $tag$, 1.5e3", "SELECT %s, %s"),
+    ("SELECT * FROM t1 WHERE x = $1 -- token=abc\n AND y = 2", "SELECT * FROM t1 WHERE x = $1 AND y = %s"),
+    ('SELECT "Col 1" FROM t /* user=bob */ WHERE a IN (1, 2, 3)', 'SELECT "Col 1" FROM t WHERE a IN (%s, %s, %s)'),
+    ("SELECT %(name)s, 100 %% 7", "SELECT %(name)s, %s %% %s"),
+    ("UPDATE t SET flag = TRUE, v = NULL WHERE id = 3", "UPDATE t SET flag = TRUE, v = NULL WHERE id = %s"),
+])
+def test_scrub_removes_values_and_keeps_placeholders(sql, expected):
+    assert scrub(sql)[0] == expected
+
+
+def test_scrub_names_the_operation():
+    assert scrub("  select 1")[1] == "SELECT"
+    assert scrub("WITH x AS (SELECT 1) SELECT * FROM x")[1] == "WITH"
+    assert scrub("(SELECT 1) UNION (SELECT 2)")[1] == "SELECT"
+
+
+# --------------------------------------------------------------------------- spans
+
+@pytest.fixture
+def provider():
+    ended: list[LeanSpan] = []
+    tracer_provider = LeanTracerProvider(ended.append)
+    tracer_provider.ended = ended
+    return tracer_provider
+
+
+def test_spans_follow_the_opentelemetry_api(provider):
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root", kind=SpanKind.SERVER, attributes={"a": 1, "bad": object()}) as root:
+        with tracer.start_as_current_span("child") as child:
+            child.set_attribute("list", [1, 2])
+            child.add_event("hello", {"k": "v"})
+            assert trace.get_current_span() is child
+        with pytest.raises(ValueError):
+            with tracer.start_as_current_span("failing"):
+                raise ValueError("nope")
+        root.set_status(Status(StatusCode.OK))
+        root.set_status(StatusCode.ERROR)  # OK is final
+    child_span, failing, root_span = provider.ended
+    assert root_span.parent_id == 0 and root_span.attributes == {"a": 1} and root_span.status_code == 1
+    assert child_span.parent_id == root_span.span_id and child_span.trace_id == root_span.trace_id
+    assert child_span.attributes == {"list": (1, 2)} and child_span.events[0][0] == "hello"
+    assert failing.status_code == 2 and failing.events[0][2]["exception.type"] == "ValueError"
+    assert root_span.get_span_context().trace_id == root_span.trace_id
+    root_span.set_attribute("late", 1)
+    assert "late" not in root_span.attributes
+
+
+def test_remote_parent_and_sampling(provider):
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    tracer = provider.get_tracer("test")
+    remote = SpanContext(0xABC, 0xDEF, True, TraceFlags(1))
+    span = tracer.start_span("s", context=trace.set_span_in_context(NonRecordingSpan(remote)))
+    assert (span.trace_id, span.parent_id, span.parent_remote) == (0xABC, 0xDEF, True)
+    unsampled = SpanContext(0xABC, 0xDEF, True, TraceFlags(0))
+    span = tracer.start_span("s", context=trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    assert not span.is_recording() and span.get_span_context().trace_id == 0xABC
+    off = LeanTracerProvider(lambda s: None, build_sampler("always_off", 1.0)).get_tracer("t")
+    assert not off.start_span("x").is_recording()
+    half = LeanTracerProvider(lambda s: None, build_sampler("traceidratio", 0.5)).get_tracer("t")
+    recorded = sum(half.start_span("x").is_recording() for _ in range(2000))
+    assert 800 < recorded < 1200
+
+
+# --------------------------------------------------------------------------- histogram, pipeline
+
+def test_histogram_buckets_and_deltas():
+    histogram = ServerDurationHistogram()
+    for seconds in (0.001, 0.004, 0.2, 20.0):
+        histogram.record(seconds, "GET", "/a", 200, "http")
+    histogram.record(0.5, "GET", "/a", 500, "http")
+    points = {p[2]["http.response.status_code"]: p for p in histogram.collect()}
+    name, unit, attributes, start, end, count, total, low, high, buckets, bounds = points[200]
+    assert (name, unit, count, low, high, bounds) == ("http.server.request.duration", "s", 4, 0.001, 20.0, BOUNDS)
+    assert buckets[0] == 2 and buckets[BOUNDS.index(0.25)] == 1 and buckets[-1] == 1
+    assert attributes["http.route"] == "/a" and points[500][5] == 1
+    assert histogram.collect() == []
+
+
+def test_pipeline_sends_a_request_at_once_and_counts_drops(provider):
+    messages = []
+    accept = [True]
+    pipeline = Pipeline(lambda payload: accept[0] and not messages.append(payload), {"service.name": "x"}, 60)
+    tracer = LeanTracerProvider(pipeline.on_end).get_tracer("t")
+    with tracer.start_as_current_span("request"):
+        for _ in range(3):
+            tracer.start_span("sql").end()
+        assert messages == []  # children wait for their local root
+    protocol, kind, resource, records = marshal.loads(messages[0])
+    assert (protocol, kind, len(records)) == (1, b"spans", 4)
+    assert marshal.loads(resource)["service.name"] == "x"
+    accept[0] = False
+    tracer.start_span("lost").end()
+    assert pipeline.dropped == 1 and pipeline.sent == 4
+    pipeline.close()
+
+
+def test_forwarder_exports_to_a_real_receiver():
+    with OtlpSink() as sink:
+        forwarder = Forwarder(sink.endpoint + "/v1/traces", sink.endpoint + "/v1/metrics", export_every_s=0.1)
+        forwarder.start()
+        pipeline = Pipeline(forwarder.submit, {"service.name": "unit"}, 0.05)
+        tracer = LeanTracerProvider(pipeline.on_end).get_tracer("t")
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes={"http.route": "/x"}):
+            tracer.start_span("child").end()
+        pipeline.histogram.record(0.01, "GET", "/x", 200, "http")
+        pipeline.flush_metrics()
+        wait_for(lambda: len(sink.spans) == 2 and sink.points, 10, message="spans and metrics")
+        forwarder.stop()
+        pipeline.close()
+    server = next(s for s in sink.spans if s["name"] == "GET /x")
+    assert server["kind"] == 2 and server["service"] == "unit" and server["attributes"] == {"http.route": "/x"}
+    assert sink.points[0]["count"] == 1 and sink.points[0]["temporality"] == 1  # DELTA
