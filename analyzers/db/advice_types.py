@@ -36,7 +36,7 @@ class StatementEffect:
 @dataclass(frozen=True)
 class SuggestedIndex:
     table: str
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # column names or expressions
     using: str
     create_sql: str
     size_bytes: int | None
@@ -48,6 +48,7 @@ class SuggestedIndex:
     table_writes_per_s: float | None
     existing_indexes: int
     partitioned: bool = False
+    definitions: tuple[str, ...] = ()  # each column as in CREATE INDEX: with its operator class and DESC
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def _missing_index(index: SuggestedIndex, total_ms: float) -> Finding:
     proof = (f"HypoPG: plan cost falls by up to {best:.0f}%" if index.verified
              else "not verified with HypoPG (estimated from the parse tree and the current plan)")
     return Finding(
-        "missing_index", severity, f"index {index.table} ({', '.join(index.columns)})",
+        "missing_index", severity, f"index {index.table} ({', '.join(index.definitions or index.columns)})",
         detail=f"serves {len(index.statements)} statement(s), {share:.1f}% of statement time; {proof}",
         fix=index.create_sql, subject=index.table,
         data={"table": index.table, "columns": list(index.columns), "verified": index.verified,

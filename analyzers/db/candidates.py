@@ -101,11 +101,13 @@ def candidates_for(access: TableAccess, max_columns: int = 3) -> list[IndexCandi
     for lead in leads:
         for tail in tail_for(lead):
             variants.append(lead + tail)
-    if equal and (ranges or sort):
+    if equal and (ranges or sort or group):
         variants.append(equal)
+    if len(equal) > 1 or (equal and in_list):
+        variants.append(equal[:1])  # the most selective column alone: often as good, and smaller
     out: dict[tuple, IndexCandidate] = {}
     for columns in variants:
-        candidate = _candidate(relation, _dedupe(columns)[:max_columns])
+        candidate = _candidate(relation, _after_unique(_dedupe(columns), relation)[:max_columns])
         if candidate is not None:
             out.setdefault(candidate.key, candidate)
     return list(out.values())
@@ -118,6 +120,18 @@ def _dedupe(uses: list[ColumnUse]) -> list[ColumnUse]:
             seen.add(use.column)
             out.append(use)
     return out
+
+
+def _after_unique(uses: list[ColumnUse], relation: Relation) -> list[ColumnUse]:
+    """Stop after an equality on a column that is unique by itself: nothing after it narrows further."""
+    unique = {ix.columns[0] for ix in relation.indexes if ix.unique and ix.valid and len(ix.columns) == 1
+              and not ix.predicate}
+    for position, use in enumerate(uses):
+        if use.kind not in (*_EQUALITY, "join"):
+            break
+        if not use.expression and use.column in unique:
+            return uses[: position + 1]
+    return uses
 
 
 def _by_selectivity(uses: list[ColumnUse], relation: Relation) -> list[ColumnUse]:
@@ -139,8 +153,9 @@ def _candidate(relation: Relation, uses: list[ColumnUse]) -> IndexCandidate | No
             break
         equality += 1
     descending = [u.descending for u in uses]
-    if descending and descending[0]:
-        descending = [not d for d in descending]  # a btree scans backwards: lead ascending
+    sorts = [d for u, d in zip(uses, descending) if u.kind == "sort"]
+    if sorts and sorts[0]:
+        descending = [not d for d in descending]  # a btree scans backwards: the first sort key ascending
     return IndexCandidate(
         table=relation.qualified,
         columns=tuple(u.column for u in uses),

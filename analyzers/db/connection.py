@@ -240,7 +240,7 @@ def connect(dsn: str | None, options: ConnectOptions | None = None) -> Session:
         session = Session(conn, display, raw)
     except psycopg.Error as error:
         conn.close()
-        raise InputError(f"{display}: not a PostgreSQL server takealook can audit "
+        raise InputError(f"{display}: cannot read the server's settings "
                          f"({mask_secrets(one_line(error), raw)})") from None
     if session.server_version_num < 130000:
         session.close()

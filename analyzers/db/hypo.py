@@ -50,6 +50,9 @@ class Hypo:
         row = self.session.query_one(f"SELECT {self.schema}.hypopg_relation_size(%s)::bigint AS size", (oid,))
         return int(row["size"])
 
+    def drop(self, oid: int) -> None:
+        self.session.query(f"SELECT {self.schema}.hypopg_drop_index(%s)", (oid,))
+
     def reset(self) -> None:
         self.session.query(f"SELECT {self.schema}.hypopg_reset()")
         self.session.end()

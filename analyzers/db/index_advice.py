@@ -29,7 +29,8 @@ least ``min_calls`` calls and ``min_total_ms`` in total, the
 Every statement not advised on is in ``skipped`` with a ``code``:
 ``unparsed``, ``not_dml``, ``missing_table``, ``foreign_table``,
 ``system_table``, ``no_candidate``, ``already_indexed``, ``cannot_plan``,
-``too_cheap``, ``no_saving``. Nothing is written to the database; the session
+``too_cheap``, ``no_saving``, ``table_limit`` (its index lost to heavier
+statements on a table that already gets ``max_indexes_per_table``). Nothing is written to the database; the session
 is read-only and hypothetical indexes are reset at the end.
 
 Each statement in the result carries ``fingerprint`` and ``queryid``, the keys

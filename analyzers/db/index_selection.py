@@ -62,7 +62,7 @@ def _verified(hypo: Hypo, explainer: Explainer, jobs: list[Job], options: IndexO
     key_by_oid = _create(hypo, candidates.values())
     helped: dict[Job, set] = {}
     savings: dict[Job, float] = {}
-    unproved: list[Job] = []  # an expression index HypoPG cannot cost (see _expression_picks)
+    unproved: dict[Job, set] = {}  # an expression index HypoPG cannot cost (see _expression_picks)
     out: list[SkippedStatement] = []
     for number, job in enumerate(jobs, 1):
         if progress:
@@ -76,20 +76,27 @@ def _verified(hypo: Hypo, explainer: Explainer, jobs: list[Job], options: IndexO
             helped[job] = used
             savings[job] = saving
         elif _expression_picks(job):
-            unproved.append(job)
+            unproved[job] = used
         else:
             out.append(job.skip(_no_saving(used, saving, options), "no_saving"))
     weights = {key: 0.0 for key in candidates}
     for job, used in helped.items():
         for key in used:
             weights[key] += _weight(job) * savings[job] / 100.0
-    chosen = _cap(_prune(set().union(*helped.values()), candidates), candidates, weights, options)
-    chosen, effects, lost, sizes = _final_pass(hypo, explainer, helped, chosen, candidates, options, progress)
+    pruned = _prune(set().union(*helped.values()), candidates)
+    chosen = _cap(pruned, candidates, weights, options)
+    capped = pruned - chosen
+    chosen, effects, lost, sizes = _final_pass(hypo, explainer, helped, chosen, capped, candidates, options,
+                                               progress)
     for job in lost:
-        out.append(job.skip("no saving with the chosen set of indexes", "no_saving"))
+        if helped[job] & capped:
+            out.append(job.skip(f"its index lost to heavier statements on the same table (at most "
+                                f"{options.max_indexes_per_table} new indexes per table)", "table_limit"))
+        else:
+            out.append(job.skip("no saving with the chosen set of indexes", "no_saving"))
     indexes = [_suggestion(candidates[key], [(job, plan) for job, (plan, used) in effects.items() if key in used],
                            sizes.get(key), True) for key in chosen]
-    return _ranked(indexes + _unproved(unproved, {i.create_sql for i in indexes}, options)), out
+    return _ranked(indexes + _unproved(unproved, candidates, {i.create_sql for i in indexes})), out
 
 
 def _create(hypo: Hypo, candidates) -> dict[int, tuple]:
@@ -146,7 +153,7 @@ def _cap(keys: set, candidates: dict, weights: dict, options: IndexOptions) -> s
     return kept
 
 
-def _final_pass(hypo, explainer, helped, chosen, candidates, options, progress):
+def _final_pass(hypo, explainer, helped, chosen, capped, candidates, options, progress):
     effects, lost, sizes = {}, [], {}
     for attempt in range(3):
         hypo.reset()
@@ -162,17 +169,75 @@ def _final_pass(hypo, explainer, helped, chosen, candidates, options, progress):
             else:
                 lost.append(job)
         in_use = set().union(*(used for _, used in effects.values()))
-        restore = set().union(*(helped[job] for job in lost)) - chosen if lost else set()
+        restore = set().union(*(helped[job] for job in lost)) - chosen - capped if lost else set()
         if attempt < 2 and restore:
             chosen = chosen | restore
             continue
         if attempt < 2 and chosen - in_use:
             chosen = chosen & in_use
             continue
+        chosen, effects, key_by_oid = _simplify(hypo, explainer, chosen, effects, key_by_oid, candidates, options)
         sizes = {key: hypo.size(oid) for oid, key in key_by_oid.items() if key in chosen}
         hypo.session.end()
         break
     return chosen & set().union(*(used for _, used in effects.values())), effects, lost, sizes
+
+
+_KEEP_SAVING = 0.95  # a simpler set must keep 95% of each statement's saving
+
+
+def _simplify(hypo, explainer, chosen, effects, key_by_oid, candidates, options):
+    """Drop a chosen index, or replace it by a candidate of its leading columns, when that serves as well.
+
+    The planner prefers (customer_id, status) to (customer_id) by a hair when
+    both exist, though five rows per customer leave nothing for the second
+    column to do; and it may pick a new (id, category) where the primary key on
+    id serves nearly as well. An index that is not needed costs space and
+    every write, so a simpler set wins when each statement it serves keeps
+    95% of its saving (and at least ``min_saving_pct``).
+    """
+    oid_by_key = {key: oid for oid, key in key_by_oid.items()}
+    for key in sorted(chosen, key=lambda k: (-len(candidates[k].columns), k)):
+        long = candidates[key]
+        shorter = sorted((c for c in candidates.values() if c.is_prefix_of(long) and c.key not in chosen),
+                         key=lambda c: len(c.columns))
+        served = {job: plan for job, (plan, used) in effects.items() if key in used}
+        for short in [None, *shorter]:
+            trial = _try_replacement(hypo, explainer, oid_by_key, long, short, served, options)
+            if trial is not None:
+                chosen = (chosen - {key}) | ({short.key} if short else set())
+                for job, (plan, used) in trial.items():
+                    effects[job] = (plan, used & chosen)
+                break
+    return chosen, effects, {oid: key for key, oid in oid_by_key.items()}
+
+
+def _try_replacement(hypo, explainer, oid_by_key, long, short, served, options):
+    """Swap ``long`` for ``short`` (or for nothing) among the hypothetical indexes; keep it if all still gain."""
+    hypo.drop(oid_by_key.pop(long.key))
+    short_oid = None
+    if short is not None:
+        try:
+            short_oid = hypo.create(short.definition())
+            oid_by_key[short.key] = short_oid
+        except psycopg.Error:
+            short = None
+    key_by_oid = {oid: key for key, oid in oid_by_key.items()}
+    results: dict | None = {} if short is not None or short_oid is None else None
+    for job, plan in served.items():
+        trial = _explain(explainer, job, [])
+        before = job.before.total_cost
+        if (trial is None or before - trial.total_cost < _KEEP_SAVING * (before - plan.total_cost)
+                or _saving(job, trial) < options.min_saving_pct):
+            results = None
+            break
+        results[job] = (trial, _used(trial, key_by_oid))
+    if results is not None:
+        return results
+    if short_oid is not None:
+        hypo.drop(oid_by_key.pop(short.key))
+    oid_by_key[long.key] = hypo.create(long.definition())
+    return None
 
 
 # --------------------------------------------------------------------------- unverified
@@ -202,14 +267,18 @@ def _expression_picks(job: Job) -> list[IndexCandidate]:
     return picks
 
 
-def _unproved(jobs: list[Job], already: set[str], options: IndexOptions) -> list[SuggestedIndex]:
+def _unproved(jobs: dict[Job, set], candidates: dict, already: set[str]) -> list[SuggestedIndex]:
+    """Unverified advice for statements whose gain hinges on an expression index.
+
+    The indexes their plans used beside it (a join's other side) go with it:
+    once the expression index exists and is analyzed, they are what the join needs.
+    """
     by_key: dict[tuple, tuple[IndexCandidate, list]] = {}
-    for job in jobs:
-        for candidate in _expression_picks(job):
+    for job, used in jobs.items():
+        for candidate in _expression_picks(job) + [candidates[key] for key in sorted(used)]:
             by_key.setdefault(candidate.key, (candidate, []))[1].append((job, None))
     out = [_suggestion(c, pairs, _estimated_size(c), False) for c, pairs in by_key.values()]
     return [index for index in out if index.create_sql not in already]
-
 
 
 def _unverified(jobs: list[Job], options: IndexOptions):
@@ -275,7 +344,8 @@ def _suggestion(candidate: IndexCandidate, jobs: list[tuple[Job, Plan | None]], 
     benefit = sum((e.total_ms or 0.0) * (e.saving_pct or 0.0) / 100.0 for e in effects)
     name = index_name(relation.name, candidate.columns)
     return SuggestedIndex(
-        table=candidate.table, columns=tuple(candidate.display_columns()), using=candidate.using,
+        table=candidate.table, columns=candidate.columns, using=candidate.using,
+        definitions=tuple(candidate.display_columns()),
         create_sql=create_sql(candidate, name), size_bytes=size, verified=verified, statements=effects,
         name=name, benefit_ms=round(benefit, 3), table_rows=relation.reltuples,
         table_writes_per_s=None if relation.writes_per_s is None else round(relation.writes_per_s, 3),

@@ -50,7 +50,7 @@ def _index_json(index: SuggestedIndex) -> dict:
                        for e in index.statements],
         "name": index.name, "benefit_ms": index.benefit_ms, "table_rows": index.table_rows,
         "table_writes_per_s": index.table_writes_per_s, "existing_indexes": index.existing_indexes,
-        "partitioned": index.partitioned,
+        "partitioned": index.partitioned, "definitions": list(index.definitions),
     }
 
 
@@ -154,7 +154,7 @@ def advice_blocks(advice: IndexAdvice) -> list:
     rows = []
     for index in advice.indexes:
         best = max(index.statements, key=lambda e: e.saving_pct or 0.0, default=None)
-        rows.append([index.table, ", ".join(index.columns), len(index.statements),
+        rows.append([index.table, ", ".join(index.definitions or index.columns), len(index.statements),
                      None if best is None else best.saving_pct, index.benefit_ms, _size(index.size_bytes),
                      index.table_writes_per_s, "yes" if index.verified else "no"])
     if rows:
