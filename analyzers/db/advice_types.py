@@ -71,6 +71,7 @@ class IndexAdvice:
     statements_considered: int
     findings: tuple[Finding, ...] = ()
     server_version: str = ""
+    dsn: str = ""  # masked: what to show people
 
 
 @dataclass(frozen=True)

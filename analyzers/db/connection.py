@@ -56,8 +56,9 @@ def mask_dsn(dsn: str | None) -> str:
 
 
 def _describe_environment() -> str:
-    keys = ("PGSERVICE", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER")
-    parts = [f"{key[2:].lower()}={os.environ[key]}" for key in keys if os.environ.get(key)]
+    keys = {"PGSERVICE": "service", "PGHOST": "host", "PGHOSTADDR": "hostaddr", "PGPORT": "port",
+            "PGDATABASE": "dbname", "PGUSER": "user"}
+    parts = [f"{name}={os.environ[key]}" for key, name in keys.items() if os.environ.get(key)]
     return "libpq defaults" + (f" ({' '.join(parts)})" if parts else "")
 
 

@@ -100,7 +100,7 @@ def advise(session: Session, queries: Sequence[str] = (), options: IndexOptions 
     if hypo_finding is not None:
         findings.append(hypo_finding)
     return IndexAdvice(tuple(indexes), tuple(out_skipped), hypo_finding is None, explainer.calls, len(items),
-                       tuple(findings), session.server_version)
+                       tuple(findings), session.server_version, session.display)
 
 
 def workload_items(stats: Sequence[StatementStat], options: IndexOptions):

@@ -21,6 +21,7 @@ CONCURRENTLY`` (or rebuild) to run and the bytes it frees:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from takealook.analyzers.db.connection import Session
@@ -94,13 +95,18 @@ def _drop(name: str) -> str:
 
 
 def _invalid(rows: list[IndexRow]) -> list[Finding]:
-    return [Finding(
-        "invalid_index", "medium", f"invalid index {row.name} on {row.table}",
-        detail="a failed CREATE INDEX CONCURRENTLY left it: every write maintains it, no query can use it",
-        fix=f"{_drop(row.name)} then run its definition again: "
-            f"{row.definition.replace('CREATE INDEX', 'CREATE INDEX CONCURRENTLY', 1)};",
-        subject=row.name, data={"index": row.name, "table": row.table, "size_bytes": row.size_bytes})
-        for row in rows if not row.valid and not row.building]
+    out = []
+    for row in rows:
+        if row.valid or row.building:
+            continue
+        again = re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX CONCURRENTLY ", row.definition)
+        out.append(Finding(
+            "invalid_index", "medium", f"invalid index {row.name} on {row.table}",
+            detail="a failed CREATE INDEX CONCURRENTLY left it: every write maintains it, no query can use it"
+                   + ("; a unique build fails again until the duplicate values are removed" if row.unique else ""),
+            fix=f"{_drop(row.name)} then run its definition again: {again};",
+            subject=row.name, data={"index": row.name, "table": row.table, "size_bytes": row.size_bytes}))
+    return out
 
 
 def _same_shape(a: IndexRow, b: IndexRow) -> bool:
@@ -108,8 +114,8 @@ def _same_shape(a: IndexRow, b: IndexRow) -> bool:
 
 
 def _keeper(a: IndexRow, b: IndexRow) -> IndexRow:
-    """Of two identical indexes, the one to keep."""
-    return min((a, b), key=lambda r: (not r.constraint, not r.primary, not r.unique, r.name))
+    """Of two identical indexes, the one to keep: a constraint's, else the unique, else the one queries use."""
+    return min((a, b), key=lambda r: (not r.constraint, not r.primary, not r.unique, -(r.scans or 0), r.name))
 
 
 def _duplicates(rows: list[IndexRow]) -> list[Finding]:

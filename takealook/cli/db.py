@@ -154,7 +154,7 @@ def run_indexes(args) -> int:
     rejected = [s for s in advice.skipped if s.source == SOURCE_GIVEN and s.code in _BAD_INPUT]
     for item in rejected:
         print(f"takealook: statement {' '.join(item.query.split())[:80]!r}: {item.reason}", file=sys.stderr)
-    dsn = mask_dsn(args.dsn)
+    dsn = advice.dsn or mask_dsn(args.dsn)
     emit(args, lambda: report.indexes_document(advice, dsn), lambda: report.indexes_contract(advice, dsn))
     if queries and len(rejected) == len(queries) and not options.use_workload:
         return 2

@@ -67,8 +67,8 @@ def indexes_contract(advice: IndexAdvice, dsn: str | None = None) -> dict:
                            "statements_considered": advice.statements_considered,
                            "findings": [finding_json(f) for f in advice.findings],
                            "server_version": advice.server_version}
-    if dsn is not None:
-        out["dsn"] = dsn
+    if dsn or advice.dsn:
+        out["dsn"] = dsn or advice.dsn
     return out
 
 
@@ -99,6 +99,7 @@ def database_json(audit: DatabaseAudit) -> dict:
     if audit.index_advice is not None:
         advice = indexes_contract(audit.index_advice)
         advice.pop("schema_version")
+        advice.pop("dsn", None)
         out["indexes"] = advice
     if audit.tables is not None:
         out["tables"] = {"cache_hit_ratio": audit.tables.cache_hit_ratio,
