@@ -109,6 +109,7 @@ class TraceAnalysis:
         self.health = HealthAggregator(self.settings)
         self.points: list[MetricPoint] = []
         self.spans = self.traces = self.without_entry = 0
+        self.read = 0  # traces handed in, analysed or not
         self.skipped: Counter = Counter()
         self.entries_seen: Counter = Counter()  # entry endpoints the filter left out
         self.first_ns: Optional[int] = None
@@ -117,6 +118,7 @@ class TraceAnalysis:
         self.first_trace: dict[str, str] = {}
 
     def add_trace(self, spans: Sequence[Span]) -> None:
+        self.read += 1
         view = TraceView(spans)
         if view.skipped:
             self.skipped.update(view.skipped)
@@ -146,6 +148,27 @@ class TraceAnalysis:
         slowest = self.slowest.get(key)
         if slowest is None or view.root.duration_ns > slowest.root.duration_ns:
             self.slowest[key] = view
+
+    def merge(self, other: "TraceAnalysis") -> None:
+        """Add what another analysis (of other traces, in another process) saw; earlier traces first."""
+        self.read += other.read
+        self.spans += other.spans
+        self.traces += other.traces
+        self.without_entry += other.without_entry
+        self.skipped.update(other.skipped)
+        self.entries_seen.update(other.entries_seen)
+        self.points.extend(other.points)
+        if other.first_ns is not None:
+            self.first_ns = other.first_ns if self.first_ns is None else min(self.first_ns, other.first_ns)
+            self.last_ns = other.last_ns if self.last_ns is None else max(self.last_ns, other.last_ns)
+        for key, view in other.slowest.items():
+            mine = self.slowest.get(key)
+            if mine is None or view.root.duration_ns > mine.root.duration_ns:
+                self.slowest[key] = view
+        for service, trace_id in other.first_trace.items():
+            self.first_trace.setdefault(service, trace_id)
+        for name in ("endpoints", "paths", "repeats", "sequential", "public", "statements", "errors", "health"):
+            getattr(self, name).merge(getattr(other, name))
 
     def add_metric_points(self, points: Iterable[MetricPoint]) -> None:
         self.points.extend(points)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import CODE, TraceView, category
 from takealook.collector.model import Span
 
@@ -107,6 +107,10 @@ class CriticalPathAggregator:
         if top is None:
             top = self.slowest[key] = TopSlowest(self.evidence)
         top.add(root.duration_ns, view.trace_id)
+
+    def merge(self, other: "CriticalPathAggregator") -> None:
+        for table in ("ns", "total_ns", "traces", "slowest"):
+            merge_into(getattr(self, table), getattr(other, table))
 
     def result(self, key: tuple) -> EndpointPath:
         sums = self.ns.get(key, {})

@@ -20,7 +20,7 @@ from typing import Optional
 
 from takealook.analyzers.traces.critical_path import PathPart
 from takealook.analyzers.traces.rates import RequestCount
-from takealook.analyzers.traces.stats import ms, percentiles, ratio
+from takealook.analyzers.traces.stats import merge_into, ms, percentiles, ratio
 from takealook.analyzers.traces.trace import TraceView, is_error
 
 
@@ -74,6 +74,14 @@ class _Tally:
         self.db = 0  # any database span, SQL or not
         self.outbound = 0
 
+    def merge(self, other: "_Tally") -> None:
+        self.durations.extend(other.durations)
+        self.errors += other.errors
+        self.services += other.services
+        self.sql += other.sql
+        self.db += other.db
+        self.outbound += other.outbound
+
 
 class EndpointAggregator:
     """Counts and latencies per entry endpoint and per service, one trace at a time."""
@@ -116,6 +124,18 @@ class EndpointAggregator:
         tally.services += len(view.span_counts)
         tally.sql += len(view.sql)
         tally.outbound += len(view.calls)
+
+    def merge(self, other: "EndpointAggregator") -> None:
+        """Add the tallies of an aggregator that saw other traces (another process's)."""
+        for mine, theirs in ((self.endpoints, other.endpoints), (self.services, other.services)):
+            for key, tally in theirs.items():
+                if key in mine:
+                    mine[key].merge(tally)
+                else:
+                    mine[key] = tally
+        for key, entry in other.entries.items():
+            self.entries.setdefault(key, entry)
+        merge_into(self.service_spans, other.service_spans)
 
     def endpoint_stats(self, key, minutes: float, measured: Optional[RequestCount]) -> EndpointStats:
         tally = self.endpoints[key]

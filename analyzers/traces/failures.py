@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from takealook.analyzers.traces.stats import TopSlowest, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ratio
 from takealook.analyzers.traces.trace import TraceView, is_error
 from takealook.collector.model import Span
 
@@ -103,6 +103,9 @@ class ErrorAggregator:
             group["count"] += 1
             group["ns"] += view.root.duration_ns
             group["top"].add(view.root.duration_ns, view.trace_id)
+
+    def merge(self, other: "ErrorAggregator") -> None:
+        merge_into(self.groups, other.groups)
 
     def findings(self, endpoints: dict) -> list[ErrorFinding]:
         out = []

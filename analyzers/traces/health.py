@@ -26,7 +26,7 @@ from typing import Optional
 
 from takealook.analyzers.traces.public_calls import public_reason
 from takealook.analyzers.traces.settings import Settings
-from takealook.analyzers.traces.stats import TopSlowest, ms
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms
 from takealook.analyzers.traces.trace import TraceView, host_of, scheme_of
 
 
@@ -128,6 +128,10 @@ class HealthAggregator:
                 group["traces"].add(view.trace_id)
                 group["top"].add(span.duration_ns, view.trace_id)
                 _count(group["endpoints"], label)
+
+    def merge(self, other: "HealthAggregator") -> None:
+        for table in ("orphans", "skews", "calls"):
+            merge_into(getattr(self, table), getattr(other, table), maxima=frozenset({"max"}))
 
     def findings(self, service_sql: dict[str, tuple[int, int]], own_hosts: dict[str, str],
                  first_trace: dict[str, str]) -> list:

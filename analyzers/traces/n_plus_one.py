@@ -26,7 +26,7 @@ from statistics import median_low
 from typing import Optional
 
 from takealook.analyzers.traces.settings import Settings
-from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import TraceView, host_of, route_of, template_path
 from takealook.collector.model import Span
 
@@ -200,6 +200,9 @@ class RepeatAggregator:
                 group["traces"] += 1
                 group["latency"] += view.root.duration_ns
             group["top"].add(repeat.total_ns, view.trace_id)
+
+    def merge(self, other: "RepeatAggregator") -> None:
+        merge_into(self.groups, other.groups)
 
     def findings(self, endpoints: dict) -> list:
         """``endpoints`` maps an entry key to its ``EndpointStats``."""

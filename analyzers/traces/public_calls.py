@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import TraceView, host_of, scheme_of
 
 PAAS_SUFFIXES = (
@@ -137,6 +137,12 @@ class PublicCallAggregator:
             elif host.count(":") == 1:  # host:port
                 host = host.split(":", 1)[0]
             self.own_hosts.setdefault(host, span.service)
+
+    def merge(self, other: "PublicCallAggregator") -> None:
+        for host, service in other.own_hosts.items():
+            self.own_hosts.setdefault(host, service)
+        merge_into(self.groups, other.groups)
+        merge_into(self._server_hosts_seen, other._server_hosts_seen)
 
     def findings(self, endpoints: dict) -> list[PublicAddressCall]:
         out = []

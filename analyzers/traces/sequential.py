@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from takealook.analyzers.traces.n_plus_one import _callee_route, _operation
 from takealook.analyzers.traces.settings import Settings
-from takealook.analyzers.traces.stats import TopSlowest, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import TraceView, host_of
 from takealook.collector.model import Span
 
@@ -115,6 +115,9 @@ class SequentialAggregator:
                 seen.add(key)
                 group["traces"] += 1
             group["top"].add(run.saving_ns, view.trace_id)
+
+    def merge(self, other: "SequentialAggregator") -> None:
+        merge_into(self.groups, other.groups)
 
     def findings(self, endpoints: dict) -> list[SequentialCalls]:
         out = []

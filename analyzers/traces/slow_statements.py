@@ -102,6 +102,16 @@ class _Group:
         self.per_endpoint: dict[tuple, list[int]] = {}  # entry key -> [calls, ns]
         self.top = TopSlowest(evidence)
 
+    def merge(self, other: "_Group") -> None:
+        self.durations.extend(other.durations)
+        self.services |= other.services
+        self.databases |= other.databases
+        for key, (calls, ns) in other.per_endpoint.items():
+            tally = self.per_endpoint.setdefault(key, [0, 0])
+            tally[0] += calls
+            tally[1] += ns
+        self.top.merge(other.top)
+
 
 class StatementAggregator:
     def __init__(self, settings: Settings):
@@ -133,6 +143,14 @@ class StatementAggregator:
             if duration > group.top.floor:
                 group.top.add(duration, view.trace_id)
         self.sql_ns += sql_ns
+
+    def merge(self, other: "StatementAggregator") -> None:
+        self.sql_ns += other.sql_ns
+        for key, group in other.groups.items():
+            if key in self.groups:
+                self.groups[key].merge(group)
+            else:
+                self.groups[key] = group
 
     def statements(self, endpoints: dict) -> list[StatementStats]:
         ranked = sorted(self.groups.items(), key=lambda kv: -sum(kv[1].durations))

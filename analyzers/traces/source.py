@@ -20,8 +20,11 @@ endpoint (from here, naming what the store does have).
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import os
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable, Optional
 
 from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
@@ -32,6 +35,8 @@ from takealook.collector import open_store
 from takealook.errors import InputError
 
 Progress = Callable[[int, int], None]  # (traces done, traces in all)
+MAX_JOBS = 4
+PARALLEL_MIN_TRACES = 20_000
 
 
 def endpoint_matcher(endpoint: Optional[str]) -> Optional[Callable[[Entry], bool]]:
@@ -49,34 +54,85 @@ def endpoint_matcher(endpoint: Optional[str]) -> Optional[Callable[[Entry], bool
 
 def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, window: Optional[Window] = None,
                   service: Optional[str] = None, endpoint: Optional[str] = None,
-                  progress: Optional[Progress] = None) -> tuple[TraceAnalysis, TraceReport]:
-    """The analysis (for joins done afterwards) and its report over the store at ``path``."""
+                  progress: Optional[Progress] = None, jobs: Optional[int] = None) -> tuple[TraceAnalysis, TraceReport]:
+    """The analysis (for joins done afterwards) and its report over the store at ``path``.
+
+    ``jobs``: processes reading the store side by side, each a slice of the window
+    (default: one per CPU, at most ``MAX_JOBS``, when the window holds at least
+    ``PARALLEL_MIN_TRACES`` traces; reading and building spans is most of a report's time).
+    """
     window = window or Window()
     analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
     try:
-        return _analyze(path, analysis, window, service, endpoint, progress)
+        return _analyze(Path(path), analysis, window, service, endpoint, progress, jobs)
     except sqlite3.DatabaseError as error:  # a damaged file, or one a different takealook wrote
         raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
                          "written by this version?") from error
 
 
-def _analyze(path, analysis: TraceAnalysis, window: Window, service, endpoint,
-             progress) -> tuple[TraceAnalysis, TraceReport]:
+def _analyze(path: Path, analysis: TraceAnalysis, window: Window, service, endpoint, progress,
+             jobs: Optional[int]) -> tuple[TraceAnalysis, TraceReport]:
     with open_store(path) as store:
-        total = store.count_traces(window.since_ns, window.until_ns, service=service) if progress else 0
-        done = 0
-        for spans in store.iter_traces(window.since_ns, window.until_ns, service=service):
-            analysis.add_trace(spans)
-            done += 1
-            if progress is not None and done % 1000 == 0:
-                progress(done, total)
-        if progress is not None:
-            progress(done, total)
+        total = store.count_traces(window.since_ns, window.until_ns, service=service)
+        if jobs is None:
+            jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
+        summary = store.summary()
+        if jobs > 1 and summary.start_ns is not None:
+            _read_in_parallel(path, analysis, _slices(window, summary, jobs), service, endpoint, progress, total)
+        else:
+            _read(store, analysis, window, service, progress, total)
         for name in SERVER_DURATION_METRICS:
             analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service))
         if analysis.traces == 0:
-            raise InputError(_nothing_found(store.summary(), window, service, endpoint, analysis))
+            raise InputError(_nothing_found(summary, window, service, endpoint, analysis))
     return analysis, analysis.result()
+
+
+def _read(store, analysis: TraceAnalysis, window: Window, service, progress, total: int, done: int = 0) -> None:
+    for spans in store.iter_traces(window.since_ns, window.until_ns, service=service):
+        analysis.add_trace(spans)
+        done += 1
+        if progress is not None and done % 1000 == 0:
+            progress(done, total)
+    if progress is not None:
+        progress(done, total)
+
+
+def _slices(window: Window, summary, jobs: int) -> list[Window]:
+    """``jobs`` consecutive windows covering the traces the window selects, of equal length in time."""
+    low = summary.start_ns if window.since_ns is None else max(window.since_ns, summary.start_ns)
+    high = summary.end_ns + 1 if window.until_ns is None else min(window.until_ns, summary.end_ns + 1)
+    if high <= low:
+        return [window]
+    cuts = [low + (high - low) * k // jobs for k in range(jobs + 1)]
+    cuts[0], cuts[-1] = window.since_ns, window.until_ns  # open ends stay open
+    return [Window(cuts[k], cuts[k + 1]) for k in range(jobs)]
+
+
+def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window], service, endpoint, progress,
+                      total: int) -> None:
+    # fork where there is one: the workers start at once with everything imported.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    done = 0
+    with ProcessPoolExecutor(max_workers=len(slices), mp_context=context) as pool:
+        futures = [pool.submit(_analyze_slice, str(path), analysis.settings, part, service, endpoint)
+                   for part in slices]
+        for future in futures:  # in time order, so "first seen" stays the earliest
+            part = future.result()
+            analysis.merge(part)
+            done += part.read
+            if progress is not None:
+                progress(done, total)
+
+
+def _analyze_slice(path: str, settings: Settings, window: Window, service, endpoint) -> TraceAnalysis:
+    """One worker's share: its slice of the window, analysed; returned to be merged (pickled)."""
+    analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
+    with open_store(path, allow_empty=True) as store:
+        _read(store, analysis, window, service, None, 0)
+    analysis.entry_filter = None  # a closure: it does not travel between processes
+    return analysis
 
 
 def _nothing_found(summary, window: Window, service, endpoint, analysis: TraceAnalysis) -> str:

@@ -55,5 +55,42 @@ class TopSlowest:
         if len(items) >= self.k:
             self.floor = items[-1][0]
 
+    def merge(self, other: "TopSlowest") -> None:
+        for value, trace_id in other.items:
+            self.add(value, trace_id)
+
     def ids(self) -> tuple[str, ...]:
         return tuple(t for _, t in self.items)
+
+
+def merge_into(into: dict, other: dict, maxima: frozenset = frozenset()) -> None:
+    """Add the tallies of ``other`` (an aggregator's table from another process) into ``into``.
+
+    Numbers add (or take the larger, for keys in ``maxima``), lists extend, sets unite,
+    nested dicts merge, ``TopSlowest`` keeps the slowest of both; text keeps the first seen.
+    """
+    for key, value in other.items():
+        if key in into:
+            into[key] = _combine(into[key], value, key in maxima, maxima)
+        else:
+            into[key] = value
+
+
+def _combine(mine, theirs, take_max: bool, maxima: frozenset):
+    if isinstance(mine, TopSlowest):
+        mine.merge(theirs)
+        return mine
+    if mine is None or isinstance(mine, (str, bool, tuple)):
+        return theirs if mine is None else mine
+    if isinstance(mine, (int, float)):
+        return max(mine, theirs) if take_max else mine + theirs
+    if isinstance(mine, list):
+        mine.extend(theirs)
+        return mine
+    if isinstance(mine, set):
+        mine |= theirs
+        return mine
+    if isinstance(mine, dict):
+        merge_into(mine, theirs, maxima)
+        return mine
+    raise TypeError(f"cannot merge {type(mine).__name__}")

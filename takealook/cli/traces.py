@@ -56,6 +56,8 @@ def register(subparsers) -> None:
                             help="a child may start this much before its parent (default 1)")
     thresholds.add_argument("--top-statements", type=int, default=20, metavar="N",
                             help="statements listed, by total time (default 20)")
+    rep.add_argument("--jobs", type=int, metavar="N",
+                     help="processes reading the store (default: one per CPU, up to 4, for large stores)")
     add_output_options(rep)
     rep.set_defaults(run=run_report)
 
@@ -105,8 +107,10 @@ def run_report(args: argparse.Namespace) -> int:
         until = now  # "the last hour" is a window of one hour, however recent the traffic
     settings = _settings(args)
     window = Window(since, until)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     analysis, report = analyze_store(store_path(args), settings, window, service=args.service,
-                                     endpoint=args.endpoint, progress=_progress_line())
+                                     endpoint=args.endpoint, progress=_progress_line(), jobs=args.jobs)
     if args.dsn:
         report = _join_databases(analysis, report, args)
     for note in report.notes:

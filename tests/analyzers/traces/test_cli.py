@@ -166,3 +166,10 @@ def test_parse_when():
     assert parse_when("2023-11-14T23:13:20+01:00", now, "--since") == BASE_NS
     with pytest.raises(UsageError):
         parse_when("soon", now, "--until")
+
+
+def test_parallel_readers_give_the_same_report(shop_store):
+    one = _report("--store", str(shop_store), "--format", "json", "--jobs", "1")
+    three = _report("--store", str(shop_store), "--format", "json", "--jobs", "3")
+    assert one.returncode == 0 and three.returncode == 0, three.stderr
+    assert json.loads(one.stdout) == json.loads(three.stdout)
