@@ -162,6 +162,10 @@ def _warnings(before, after, sides, metric, floor) -> list[str]:
                        "and the master; its percentiles miss them")
         if run.meta.get("interrupted"):
             out.append(f"run {run.label} was interrupted; its window may be shorter than recorded")
+    if len(before) == 1 and len(after) == 1:
+        out.append("one run per side: run-to-run noise (a busier machine during one run) is not measured, only "
+                   "the noise floor guards against it; for a firmer verdict repeat each side, interleaved "
+                   "(before, after, before, after), and pass --before A1 A2 --after B1 B2")
     if metric != "errors":
         for side, series in sides.items():
             values = [stats.summarize([s[OVERALL]]) for s in series if OVERALL in s]

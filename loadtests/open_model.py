@@ -87,6 +87,7 @@ class Driver:
             gevent.sleep(1e9)
             return
         self.recorder.before_flush.append(self.finish)
+        self.recorder.outstanding.append(self.outstanding)
         per_process = self.rate / self.count
         start = time.time()
         end = start + self.window if self.window > 0 else float("inf")
@@ -104,6 +105,10 @@ class Driver:
         finally:
             self.finish()
 
+    def outstanding(self, end: float) -> int:
+        """Tasks due before ``end`` still waiting for a slot (those in a request the recorder sees)."""
+        return sum(1 for g, due in list(self.running.items()) if due < end and not g.ready() and g not in CURRENT)
+
     def finish(self) -> None:
         """Stop scheduling; record the tasks still running as unfinished (once)."""
         if self.done:
@@ -112,10 +117,11 @@ class Driver:
         now = time.time()
         rows = []
         for greenlet, due in list(self.running.items()):
-            if greenlet.ready():
-                continue
-            method, name = CURRENT.get(greenlet, ("TASK", "(waiting for an in-flight slot)"))
-            rows.append((f"{now:.6f}", f"{due:.6f}", "0.000", method, name, 0, UNFINISHED, 0, "", self.index))
+            if greenlet.ready() or greenlet in CURRENT:
+                continue  # done, or inside a request: the recorder records those
+            rows.append((f"{now:.6f}", f"{due:.6f}", "0.000", "TASK", "(waiting for an in-flight slot)", 0,
+                         UNFINISHED, 0, "", self.index))
+        self.recorder.finish_in_flight()
         self.group.kill(block=False)
         if rows:
             # Latency so far is now - scheduled: the wait column carries it (a lower bound).

@@ -11,7 +11,12 @@ What it does, on every Locust process:
   remembers the trace id; a ``traceresponse`` header from the server wins (the
   agent's traces then join each load-test request).
 - Listens to Locust's ``request`` event and turns each request into a raw
-  sample row (``samples.py``).
+  sample row (``samples.py``). Requests still in flight when the test stops
+  (after the drain) are recorded too, as failed ``unfinished when the run
+  ended`` rows with their time so far (a lower bound): Locust drops them, and
+  they are the slowest.
+- Standalone runs end the drain early, as soon as nothing due inside the
+  measurement window is still running.
 - Standalone or master: writes ``samples.csv.gz``, ``recording.json`` (start
   time, Locust version, counts) and ``progress.json`` (read by the CLI's
   progress line) into ``--takealook-dir``. Locust's own CSV/HTML cover the
@@ -58,8 +63,9 @@ _FLUSH_WAIT = 10.0  # seconds the master waits for the workers' last rows
 # first request the task makes. Keyed by greenlet: gevent has no context variables
 # we could rely on across the versions Locust supports.
 SCHEDULED: dict[Any, float] = {}
-# The request each greenlet is waiting on (method, name): what an unfinished task was doing.
-CURRENT: dict[Any, tuple[str, str]] = {}
+# Requests in flight per greenlet: (method, name, start, scheduled, trace id). What was
+# still running when Locust stopped is recorded as unfinished from here.
+CURRENT: dict[Any, tuple[str, str, float, Optional[float], str]] = {}
 
 
 # --------------------------------------------------------------------------- trace context
@@ -91,7 +97,8 @@ def _with_trace(original: Callable) -> Callable:
             context[SCHEDULED_KEY] = scheduled
         kwargs["context"] = context
         me = gevent.getcurrent()
-        CURRENT[me] = (str(method).upper(), str(kwargs.get("name") or urlsplit(str(url)).path or url))
+        name = str(kwargs.get("name") or getattr(self, "request_name", None) or urlsplit(str(url)).path or url)
+        CURRENT[me] = (str(method).upper(), name, time.time(), scheduled, trace_id)
         try:
             return original(self, method, url, *args, **kwargs)
         finally:
@@ -136,6 +143,10 @@ class Recorder:
         self.unfinished = 0
         self.t0: Optional[float] = None
         self.before_flush: list[Callable[[], None]] = []  # the open model finishes its in-flight tasks here
+        self.outstanding: list[Callable[[float], int]] = []  # tasks due before a time and not done
+        self.cut_off: set = set()  # CURRENT entries (requests) recorded as unfinished
+        options_duration = float(getattr(options, "takealook_duration", 0) or 0)
+        self.window = float(getattr(options, "takealook_warmup", 0) or 0) + options_duration
         self._greenlets: list = []
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -146,6 +157,8 @@ class Recorder:
 
     def on_request(self, request_type, name, response_time, response_length=0, response=None, context=None,
                    exception=None, start_time=None, **_ignored) -> None:
+        if self.cut_off and CURRENT.get(gevent.getcurrent()) in self.cut_off:
+            return  # already recorded as unfinished (the master asked for the rows before it ended)
         context = context or {}
         start = start_time if start_time is not None else time.time() - (response_time or 0) / 1000.0
         trace_id = context.get(TRACE_KEY, "")
@@ -198,8 +211,44 @@ class Recorder:
         if self.folder is not None:
             self._update_recording({"t0": self.t0})
             self._greenlets.append(gevent.spawn(self._progress_loop))
+            if not self.is_master and self.window > 0:
+                self._greenlets.append(gevent.spawn(self._end_drain_early))
+
+    def _end_drain_early(self) -> None:
+        """Standalone: once the window is over and nothing due in it is still running, stop.
+
+        The drain (Locust's run time past the window) is a ceiling for slow requests to finish;
+        most runs need none of it. Distributed runs cannot see their workers' requests and
+        wait the whole drain.
+        """
+        end = self.t0 + self.window
+        gevent.sleep(max(0.0, end - time.time()))
+        while True:
+            busy = sum(1 for entry in list(CURRENT.values()) if (entry[3] or entry[2]) < end)
+            busy += sum(check(end) for check in self.outstanding)
+            if busy == 0:
+                self._update_recording({"drain_ended_early": round(time.time() - end, 3)})
+                self.env.runner.quit()
+                return
+            gevent.sleep(0.05)
+
+    def finish_in_flight(self) -> None:
+        """Record requests still in flight on this process as unfinished (their time so far: a lower bound)."""
+        now = time.time()
+        rows = []
+        for entry in list(CURRENT.values()):
+            if entry in self.cut_off:
+                continue
+            self.cut_off.add(entry)
+            method, name, start, scheduled, trace_id = entry
+            rows.append((f"{start:.6f}", "" if scheduled is None else f"{scheduled:.6f}",
+                         f"{(now - start) * 1000.0:.3f}", method, name, 0, UNFINISHED, 0, trace_id,
+                         max(0, int(getattr(self.env.runner, "worker_index", 0) or 0))))
+        if rows:
+            self.add_rows(rows)
 
     def on_test_stopping(self, **_ignored) -> None:
+        self.finish_in_flight()
         for hook in self.before_flush:
             hook()
         if self.is_master:
@@ -244,6 +293,7 @@ class Recorder:
             self.env.runner.send_message("takealook_samples", {"rows": [], "sent": self.sent})
 
     def on_flush_request(self, environment, msg, **_ignored) -> None:  # worker
+        self.finish_in_flight()
         for hook in self.before_flush:
             hook()
         self._send()

@@ -5,7 +5,7 @@ module builds a ``python -m locust`` command line with our plugin
 (``_locust_closed.py`` or ``_locust_open.py``) in front of the suite, runs it,
 reads ``progress.json`` for the progress line, and writes ``run.json`` at the
 end (see ``runs.py``). Locust's own options pass through: ``--processes``,
-``--master``/``--expect-workers``, and anything after ``--``.
+``--master``/``--expect-workers``, and anything after ``--locust``.
 
 Locust runs for warm-up + duration + drain seconds. The drain lets requests in
 flight at the end of the window finish, so the slowest requests are not the
@@ -117,7 +117,11 @@ def locust_command(request: RunRequest, folder: Path) -> list[str]:
                "--takealook-duration", str(request.duration_s)]
     workers = request.processes or (request.expect_workers if request.master else None) or 1
     if request.processes:
-        command += ["--processes", str(request.processes)]
+        # Locust's master binds every interface on port 5557 by default; worker processes on this
+        # machine only need loopback, and a free port lets two runs (or test sessions) coexist.
+        port = str(_free_port())
+        command += ["--processes", str(request.processes), "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", port, "--master-port", port]
     if request.master:
         command += ["--master", "--expect-workers", str(request.expect_workers or 1)]
     if shape.rate:
@@ -226,6 +230,12 @@ def _last_error(folder: Path) -> str:
         if "Error" in line or "Exception" in line or "error" in line:
             return line[-300:]
     return lines[-1][-300:] if lines else "no output"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _read_json(path: Path) -> dict:

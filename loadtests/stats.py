@@ -12,10 +12,14 @@ independent (a GC pause, a noisy neighbour or a cache warming up slows a
 stretch of consecutive requests), so each run's requests of an endpoint, in
 time order, are cut into contiguous blocks (at most ``MAX_BLOCKS`` per run, at
 least ``MIN_BLOCK`` requests each: 50 blocks of 60 for 3,000 requests) and
-whole blocks are resampled with replacement, within each run. With several runs
-on a side the bootstrap is two-stage: runs are resampled first, then blocks
-within the chosen runs, so run-to-run variation widens the interval as it
-should. The interval is the 2.5th-97.5th percentile of the resampled
+whole blocks are resampled with replacement, within each run. That measures
+the sampling noise inside runs, not the noise between runs (a machine busier
+during one run than another). When a side has repetitions, the variance of a
+run's metric between repetitions (pooled over both sides, ``run_variance``) is
+added to each resample as a normal run effect, ``s^2 / runs`` per side; with
+one run per side nothing measures it and the noise floor is the only guard.
+(Resampling the runs themselves would understate that variance by half with
+two runs.) The interval is the 2.5th-97.5th percentile of the resampled
 ``log(after / before)``.
 
 Speed: percentiles of a resample are read from log-spaced bins 0.5% wide
@@ -157,13 +161,12 @@ class _Side:
 
     @property
     def resamplable(self) -> bool:
-        return len(self.run_blocks) > 1 or any(len(r) > 1 for r in self.run_blocks)
+        return any(len(r) > 1 for r in self.run_blocks)
 
     def weights(self, rng: random.Random) -> list[int]:
+        """Block counts of one resample: each run's blocks resampled within the run (stratified)."""
         w = [0] * len(self.counts)
-        runs = self.run_blocks
-        chosen = [runs[rng.randrange(len(runs))] for _ in runs] if len(runs) > 1 else runs
-        for blocks in chosen:
+        for blocks in self.run_blocks:
             start, k = blocks.start, len(blocks)
             for _ in range(k):
                 w[start + int(rng.random() * k)] += 1
@@ -231,6 +234,34 @@ def bootstrap(before: Sequence[Series], after: Sequence[Series], metrics: Sequen
     return out
 
 
+def _run_value(series: Series, metric: str) -> Optional[float]:
+    """One run's metric on the scale its changes are measured on (log latency, error fraction)."""
+    if metric == "errors":
+        return sum(1 for f in series.failed if f) / len(series.failed) if series.failed else None
+    if len(series.latencies_ms) < _min_requests(metric):
+        return None
+    value = summarize([series])
+    value = getattr(value, f"{metric}_ms")
+    return math.log(value) if value and value > 0 else None
+
+
+def run_variance(before: Sequence[Series], after: Sequence[Series], metric: str) -> float:
+    """Variance of one run's metric between repetitions of a side, pooled over both sides.
+
+    0 when neither side has two runs (then nothing measures run-to-run noise, and the
+    noise floor is the only guard). It includes each run's own sampling noise as well, so
+    adding it to the within-run bootstrap is conservative.
+    """
+    squares, freedom = 0.0, 0
+    for side in (before, after):
+        values = [v for v in (_run_value(s, metric) for s in side) if v is not None]
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            squares += sum((v - mean) ** 2 for v in values)
+            freedom += len(values) - 1
+    return squares / freedom if freedom else 0.0
+
+
 # --------------------------------------------------------------------------- verdicts
 
 
@@ -255,6 +286,12 @@ def compare(before: Sequence[Series], after: Sequence[Series], metrics: Sequence
     """Point change, bootstrap interval, minimum detectable change and verdict for each metric."""
     sb, sa = summarize(before), summarize(after)
     draws = bootstrap(before, after, metrics, resamples, seed)
+    rng = random.Random(seed + 7919)
+    for metric, values in draws.items():
+        spread = run_variance(before, after, metric)
+        if spread > 0:
+            sd = math.sqrt(spread / len(before) + spread / len(after))
+            draws[metric] = [v + rng.gauss(0.0, sd) for v in values]
     out = {}
     for metric in metrics:
         if metric == "errors":

@@ -68,9 +68,8 @@ def register(subparsers) -> None:
 def _register_run(verbs) -> None:
     sub = verbs.add_parser("run", help="run a suite headless and record every request",
                            description="Run a Locust suite headless; record every request raw in "
-                                       ".takealook/runs/LABEL/. Arguments after -- go to Locust unchanged.")
+                                       ".takealook/runs/LABEL/. Arguments after --locust go to Locust unchanged.")
     sub.add_argument("suite", metavar="SUITE.py")
-    sub.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS", help=argparse.SUPPRESS)
     sub.add_argument("--host", help="base URL of the system under test, e.g. http://127.0.0.1:8000")
     sub.add_argument("--label", help="name of the run (its folder under .takealook/runs/)")
     model = sub.add_mutually_exclusive_group()
@@ -92,6 +91,9 @@ def _register_run(verbs) -> None:
     sub.add_argument("--runs-dir", help=f"where runs are kept (default ${RUNS_ENV} or .takealook/runs)")
     sub.add_argument("--replace", action="store_true", help="overwrite an earlier run with the same label")
     add_output_options(sub)
+    # Last, because it takes everything after it: Locust's own options, unchanged.
+    sub.add_argument("--locust", dest="locust_args", nargs=argparse.REMAINDER, default=[], metavar="ARGS",
+                     help="everything after this goes to Locust unchanged (e.g. --locust --tags checkout)")
     sub.set_defaults(run=run_command)
 
 
