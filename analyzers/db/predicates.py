@@ -22,14 +22,27 @@ exist and foreign tables are reported, not guessed at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from takealook.analyzers.db.catalog import Catalog, Relation
 from takealook.analyzers.db.parse import ParsedStatement
+from takealook.analyzers.db.scopes import (
+    OUTER,
+    Access,
+    Scope,
+    column_refs,
+    direct_sublinks,
+    expression_text,
+    has_sublink,
+    lookup,
+    operator,
+    resolve,
+    star,
+    string_constant,
+)
 
 _RANGE_OPS = {"<", ">", "<=", ">="}
-_OUTER = object()  # a column of an enclosing query: a value for this level
 
 
 @dataclass(frozen=True)
@@ -55,25 +68,6 @@ class StatementShape:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(eq=False)
-class _Access:
-    relation: Relation
-    alias: str
-    uses: list = field(default_factory=list)
-
-    def add(self, use: ColumnUse) -> None:
-        if use not in self.uses:
-            self.uses.append(use)
-
-
-class _Scope:
-    def __init__(self, parent: "_Scope | None", ctes: dict):
-        self.parent = parent
-        self.ctes = ctes
-        self.sources: dict[str, Any] = {}  # alias -> _Access | dict(column -> target) | None (opaque)
-        self.targets: dict[str, Any] = {}  # SELECT-list aliases, for ORDER BY alias
-
-
 def table_accesses(statement: ParsedStatement, catalog: Catalog) -> StatementShape:
     walker = _Walker(catalog)
     catalog.load(_range_names(statement.tree))
@@ -92,7 +86,7 @@ def _range_names(tree: Any) -> list[tuple[str | None, str]]:
 class _Walker:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
-        self.accesses: list[_Access] = []
+        self.accesses: list[Access] = []
         self.missing: list[str] = []
         self.foreign: list[str] = []
         self.notes: list[str] = []
@@ -106,7 +100,7 @@ class _Walker:
             self.select(node, None, {})
         elif kind in ("UpdateStmt", "DeleteStmt"):
             ctes = self._ctes(node.withClause, {})
-            scope = _Scope(None, ctes)
+            scope = Scope(None, ctes)
             self.from_item(node.relation, scope)
             for item in (node.fromClause if kind == "UpdateStmt" else node.usingClause) or ():
                 self.from_item(item, scope)
@@ -114,7 +108,7 @@ class _Walker:
         elif kind == "InsertStmt" and type(node.selectStmt).__name__ == "SelectStmt":
             self.select(node.selectStmt, None, self._ctes(node.withClause, {}))
 
-    def select(self, node: Any, parent: _Scope | None, ctes: dict) -> list[tuple[str, Any]]:
+    def select(self, node: Any, parent: Scope | None, ctes: dict) -> list[tuple[str, Any]]:
         """Analyze one SELECT; return its output columns as (name, base target or None)."""
         from pglast.enums import SetOperation
 
@@ -124,7 +118,7 @@ class _Walker:
             return [(name, None) for name, _ in left]  # a qual on a UNION output is not one base column
         if node.valuesLists:
             return []
-        scope = _Scope(parent, self._ctes(node.withClause, ctes))
+        scope = Scope(parent, self._ctes(node.withClause, ctes))
         quals: list = []
         for item in node.fromClause or ():
             quals.extend(self.from_item(item, scope))
@@ -144,7 +138,7 @@ class _Walker:
         return ctes
 
     # ------------------------------------------------------------------ FROM
-    def from_item(self, item: Any, scope: _Scope) -> list:
+    def from_item(self, item: Any, scope: Scope) -> list:
         """Add a FROM item's sources to ``scope``; return the join quals to visit once all are in."""
         kind = type(item).__name__
         if kind == "RangeVar":
@@ -168,7 +162,7 @@ class _Walker:
             scope.sources[alias] = None  # a function or VALUES: columns we cannot index
         return []
 
-    def _range_var(self, item: Any, scope: _Scope) -> None:
+    def _range_var(self, item: Any, scope: Scope) -> None:
         alias = item.alias.aliasname if item.alias else item.relname
         if item.schemaname is None and item.relname in scope.ctes:
             cte = scope.ctes[item.relname]
@@ -186,7 +180,7 @@ class _Walker:
         elif relation.kind == "v":
             scope.sources[alias] = self._rename(self._view(relation), item.alias)
         else:
-            access = _Access(relation, alias)
+            access = Access(relation, alias)
             self.accesses.append(access)
             scope.sources[alias] = access
 
@@ -230,54 +224,24 @@ class _Walker:
             columns[names[index] if index < len(names) else name] = target
         return columns
 
-    def _using(self, column: str, scope: _Scope, left: set, right: set) -> None:
+    def _using(self, column: str, scope: Scope, left: set, right: set) -> None:
         for side in (left, right):
             for alias in side:
-                target = self._lookup(scope.sources[alias], column)
+                target = lookup(scope.sources[alias], column)
                 if target is not None:
                     target[0].add(ColumnUse(target[1], "join"))
                     break
 
     # ------------------------------------------------------------------ names
-    @staticmethod
-    def _lookup(source: Any, column: str):
-        if isinstance(source, _Access):
-            return (source, column) if source.relation.column(column) else None
-        if isinstance(source, dict):
-            return source.get(column)
-        return None
-
-    def resolve(self, fields: tuple, scope: _Scope):
-        """A ColumnRef's (access, column), ``_OUTER`` for an enclosing query's column, or None."""
-        names = [getattr(f, "sval", None) for f in fields]
-        if not names or None in names:
-            return None
-        column, qualifier = names[-1], names[-2] if len(names) > 1 else None
-        level = scope
-        while level is not None:
-            if qualifier is not None:
-                if qualifier in level.sources:
-                    found = self._lookup(level.sources[qualifier], column)
-                    return found if level is scope else _OUTER
-            else:
-                hits = [self._lookup(s, column) for s in level.sources.values()]
-                found = [h for h in hits if h is not None]
-                if found:
-                    return found[0] if level is scope else _OUTER
-                if any(s is None or (isinstance(s, dict) and column in s) for s in level.sources.values()):
-                    return None if level is scope else _OUTER
-            level = level.parent
-        return None
-
-    def _targets(self, targets, scope: _Scope) -> list[tuple[str, Any]]:
+    def _targets(self, targets, scope: Scope) -> list[tuple[str, Any]]:
         outputs = []
         for target in targets:
             value = target.val
             self._sublinks(value, scope)
             if type(value).__name__ == "ColumnRef" and type(value.fields[-1]).__name__ == "A_Star":
-                outputs.extend(self._star(value.fields, scope))
+                outputs.extend(star(value.fields, scope))
                 continue
-            resolved = self.resolve(value.fields, scope) if type(value).__name__ == "ColumnRef" else None
+            resolved = resolve(value.fields, scope) if type(value).__name__ == "ColumnRef" else None
             resolved = resolved if isinstance(resolved, tuple) else None
             name = target.name or (value.fields[-1].sval if type(value).__name__ == "ColumnRef" else "?column?")
             if target.name and resolved is not None:
@@ -285,38 +249,26 @@ class _Walker:
             outputs.append((name, resolved))
         return outputs
 
-    def _star(self, fields, scope: _Scope) -> list[tuple[str, Any]]:
-        qualifier = fields[-2].sval if len(fields) > 1 else None
-        out = []
-        for alias, source in scope.sources.items():
-            if qualifier not in (None, alias):
-                continue
-            if isinstance(source, _Access):
-                out.extend((c.name, (source, c.name)) for c in source.relation.columns)
-            elif isinstance(source, dict):
-                out.extend(source.items())
-        return out
-
     # ------------------------------------------------------------------ expressions
-    def side(self, node: Any, scope: _Scope):
+    def side(self, node: Any, scope: Scope):
         """('col', access, text, is_expression), ('value',) or ('mixed',)."""
         if type(node).__name__ == "ColumnRef":
-            resolved = self.resolve(node.fields, scope)
-            if resolved is _OUTER:
+            resolved = resolve(node.fields, scope)
+            if resolved is OUTER:
                 return ("value",)
             return ("col", resolved[0], resolved[1], False) if resolved else ("mixed",)
-        refs = list(_column_refs(node))
+        refs = list(column_refs(node))
         if not refs:
             return ("value",)
-        resolved = [self.resolve(ref.fields, scope) for ref in refs]
-        local = [r for r in resolved if r is not _OUTER]
+        resolved = [resolve(ref.fields, scope) for ref in refs]
+        local = [r for r in resolved if r is not OUTER]
         if not local:
             return ("value",)
-        if None in local or len({id(r[0]) for r in local}) != 1 or _has_sublink(node):
+        if None in local or len({id(r[0]) for r in local}) != 1 or has_sublink(node):
             return ("mixed",)
-        return ("col", local[0][0], _expression_text(node, refs, resolved), True)
+        return ("col", local[0][0], expression_text(node, refs, resolved), True)
 
-    def qual(self, node: Any, scope: _Scope) -> None:
+    def qual(self, node: Any, scope: Scope) -> None:
         if node is None:
             return
         kind = type(node).__name__
@@ -342,7 +294,7 @@ class _Walker:
         else:
             self._sublinks(node, scope)
 
-    def _bool(self, node: Any, scope: _Scope) -> None:
+    def _bool(self, node: Any, scope: Scope) -> None:
         from pglast.enums import BoolExprType
 
         if node.boolop == BoolExprType.AND_EXPR:
@@ -351,7 +303,7 @@ class _Walker:
             return
         if node.boolop == BoolExprType.OR_EXPR:
             # a = 1 OR a = 2 is an IN list; OR across columns needs one index per branch (BitmapOr).
-            sides = [self.side(arg.lexpr, scope) if type(arg).__name__ == "A_Expr" and _op(arg) == "="
+            sides = [self.side(arg.lexpr, scope) if type(arg).__name__ == "A_Expr" and operator(arg) == "="
                      and self.side(arg.rexpr, scope) == ("value",) else None for arg in node.args]
             if all(s and s[0] == "col" for s in sides) and len({(id(s[1]), s[2]) for s in sides}) == 1:
                 self._use(sides[0], "in")
@@ -360,11 +312,11 @@ class _Walker:
                     self.qual(arg, scope)
         self._sublinks(node, scope)
 
-    def _a_expr(self, node: Any, scope: _Scope) -> None:
+    def _a_expr(self, node: Any, scope: Scope) -> None:
         from pglast.enums import A_Expr_Kind as K
 
         self._sublinks(node, scope)
-        op = _op(node)
+        op = operator(node)
         left = self.side(node.lexpr, scope)
         if node.kind == K.AEXPR_OP and op in ("=", *_RANGE_OPS):
             right = self.side(node.rexpr, scope)
@@ -384,7 +336,7 @@ class _Walker:
             self._like(node, left)
 
     def _like(self, node: Any, left) -> None:
-        pattern = _string_constant(node.rexpr)
+        pattern = string_constant(node.rexpr)
         if left[0] != "col":
             return
         where = f"{left[1].relation.qualified}.{left[2]}"
@@ -401,18 +353,18 @@ class _Walker:
             side[1].add(ColumnUse(side[2], kind, side[3], descending))
 
     # ------------------------------------------------------------------ subqueries, ORDER BY, GROUP BY
-    def _sublink(self, node: Any, scope: _Scope) -> None:
+    def _sublink(self, node: Any, scope: Scope) -> None:
         from pglast.enums import SubLinkType
 
         if node.subLinkType == SubLinkType.ANY_SUBLINK and node.testexpr is not None:
             self._use(self.side(node.testexpr, scope), "join")
         self.select(node.subselect, scope, scope.ctes)
 
-    def _sublinks(self, node: Any, scope: _Scope) -> None:
-        for sub in _direct_sublinks(node):
+    def _sublinks(self, node: Any, scope: Scope) -> None:
+        for sub in direct_sublinks(node):
             self.select(sub.subselect, scope, scope.ctes)
 
-    def _order(self, node: Any, scope: _Scope) -> None:
+    def _order(self, node: Any, scope: Scope) -> None:
         limit = node.limitCount
         if not node.sortClause or limit is None or getattr(limit, "isnull", False):
             return
@@ -429,81 +381,16 @@ class _Walker:
         for side, descending in keys:
             self._use(side, "sort", descending)
 
-    def _group(self, node: Any, scope: _Scope) -> None:
+    def _group(self, node: Any, scope: Scope) -> None:
         sides = [self._key_side(item, scope) for item in node.groupClause or ()]
         if sides and all(s[0] == "col" for s in sides) and len({id(s[1]) for s in sides}) == 1:
             for side in sides:
                 self._use(side, "group")
 
-    def _key_side(self, node: Any, scope: _Scope):
+    def _key_side(self, node: Any, scope: Scope):
         if type(node).__name__ == "ColumnRef" and len(node.fields) == 1:
             name = getattr(node.fields[0], "sval", None)
             if name in scope.targets:
                 target = scope.targets[name]
                 return ("col", target[0], target[1], False)
         return self.side(node, scope)
-
-
-def _op(node: Any) -> str:
-    return node.name[-1].sval if node.name else ""
-
-
-def _string_constant(node: Any) -> str | None:
-    if type(node).__name__ == "TypeCast":
-        node = node.arg
-    value = getattr(node, "val", None)
-    return getattr(value, "sval", None) if type(node).__name__ == "A_Const" else None
-
-
-def _column_refs(node: Any):
-    """ColumnRefs of an expression, not descending into subqueries."""
-    from pglast.ast import Node
-
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (tuple, list)):
-            stack.extend(item)
-        elif isinstance(item, Node):
-            name = type(item).__name__
-            if name == "ColumnRef":
-                yield item
-            elif name not in ("SubLink", "SelectStmt"):
-                stack.extend(getattr(item, slot, None) for slot in type(item).__slots__)
-
-
-def _has_sublink(node: Any) -> bool:
-    return any(True for _ in _direct_sublinks(node))
-
-
-def _direct_sublinks(node: Any):
-    """SubLinks in an expression, outermost only (each analyzes its own nested ones)."""
-    from pglast.ast import Node
-
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (tuple, list)):
-            stack.extend(item)
-        elif isinstance(item, Node):
-            name = type(item).__name__
-            if name == "SubLink":
-                yield item
-            elif name != "SelectStmt":
-                stack.extend(getattr(item, slot, None) for slot in type(item).__slots__)
-
-
-def _expression_text(node: Any, refs: list, resolved: list) -> str:
-    """The expression as an index definition wants it: columns unqualified, named as in the base table."""
-    from pglast.ast import String
-    from pglast.stream import RawStream
-
-    originals = [ref.fields for ref in refs]
-    try:
-        for ref, target in zip(refs, resolved):
-            if isinstance(target, tuple):
-                ref.fields = (String(sval=target[1]),)
-        return RawStream()(node)
-    finally:
-        for ref, fields in zip(refs, originals):
-            ref.fields = fields
