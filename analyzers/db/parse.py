@@ -95,14 +95,14 @@ def format_sql(text: str) -> str:
 
 
 def split_statements(text: str) -> list[str]:
-    """Statements of a file, in order; comments-only pieces dropped."""
+    """Statements of a file, in order, without their comments; comment-only pieces dropped."""
     import sqlparse
 
     out = []
     for piece in sqlparse.split(text):
         stripped = sqlparse.format(piece, strip_comments=True).strip().rstrip(";").strip()
         if stripped:
-            out.append(piece.strip().rstrip(";").strip())
+            out.append(stripped)
     return out
 
 
