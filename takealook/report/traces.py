@@ -27,6 +27,7 @@ from takealook.report.model import (
     Waterfall,
     WaterfallSpan,
 )
+from takealook.report.render import fmt_value
 
 HEALTH_KINDS = ("orphan_span", "missing_db_spans", "clock_skew", "broken_trace")
 MAX_DETAILED = 10  # findings with a detail section of their own
@@ -56,16 +57,16 @@ def describe(f) -> str:
     kind = f.kind
     if kind == "n_plus_one":
         return (f"{f.count}× {_short(f.statement)} under {f.operation} in {f.service}: "
-                f"{f.total_ms:g} ms per request, {f.share_of_latency:.0%} of its latency")
+                f"{_n(f.total_ms)} ms per request, {f.share_of_latency:.0%} of its latency")
     if kind == "repeated_http":
         what = "identical calls" if f.identical else "calls to one route"
-        return f"{f.count} {what} {f.call} from {f.service} under {f.operation}: {f.total_ms:g} ms per request"
+        return f"{f.count} {what} {f.call} from {f.service} under {f.operation}: {_n(f.total_ms)} ms per request"
     if kind == "sequential_calls":
         return (f"{len(f.calls)} calls one after another ({' → '.join(f.calls)}) in {f.service}: "
-                f"{f.total_ms:g} ms, {f.saving_ms:g} ms less in parallel")
+                f"{_n(f.total_ms)} ms, {_n(f.saving_ms)} ms less in parallel")
     if kind == "public_address_call":
         return (f"{f.service} calls {f.callee_service} at {f.host} ({f.reason}): "
-                f"{f.overhead_ms_per_request:g} ms per request outside {f.callee_service}'s own time")
+                f"{_n(f.overhead_ms_per_request)} ms per request outside {f.callee_service}'s own time")
     if kind == "slow_statement":
         return f"p95 {f.p95_ms:g} ms over {f.calls} calls in {f.service}: {_short(f.statement)}"
     if kind == "error":
@@ -77,12 +78,17 @@ def describe(f) -> str:
     if kind == "missing_db_spans":
         return f"{f.service} answered {f.server_spans} requests without a single database span"
     if kind == "clock_skew":
-        return (f"{f.service}'s spans start up to {f.max_skew_ms:g} ms before their caller's "
+        return (f"{f.service}'s spans start up to {_n(f.max_skew_ms)} ms before their caller's "
                 f"({f.parent_service}): the hosts' clocks disagree")
     if kind == "broken_trace":
         callee = f" ({f.callee_service})" if f.callee_service else ""
         return f"{f.calls} calls from {f.service} to {f.host}{callee} have no server span under them"
     return kind
+
+
+def _n(value) -> str:
+    """A figure as people read it: 76.9, 1,234, 0.42."""
+    return fmt_value(float(value)) if value is not None else "—"
 
 
 def advice(kind: str) -> str:
@@ -128,7 +134,7 @@ def contract(report: TraceReport) -> dict:
 
 def document(report: TraceReport, title: str = "Where requests spend their time") -> Document:
     t = report.totals
-    meta = [("window", f"{_when(t.window_start_ns)} – {_when(t.window_end_ns)} ({t.window_minutes:g} min)"),
+    meta = [("window", f"{_when(t.window_start_ns)} – {_when(t.window_end_ns)} ({_n(t.window_minutes)} min)"),
             ("traces", t.traces), ("spans", t.spans), ("services", ", ".join(t.services) or "—")]
     if t.skipped_spans:
         meta.append(("spans skipped", t.skipped_spans))
@@ -164,7 +170,7 @@ def _findings_section(report: TraceReport) -> Section:
 
 def _finding_detail(rank: int, f) -> Section:
     items = [("endpoint", f"{f.endpoint} ({getattr(f, 'endpoint_service', '')})"), ("service", f.service),
-             ("impact", f"{f.impact_ms_per_min:g} ms per minute of traffic")]
+             ("impact", f"{_n(f.impact_ms_per_min)} ms per minute of traffic")]
     for name in ("operation", "occurrences", "affected_share", "count", "total_ms", "saving_ms", "share_of_latency",
                  "calls_per_request", "overhead_ms_per_request", "p95_ms", "mean_ms", "calls", "message"):
         value = getattr(f, name, None)
@@ -178,12 +184,12 @@ def _finding_detail(rank: int, f) -> Section:
     figures = getattr(f, "pg_stat_statements", None)
     if figures is not None:
         blocks.append(Paragraph(f"pg_stat_statements ({figures.dsn_database}): {figures.calls} calls, "
-                                f"mean {figures.mean_exec_ms:g} ms, total {figures.total_exec_ms:g} ms, "
+                                f"mean {_n(figures.mean_exec_ms)} ms, total {_n(figures.total_exec_ms)} ms, "
                                 f"{figures.rows} rows"))
     hint = getattr(f, "index_advice", None)
     if hint is not None:
         proof = "verified with HypoPG" if hint.verified else "not verified"
-        saving = f", {hint.saving_pct:g}% cheaper plan" if hint.saving_pct is not None else ""
+        saving = f", {_n(hint.saving_pct)}% cheaper plan" if hint.saving_pct is not None else ""
         blocks.append(Paragraph(f"Suggested index ({proof}{saving}):"))
         blocks.append(Code(hint.create_sql, "sql"))
     if f.kind == "sequential_calls":
@@ -231,7 +237,7 @@ def _waterfalls_section(report: TraceReport) -> Section | None:
         spans = tuple(WaterfallSpan(f"{r.service}: {r.name}", r.service, r.start_ms, r.duration_ms, r.depth,
                                     r.error) for r in slow.rows)
         blocks.append(Waterfall(f"{slow.endpoint} ({slow.service}) — trace {slow.trace_id}, "
-                                f"{slow.duration_ms:g} ms", spans))
+                                f"{_n(slow.duration_ms)} ms", spans))
         if slow.rows_left_out:
             blocks.append(Paragraph(f"{slow.rows_left_out} more spans not drawn."))
     return Section("Slowest trace per endpoint", tuple(blocks))
