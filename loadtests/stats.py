@@ -15,9 +15,13 @@ least ``MIN_BLOCK`` requests each: 50 blocks of 60 for 3,000 requests) and
 whole blocks are resampled with replacement, within each run. That measures
 the sampling noise inside runs, not the noise between runs (a machine busier
 during one run than another). When a side has repetitions, the variance of a
-run's metric between repetitions (pooled over both sides, ``run_variance``) is
-added to each resample as a normal run effect, ``s^2 / runs`` per side; with
-one run per side nothing measures it and the noise floor is the only guard.
+run's metric between repetitions (pooled over both sides, ``run_variance``),
+less the part the bootstrap already carries (the sampling noise of one run),
+is added to each resample as a run effect of variance ``s_b^2 / runs`` per
+side (a one-way random-effects model, method of moments), drawn from Student's
+t with the pooled degrees of freedom (two repetitions per side estimate it
+poorly, and the interval says so). With one run per side nothing measures it,
+and the noise floor is the only guard.
 (Resampling the runs themselves would understate that variance by half with
 two runs.) The interval is the 2.5th-97.5th percentile of the resampled
 ``log(after / before)``.
@@ -32,7 +36,8 @@ Verdicts: ``slower`` when the change exceeds the noise floor and the interval
 lies above zero, ``faster`` symmetrically, else ``no detectable change``. The
 minimum detectable change is what these runs would detect with 80% power at
 the 5% level: ``(1.96 + 0.84) x`` the bootstrap standard error of the log
-ratio, and never less than the noise floor. A percentile gets a verdict only
+ratio (read from the width of the draws' central 95%), and never less than the
+noise floor. A percentile gets a verdict only
 with at least ``5 / (1 - q)`` requests per side (p95: 100, p99: 500).
 """
 
@@ -245,12 +250,13 @@ def _run_value(series: Series, metric: str) -> Optional[float]:
     return math.log(value) if value and value > 0 else None
 
 
-def run_variance(before: Sequence[Series], after: Sequence[Series], metric: str) -> float:
-    """Variance of one run's metric between repetitions of a side, pooled over both sides.
+def run_variance(before: Sequence[Series], after: Sequence[Series], metric: str) -> tuple[float, int]:
+    """Variance of one run's metric between repetitions of a side, pooled over both sides, and its
+    degrees of freedom.
 
     0 when neither side has two runs (then nothing measures run-to-run noise, and the
-    noise floor is the only guard). It includes each run's own sampling noise as well, so
-    adding it to the within-run bootstrap is conservative.
+    noise floor is the only guard). It includes each run's own sampling noise, which
+    ``compare`` subtracts before adding the rest to the bootstrap.
     """
     squares, freedom = 0.0, 0
     for side in (before, after):
@@ -259,7 +265,12 @@ def run_variance(before: Sequence[Series], after: Sequence[Series], metric: str)
             mean = sum(values) / len(values)
             squares += sum((v - mean) ** 2 for v in values)
             freedom += len(values) - 1
-    return squares / freedom if freedom else 0.0
+    return (squares / freedom if freedom else 0.0), freedom
+
+
+def _student_t(rng: random.Random, freedom: int) -> float:
+    """A Student t variate: a variance estimated from few repetitions is itself uncertain."""
+    return rng.gauss(0.0, 1.0) / math.sqrt(rng.gammavariate(freedom / 2.0, 2.0) / freedom)
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -271,9 +282,10 @@ def _percentile_interval(values: list[float], confidence: float) -> tuple[float,
     return quantile(ordered, tail), quantile(ordered, 1 - tail)
 
 
-def _stdev(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+def _spread(values: list[float]) -> float:
+    """A standard error read from the central 95% of the draws (robust to the t run effect's tails)."""
+    low, high = _percentile_interval(values, 0.95)
+    return (high - low) / (2 * 1.959964)
 
 
 def _min_requests(metric: str) -> int:
@@ -287,11 +299,16 @@ def compare(before: Sequence[Series], after: Sequence[Series], metrics: Sequence
     sb, sa = summarize(before), summarize(after)
     draws = bootstrap(before, after, metrics, resamples, seed)
     rng = random.Random(seed + 7919)
+    weight = 1.0 / len(before) + 1.0 / len(after)
     for metric, values in draws.items():
-        spread = run_variance(before, after, metric)
-        if spread > 0:
-            sd = math.sqrt(spread / len(before) + spread / len(after))
-            draws[metric] = [v + rng.gauss(0.0, sd) for v in values]
+        spread, freedom = run_variance(before, after, metric)
+        # Between-run variance, method of moments: what the repetitions vary by beyond the
+        # sampling noise inside each run, which the bootstrap already carries (draws' variance
+        # is about within / runs_before + within / runs_after).
+        between = spread - _spread(values) ** 2 / weight if spread > 0 else 0.0
+        if between > 0:
+            sd = math.sqrt(between * weight)
+            draws[metric] = [v + sd * _student_t(rng, freedom) for v in values]
     out = {}
     for metric in metrics:
         if metric == "errors":
@@ -312,7 +329,7 @@ def _latency_change(metric, sb: Summary, sa: Summary, draws, floor: float, confi
                       f"too few requests for a {metric} verdict (needs {need} per side)")
     low, high = _percentile_interval(draws, confidence)
     ci = (100.0 * math.expm1(low), 100.0 * math.expm1(high))
-    mdc = max(floor, 100.0 * math.expm1(_Z_POWER * _stdev(draws)))
+    mdc = max(floor, 100.0 * math.expm1(_Z_POWER * _spread(draws)))
     verdict = SAME
     if change > floor and ci[0] > 0:
         verdict = SLOWER
@@ -328,7 +345,7 @@ def _error_change(sb: Summary, sa: Summary, draws, floor: float, confidence: flo
                       f"too few requests for an error-rate verdict (needs {2 * MIN_BLOCK} per side)")
     low, high = _percentile_interval(draws, confidence)
     ci = (100.0 * low, 100.0 * high)
-    mdc = max(floor, 100.0 * _Z_POWER * _stdev(draws))
+    mdc = max(floor, 100.0 * _Z_POWER * _spread(draws))
     verdict = SAME
     if change > floor and ci[0] > 0:
         verdict = MORE_ERRORS
