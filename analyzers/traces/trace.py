@@ -165,21 +165,7 @@ class TraceView:
                 servers.append(span)
             elif span.kind == "client" and (span.http_method is not None or span.url_full is not None):
                 calls.append(span)
-        children: dict[str, list[Span]] = {}
-        roots: list[Span] = []
-        orphans: list[Span] = []
-        for span in by_id.values():
-            parent = span.parent_span_id
-            if not parent:
-                roots.append(span)
-            elif parent in by_id:
-                kids = children.get(parent)
-                if kids is None:
-                    children[parent] = [span]
-                else:
-                    kids.append(span)
-            else:
-                orphans.append(span)
+        children, roots, orphans = _link(by_id)
         if calls:
             # A client library instrumented on top of another (requests over urllib3) nests two
             # client spans for one call: the outer one is the call.
@@ -218,6 +204,26 @@ class TraceView:
 
     def services(self) -> set[str]:
         return set(self.span_counts)
+
+
+def _link(by_id: dict[str, Span]) -> tuple[dict[str, list[Span]], list[Span], list[Span]]:
+    """Children by parent id; roots (no parent); orphans (a parent the trace does not have)."""
+    children: dict[str, list[Span]] = {}
+    roots: list[Span] = []
+    orphans: list[Span] = []
+    for span in by_id.values():
+        parent = span.parent_span_id
+        if not parent:
+            roots.append(span)
+        elif parent in by_id:
+            kids = children.get(parent)
+            if kids is None:
+                children[parent] = [span]
+            else:
+                kids.append(span)
+        else:
+            orphans.append(span)
+    return children, roots, orphans
 
 
 def _inner_call(call: Span, by_id: dict[str, Span]) -> bool:
