@@ -74,12 +74,14 @@ def _analyze(path: Path, analysis: TraceAnalysis, window: Window, service, endpo
              jobs: Optional[int]) -> tuple[TraceAnalysis, TraceReport]:
     with open_store(path) as store:
         total = store.count_traces(window.since_ns, window.until_ns, service=service)
-        if jobs is None:
-            jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
         summary = store.summary()
-        if jobs > 1 and summary.start_ns is not None:
-            _read_in_parallel(path, analysis, _slices(window, summary, jobs), service, endpoint, progress, total)
-        else:
+    if jobs is None:
+        jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
+    parallel = jobs > 1 and summary.start_ns is not None
+    if parallel:  # with no connection open here: SQLite handles must not cross a fork
+        _read_in_parallel(path, analysis, _slices(window, summary, jobs), service, endpoint, progress, total)
+    with open_store(path, allow_empty=True) as store:
+        if not parallel:
             _read(store, analysis, window, service, progress, total)
         for name in SERVER_DURATION_METRICS:
             analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service))
