@@ -17,6 +17,7 @@ INVALID_ARGUMENT rather than gRPC's generic INTERNAL.
 from __future__ import annotations
 
 import hmac
+import socket
 from concurrent import futures
 from typing import Optional
 
@@ -62,6 +63,8 @@ class GrpcReceiver:
                 response_serializer=ExportMetricsServiceResponse.SerializeToString)}),
         ))
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if port:
+            _check_free(host, port)  # gRPC would only log its bind failure, in its own format
         try:
             bound = self.server.add_insecure_port(target)
         except RuntimeError:
@@ -133,3 +136,11 @@ class GrpcReceiver:
         context.set_code(grpc.StatusCode.UNAUTHENTICATED)
         context.set_details("missing or wrong bearer token")
         return False
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise OSError (EADDRINUSE...) if ``host:port`` cannot be bound right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))

@@ -77,7 +77,8 @@ class HttpReceiver:
     def stop_accepting(self) -> None:
         """Close the listening socket; requests already in progress finish."""
         self._handler.closing.set()
-        self.server.shutdown()
+        if self._thread.is_alive():
+            self.server.shutdown()  # waits for serve_forever to return: only when it runs
         self.server.server_close()
 
     def drain(self, timeout: float) -> None:

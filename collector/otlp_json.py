@@ -32,7 +32,15 @@ _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_
 
 
 def parse_traces(body: bytes | str) -> ExportTraceServiceRequest:
-    document = _load(body)
+    return traces_from_document(_load(body))
+
+
+def parse_metrics(body: bytes | str) -> ExportMetricsServiceRequest:
+    return metrics_from_document(_load(body))
+
+
+def traces_from_document(document: dict) -> ExportTraceServiceRequest:
+    """An already-parsed JSON object (modified in place: ids become base64)."""
     for span_holder in _walk(document, ("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"),
                              ("spans",)):
         _hex_ids(span_holder)
@@ -41,8 +49,8 @@ def parse_traces(body: bytes | str) -> ExportTraceServiceRequest:
     return _parse(document, ExportTraceServiceRequest())
 
 
-def parse_metrics(body: bytes | str) -> ExportMetricsServiceRequest:
-    document = _load(body)
+def metrics_from_document(document: dict) -> ExportMetricsServiceRequest:
+    """An already-parsed JSON object (modified in place: exemplar ids become base64)."""
     for metric in _walk(document, ("resourceMetrics", "resource_metrics"), ("scopeMetrics", "scope_metrics"),
                         ("metrics",)):
         for data_key in ("histogram", "sum", "gauge", "exponentialHistogram", "exponential_histogram",

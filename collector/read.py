@@ -186,19 +186,41 @@ class StoreReader:
 
     def _build_page(self, trace_ids: list[str]) -> dict[str, list[Span]]:
         marks = ",".join("?" * len(trace_ids))
-        rows = self._conn.execute(f"{SPAN_SELECT} WHERE trace_id IN ({marks})", trace_ids).fetchall()
-        self._load_attrsets(rows)
+        # Rows come grouped by trace (the IN lookup walks the (trace_id, span_id)
+        # index in order); sorting by start inside a trace is cheap in SQLite.
+        sql = f"{SPAN_SELECT} WHERE trace_id IN ({marks}) ORDER BY trace_id, start_ns"
+        rows = self._conn.execute(sql, trace_ids).fetchall()
+        spans = self._build(rows)
         out: dict[str, list[Span]] = {}
-        for row in rows:
-            span = self._span(row)
-            spans = out.get(row[0])
-            if spans is None:
-                out[row[0]] = [span]
-            else:
-                spans.append(span)
-        for spans in out.values():
-            spans.sort(key=_start_key)
+        current, group = None, None
+        for span in spans:
+            if span.trace_id != current:
+                current = span.trace_id
+                group = out[current] = []
+            group.append(span)
         return out
+
+    def _build(self, rows: list[tuple]) -> list[Span]:
+        """Spans from SPAN_SELECT rows; attribute sets, resources and scopes come from caches."""
+        self._load_attrsets(rows)
+        try:
+            return self._build_cached(rows)
+        except KeyError:  # a resource or scope this reader has not seen yet
+            self._load_origins()
+            return self._build_cached(rows)
+
+    def _build_cached(self, rows: list[tuple]) -> list[Span]:
+        attrsets, resources, scopes, kinds, statuses = (self._attrsets, self._resources, self._scopes, KINDS,
+                                                        STATUSES)
+        # Field order of model.Span; r follows schema.SPAN_COLUMNS. resources[id] = (service, JSON).
+        return [new_span(r[0], r[1], r[2], resources[r[10]][0], r[3], kinds[r[4]], r[5], r[6], statuses[r[7]],
+                         r[8] or "", *attrsets[r[9]], resources[r[10]][1], r[12] or "[]", r[13] or "[]",
+                         scopes[r[11]])
+                for r in rows]
+
+    def _load_origins(self) -> None:
+        self._resources.update((r[0], (r[1], r[2])) for r in self._conn.execute(_RESOURCES))
+        self._scopes.update(self._conn.execute("SELECT id, name FROM scopes"))
 
     # -- spans --------------------------------------------------------------
 
@@ -218,9 +240,7 @@ class StoreReader:
             rows = cursor.fetchmany(2000)
             if not rows:
                 return
-            self._load_attrsets(rows)
-            for row in rows:
-                yield self._span(row)
+            yield from self._build(rows)
 
     def _load_attrsets(self, rows: list[tuple]) -> None:
         """Fetch the attribute sets of ``rows`` that the cache does not have."""
@@ -237,23 +257,6 @@ class StoreReader:
             for row in self._conn.execute(_ATTRSETS_OF.format(marks=",".join("?" * len(chunk))), chunk):
                 cache[row[0]] = row[1:]
 
-    def _span(self, r: tuple) -> Span:
-        # r follows schema.SPAN_COLUMNS; the attribute set, resource and scope come from caches.
-        origin = self._resources.get(r[10]) or self._resource(r[10])
-        scope = self._scopes.get(r[11])
-        if scope is None:
-            scope = self._scope(r[11])
-        return new_span(r[0], r[1], r[2], origin[0], r[3], _KIND[r[4]], r[5], r[6], _STATUS[r[7]], r[8] or "",
-                        *self._attrsets[r[9]], origin[1], r[12] or "[]", r[13] or "[]", scope)
-
-    def _resource(self, resource_id: int) -> tuple[str, str]:
-        self._resources.update((r[0], (r[1], r[2])) for r in self._conn.execute(_RESOURCES))
-        return self._resources.get(resource_id, (_UNKNOWN, "{}"))
-
-    def _scope(self, scope_id: int) -> str:
-        self._scopes.update(self._conn.execute("SELECT id, name FROM scopes"))
-        return self._scopes.get(scope_id, "")
-
     # -- metrics ------------------------------------------------------------
 
     def metric_points(self, name: Optional[str] = None, since_ns: Optional[int] = None,
@@ -269,7 +272,9 @@ class StoreReader:
             params.append(service)
         sql = f"{_METRIC_SELECT} WHERE {' AND '.join(where)} ORDER BY time_ns"
         for r in self._conn.execute(sql, params):
-            origin = self._resources.get(r[14]) or self._resource(r[14])
+            if r[14] not in self._resources:
+                self._load_origins()
+            origin = self._resources.get(r[14], (_UNKNOWN, "{}"))
             yield MetricPoint(r[0], r[1], r[2], TEMPORALITIES[r[3]], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
                               tuple(json.loads(r[11])), tuple(json.loads(r[12])), r[13], origin[1])
 
@@ -279,14 +284,8 @@ class StoreReader:
                 and q("SELECT 1 FROM metric_points LIMIT 1").fetchone() is None)
 
 
-_KIND = KINDS
-_STATUS = STATUSES
 _UNKNOWN = "unknown_service"
 _RESOURCES = "SELECT id, service, attributes FROM resources"
-
-
-def _start_key(span: Span) -> int:
-    return span.start_ns
 
 
 def _lo(ns: Optional[int]) -> int:
