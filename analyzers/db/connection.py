@@ -236,6 +236,7 @@ def connect(dsn: str | None, options: ConnectOptions | None = None) -> Session:
         display = _display_from_connection(conn)
     conn.prepare_threshold = None
     try:
+        _untracked(conn)
         with conn.cursor() as cur:  # outside a transaction block: the settings hold for the session
             cur.execute(f"{TAG} {_SETUP_SQL}", (f"{options.statement_timeout_ms}ms", f"{options.lock_timeout_ms}ms"))
         session = Session(conn, display, raw)
@@ -248,6 +249,17 @@ def connect(dsn: str | None, options: ConnectOptions | None = None) -> Session:
         raise InputError(f"{display}: PostgreSQL {session.server_version} is too old; "
                          "takealook audits PostgreSQL 13 or newer")
     return session
+
+
+def _untracked(conn: psycopg.Connection) -> None:
+    """Keep our statements out of pg_stat_statements when the role may (superuser, or PG15+'s
+    GRANT SET ON PARAMETER pg_stat_statements.track): an audit's thousands of EXPLAINs would
+    otherwise take entries that pg_stat_statements.max then evicts the application's for.
+    Without the privilege they are recorded, tagged, and skipped by the miner."""
+    try:
+        conn.execute(f"{TAG} SELECT set_config('pg_stat_statements.track', 'none', false)", prepare=False)
+    except psycopg.Error:
+        pass
 
 
 def _connection_failed(error: BaseException, display: str, raw: str) -> ConnectionFailed:

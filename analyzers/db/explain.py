@@ -18,7 +18,6 @@ transaction too. ``Explainer.calls`` counts the EXPLAINs (the benchmark prints i
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +45,6 @@ class Plan:
 class Explainer:
     """Generic-plan EXPLAINs on one session; counts them."""
 
-    _names = itertools.count(1)
-
     def __init__(self, session: Session):
         self.session = session
         self.generic_plan_option = session.server_version_num >= 160000
@@ -71,7 +68,8 @@ class Explainer:
     def _prepared(self, statement: ParsedStatement, options: str) -> list[dict]:
         import psycopg
 
-        name = f"takealook_{next(self._names)}"
+        # One name for all: with tracking on, each distinct statement text is a pg_stat_statements entry.
+        name = "takealook_plan"
         nulls = ", ".join(["NULL"] * statement.param_count)
         script = ["SET LOCAL plan_cache_mode = force_generic_plan", f"PREPARE {name} AS {statement.sql}",
                   f"EXPLAIN ({options}) EXECUTE {name}({nulls})", f"DEALLOCATE {name}"]

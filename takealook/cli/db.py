@@ -66,6 +66,8 @@ def _add_advice_options(parser: argparse.ArgumentParser) -> None:
                         help="keep an index only if it cuts a statement's plan cost by PCT%% (default 50)")
     parser.add_argument("--max-statements", type=int, default=2000, metavar="N",
                         help="advise on the N most expensive workload statements (default 2000)")
+    parser.add_argument("--max-indexes-per-table", type=int, default=3, metavar="N",
+                        help="new indexes per table at most; each one costs every write (default 3)")
     parser.add_argument("--statement-timeout", type=int, default=30_000, metavar="MS",
                         help="statement_timeout of the audit's session (default 30000)")
     parser.add_argument("--lock-timeout", type=int, default=1_000, metavar="MS",
@@ -83,12 +85,14 @@ def _options(args, use_workload: bool = True):
     if not 0 <= saving <= 100:
         raise UsageError("--min-saving must be between 0 and 100")
     for flag, value in (("--min-calls", args.min_calls), ("--max-statements", args.max_statements),
+                        ("--max-indexes-per-table", args.max_indexes_per_table),
                         ("--statement-timeout", args.statement_timeout), ("--lock-timeout", args.lock_timeout)):
-        if value < (1 if flag in ("--max-statements", "--statement-timeout", "--lock-timeout") else 0):
+        if value < (0 if flag == "--min-calls" else 1):
             raise UsageError(f"{flag} must be positive")
     connect = ConnectOptions(statement_timeout_ms=args.statement_timeout, lock_timeout_ms=args.lock_timeout)
     return IndexOptions(use_workload=use_workload, min_calls=args.min_calls, min_total_ms=args.min_time,
-                        min_saving_pct=saving, max_statements=args.max_statements, connect=connect)
+                        min_saving_pct=saving, max_statements=args.max_statements,
+                        max_indexes_per_table=args.max_indexes_per_table, connect=connect)
 
 
 def _require_audit_extra() -> None:
