@@ -4,7 +4,7 @@ Latencies are lognormal (median 20 ms, sigma 0.5) with AR(1) dependence in log
 space (rho 0.5), as ``bench/load_stats_power.py`` uses. At the documented sample
 size, 5,000 requests per endpoint per side, the bench measured an A/A false
 positive rate of 4.6% (500 pairs) and 93% power for a +10% p95 change (300
-pairs). These tests re-check it on fewer pairs with fewer resamples so they
+pairs); see docs/load.md. These tests re-check it on fewer pairs with fewer resamples so they
 stay fast, with bounds that allow for that: the bounds are what must hold.
 """
 
