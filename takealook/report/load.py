@@ -82,7 +82,7 @@ def _change_text(change: stats.Change, unit: str = "%") -> str:
 
 
 def _verdict_row(e: EndpointComparison, metric: str) -> list:
-    chosen, errors = e.changes[metric], e.changes["errors"]
+    chosen = e.changes[metric]
     if metric == "errors":
         before, after = f"{100 * e.before.error_rate:.2f}%", f"{100 * e.after.error_rate:.2f}%"
         unit = " pts"
