@@ -159,7 +159,7 @@ def advice_blocks(advice: IndexAdvice) -> list:
                      None if best is None else best.saving_pct, index.benefit_ms, _size(index.size_bytes),
                      index.table_writes_per_s, "yes" if index.verified else "no"])
     if rows:
-        blocks.append(Table.of(["table", "columns", "statements", "best saving %", "time saved (ms)", "size",
+        blocks.append(Table.of(["table", "columns", "statements", "best saving %", "ms saved (stats period)", "size",
                                 "table writes/s", "verified"], rows))
         blocks.append(Code("\n".join(i.create_sql for i in advice.indexes)))
         for index in advice.indexes:
