@@ -118,6 +118,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
         pass  # one line per request would drown the status line
 
+    def send_error(self, code, message=None, explain=None):
+        # Errors found by http.server itself (a malformed request line, headers
+        # too long, HTTP/2 preface): answer like every other error, with a
+        # status line even for requests that did not say HTTP/1.x.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self._fail(code, message or "bad request", JSON, close=True)
+
     # -- routing ----------------------------------------------------------------
 
     def do_POST(self):
@@ -308,7 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        origin = self.headers.get("Origin")
+        headers_in = getattr(self, "headers", None)
+        origin = headers_in.get("Origin") if headers_in is not None else None
         if origin is not None and self._origin_allowed(origin):
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")

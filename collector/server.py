@@ -44,6 +44,7 @@ class Collector:
         self._ingest: Optional[Ingest] = None
         self._http: Optional[HttpReceiver] = None
         self._grpc: Optional[GrpcReceiver] = None
+        self._stopped = False
 
     # -- life cycle -------------------------------------------------------------
 
@@ -87,8 +88,9 @@ class Collector:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop accepting, answer requests in progress, commit everything acknowledged, close the store."""
-        if self._writer is None:
+        if self._writer is None or self._stopped:
             return
+        self._stopped = True
         if self._http is not None:
             self._http.stop_accepting()
         if self._grpc is not None:
@@ -96,7 +98,6 @@ class Collector:
         if self._http is not None:
             self._http.drain(min(timeout, 10.0))
         self._writer.stop(timeout)
-        self._writer = None
 
     def __enter__(self) -> "Collector":
         return self.start()
