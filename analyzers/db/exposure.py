@@ -92,7 +92,11 @@ def address_findings(host: str | None, hostaddr: str | None) -> list[Finding]:
 
 def exposure(session: Session) -> list[Finding]:
     info = session.conn.info
-    host, hostaddr = info.host, getattr(info, "hostaddr", None) or None
+    try:
+        hostaddr = info.hostaddr or None  # the address libpq actually connected to
+    except psycopg.Error:  # libpq older than 12 cannot tell
+        hostaddr = None
+    host = info.host
     kind = classify_address(hostaddr or host)
     settings = session.query_one(_SETTINGS_SQL)
     session.end()
