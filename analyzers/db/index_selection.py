@@ -137,6 +137,9 @@ def _no_saving(used: set, saving: float, options: IndexOptions) -> str:
     return f"the best candidate saves only {saving:.0f}% of the plan cost (needs {options.min_saving_pct:g}%)"
 
 
+# Candidate keys hold None beside strings (no operator class): order them by repr, never directly.
+
+
 def _prune(keys: set, candidates: dict) -> set:
     """Drop an index whose columns are the leading columns of another chosen one."""
     return {k for k in keys if not any(candidates[k].is_prefix_of(candidates[o]) for o in keys if o != k)}
@@ -148,7 +151,7 @@ def _cap(keys: set, candidates: dict, weights: dict, options: IndexOptions) -> s
         by_table.setdefault(candidates[key].table, []).append(key)
     kept = set()
     for table_keys in by_table.values():
-        table_keys.sort(key=lambda k: (-weights.get(k, 0.0), k))
+        table_keys.sort(key=lambda k: (-weights.get(k, 0.0), repr(k)))
         kept.update(table_keys[: options.max_indexes_per_table])
     return kept
 
@@ -157,7 +160,7 @@ def _final_pass(hypo, explainer, helped, chosen, capped, candidates, options, pr
     effects, lost, sizes = {}, [], {}
     for attempt in range(3):
         hypo.reset()
-        key_by_oid = _create(hypo, [candidates[k] for k in sorted(chosen)])
+        key_by_oid = _create(hypo, [candidates[k] for k in sorted(chosen, key=repr)])
         effects, lost = {}, []
         for number, job in enumerate(helped, 1):
             if progress:
@@ -197,7 +200,7 @@ def _simplify(hypo, explainer, chosen, effects, key_by_oid, candidates, options)
     95% of its saving (and at least ``min_saving_pct``).
     """
     oid_by_key = {key: oid for oid, key in key_by_oid.items()}
-    for key in sorted(chosen, key=lambda k: (-len(candidates[k].columns), k)):
+    for key in sorted(chosen, key=lambda k: (-len(candidates[k].columns), repr(k))):
         long = candidates[key]
         shorter = sorted((c for c in candidates.values() if c.is_prefix_of(long) and c.key not in chosen),
                          key=lambda c: len(c.columns))
@@ -275,7 +278,7 @@ def _unproved(jobs: dict[Job, set], candidates: dict, already: set[str]) -> list
     """
     by_key: dict[tuple, tuple[IndexCandidate, list]] = {}
     for job, used in jobs.items():
-        for candidate in _expression_picks(job) + [candidates[key] for key in sorted(used)]:
+        for candidate in _expression_picks(job) + [candidates[key] for key in sorted(used, key=repr)]:
             by_key.setdefault(candidate.key, (candidate, []))[1].append((job, None))
     out = [_suggestion(c, pairs, _estimated_size(c), False) for c, pairs in by_key.values()]
     return [index for index in out if index.create_sql not in already]
@@ -356,7 +359,8 @@ def _ranked(indexes: list[SuggestedIndex]) -> list[SuggestedIndex]:
     def cost_saved(index: SuggestedIndex) -> float:
         return sum(e.cost_before - (e.cost_after or e.cost_before) for e in index.statements)
 
-    return sorted(indexes, key=lambda i: (-i.benefit_ms, -cost_saved(i), -len(i.statements), i.table, i.columns))
+    return sorted(indexes, key=lambda i: (-i.benefit_ms, -cost_saved(i), -len(i.statements), i.table,
+                                         i.definitions))
 
 
 def index_name(table: str, columns) -> str:

@@ -191,6 +191,15 @@ def test_a_longer_index_serves_its_prefix_statements(advice_db):
     assert {e.fingerprint for e in advice.indexes[0].statements} == {fingerprint(by_total), fingerprint(latest)}
 
 
+def test_equality_and_prefix_search_on_one_column_share_the_pattern_index(advice_db):
+    reset_statements(advice_db)
+    run_statements(advice_db, "SELECT * FROM customers WHERE email = %s", ("user7@example.org",))
+    advice = advise_indexes(advice_db, ["SELECT * FROM customers WHERE email LIKE 'user123%'"],
+                            IndexOptions(min_calls=5, use_workload=True))
+    assert suggestions(advice) == {ix("customers", "email text_pattern_ops")}
+    assert len(advice.indexes[0].statements) == 2  # text_pattern_ops serves = as well
+
+
 def test_heaviest_statements_win_when_a_table_gets_one_index(advice_db):
     heavy = "SELECT * FROM orders WHERE customer_id = %s"
     light = "SELECT * FROM orders WHERE total BETWEEN %s AND %s"
