@@ -1,0 +1,1 @@
+"""The demo's three apps. Each reads its database DSN and its peers' URLs from the environment."""
