@@ -1,10 +1,97 @@
-"""``takealook report`` (issue 7)."""
+"""``takealook report``: one report from the traces, the database audits and a load comparison (issue 7).
 
-from takealook.cli.common import add_output_options, add_store_option, not_implemented
+Each source is optional; at least one is needed. The span store is read when
+it exists (``--store``, ``$TAKEALOOK_STORE`` or ``.takealook/spans.db``); a
+store named explicitly that does not exist is an error, the default one is
+skipped with a note. ``--dsn`` (repeatable) audits databases, read-only;
+``--before``/``--after`` name load runs (labels under ``.takealook/runs`` or
+folders).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.errors import UsageError
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="one report from traces, audits and load runs")
+    parser = subparsers.add_parser(
+        "report", help="one report from traces, audits and load runs",
+        description="One report, findings ranked by milliseconds of user-visible time per minute of traffic, "
+                    "each with its evidence: a slow trace across the apps, the statement, its "
+                    "pg_stat_statements figures, the suggested index and the measured before/after.")
     add_store_option(parser)
+    parser.add_argument("--since", metavar="WHEN", help="only traces after: 1h, 30m, 2024-05-01T10:00")
+    parser.add_argument("--dsn", action="append", default=[], metavar="DSN",
+                        help="audit this database too (repeatable; read-only)")
+    parser.add_argument("--before", nargs="+", metavar="RUN", help="load runs before the change")
+    parser.add_argument("--after", nargs="+", metavar="RUN", help="load runs after the change")
+    parser.add_argument("--runs-dir", metavar="DIR", help="where load runs are kept (default .takealook/runs)")
     add_output_options(parser)
-    parser.set_defaults(run=not_implemented("report"))
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if bool(args.before) != bool(args.after):
+        raise UsageError("give both --before and --after runs, or neither")
+    store = store_path(args)
+    explicit_store = bool(args.store or os.environ.get("TAKEALOOK_STORE"))
+    if explicit_store and not store.exists():
+        raise UsageError(f"no span store at {store}: run `takealook collect` first, or fix --store")
+    use_store = store.exists()
+    if not (use_store or args.dsn or args.before):
+        raise UsageError(f"nothing to report on: no span store at {store}, no --dsn and no --before/--after runs")
+    from takealook.report import combined, combined_doc
+
+    notes = []
+    traces = _traces(store, args) if use_store else None
+    if not use_store:
+        notes.append(f"no span store at {store}: trace findings are left out")
+    audit = _audit(args.dsn) if args.dsn else None
+    comparison = _comparison(args) if args.before else None
+    report = combined.build(traces, audit, comparison)
+    if notes:
+        from dataclasses import replace
+
+        report = replace(report, notes=tuple(notes) + report.notes)
+    for note in report.notes:
+        print(f"takealook: note: {note}", file=sys.stderr)
+    emit(args, lambda: combined_doc.document(report), lambda: combined_doc.contract(report))
+    return 0
+
+
+def _traces(store: Path, args):
+    from takealook.analyzers.traces import Settings, Window
+    from takealook.analyzers.traces.source import analyze_store
+    from takealook.cli.traces import parse_when
+
+    now = time.time_ns()
+    since = parse_when(args.since, now, "--since")
+    return analyze_store(store, Settings(), Window(since, now if since is not None else None))[1]
+
+
+def _audit(dsns: list):
+    require("psycopg", "audit")
+    require("pglast", "audit")
+    from takealook.analyzers.db.audit import audit_databases
+
+    report = audit_databases(dsns)
+    if not report.audited:
+        reasons = "; ".join(f"{d.dsn}: {d.error}" for d in report.databases)
+        raise UsageError(f"no database could be audited ({reasons})")
+    return report
+
+
+def _comparison(args):
+    from takealook.loadtests.compare import compare_runs
+    from takealook.loadtests.runs import load_run
+
+    from takealook.cli.load import RUNS_ENV
+
+    runs_dir = Path(args.runs_dir or os.environ.get(RUNS_ENV) or Path(".takealook") / "runs")
+    return compare_runs([load_run(r, runs_dir) for r in args.before], [load_run(r, runs_dir) for r in args.after])

@@ -1,0 +1,101 @@
+"""The demo end to end (real PostgreSQL, apps, collector, Locust), and the report it writes in every format.
+
+One demo run per test session (about a minute): the three built-in problems
+must be the top findings, the applied index must be measured faster, and the
+HTML must render in a real headless Chromium with its charts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from takealook.report import combined, combined_doc, render
+from tests.conftest import script
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from takealook.demo.run import DemoOptions, run_demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    result = run_demo(DemoOptions(duration_s=10, rate=30, workdir=workdir), lines.append)
+    report = combined.build(result.traces, result.audit, result.comparison, applied_index=result.applied_index)
+    return result, report, lines
+
+
+def test_the_built_in_problems_are_the_top_findings(demo):
+    result, report, lines = demo
+    assert [line.split("]")[0] for line in lines] == [f"[{n}/8" for n in range(1, 9)]
+    top = report.findings[:3]
+    assert [f.kind for f in top] == ["missing_index", "n_plus_one", "sequential_calls"] or \
+        sorted(f.kind for f in top) == ["missing_index", "n_plus_one", "sequential_calls"]
+    by_kind = {f.kind: f for f in top}
+    index = by_kind["missing_index"]
+    assert index.index.table == "public.stock" and index.index.columns == ("sku",) and index.index.verified
+    assert index.endpoints == ("GET /products/<sku>",)
+    assert by_kind["n_plus_one"].endpoints == ("GET /orders/<int:customer_id>",)
+    assert "order_lines" in by_kind["n_plus_one"].statement
+    assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/<int:customer_id>",)
+    assert all(f.impact_ms_per_min > 0 for f in top)
+    # The index was applied in the demo's database and its effect measured on the endpoint it serves.
+    assert result.applied_index.startswith("CREATE INDEX") and "stock" in result.applied_index
+    (measured,) = index.measured
+    assert measured.name == "GET /products/{sku}" and measured.verdict == "faster"
+    assert index.waterfall is not None and {r.service for r in index.waterfall.rows} >= {"gateway", "inventory"}
+
+
+def test_every_renderer_renders_the_same_report(demo, tmp_path):
+    _, report, _ = demo
+    doc = combined_doc.document(report)
+    for fmt in ("text", "md", "html"):
+        text = render.render(doc, fmt)
+        for finding in report.findings[:3]:
+            assert finding.title[:40] in text.replace("&lt;", "<").replace("&gt;", ">").replace("&#x27;", "'")
+    data = json.loads(render.to_json(combined_doc.contract(report)))
+    assert list(data)[0] == "schema_version" and data["schema_version"] == 1
+    assert [f["kind"] for f in data["findings"]] == [f.kind for f in report.findings]
+    assert data["findings"][0]["impact_ms_per_min"] == pytest.approx(report.findings[0].impact_ms_per_min, rel=1e-3)
+    assert json.loads(json.dumps(data)) == data  # plain JSON all the way down
+    assert {"traces", "databases", "comparison"} <= set(data)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make setup-system installs it)")
+def test_html_report_renders_offline_in_chromium_with_charts(demo, tmp_path):
+    from PIL import Image
+
+    _, report, _ = demo
+    html = render.render(combined_doc.document(report), "html")
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "").split("<body>")[0]
+    assert "<script" not in html and "src=" not in html  # self-contained: nothing to fetch
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    shot = tmp_path / "shot.png"
+    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+                          "--window-size=1366,3000", f"--screenshot={shot}", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert shot.exists(), out.stderr[-2000:]
+    console = [line for line in out.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
+    image = Image.open(shot).convert("RGB")
+    colors = image.getcolors(maxcolors=1 << 20)
+    counts = {rgb: n for n, rgb in colors}
+    # The charts' series colours (svg.PALETTE): blue and orange fill the waterfall and distributions.
+    assert counts.get((0x3B, 0x6F, 0xD8), 0) > 500 and counts.get((0xE0, 0x7B, 0x39), 0) > 200
+    assert sum(n for rgb, n in counts.items() if rgb != (255, 255, 255)) > 0.05 * image.width * image.height
+
+
+def test_demo_command_bad_input():
+    out = subprocess.run([script("takealook"), "demo", "--duration", "soon"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--duration must be a time such as 30s" in out.stderr
+    out = subprocess.run([script("takealook"), "demo", "--rate", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--rate must be a positive number" in out.stderr
