@@ -140,3 +140,15 @@ def wsgi_app(app):
     from takealook.agent.instrument.wsgi import wrap
 
     return wrap(app)
+
+
+def traceparent() -> str:
+    """The W3C traceparent of the current span ("" outside one), for an HTML template's
+    ``<meta name="traceparent" content="...">``: the browser's document-load span then joins
+    the backend trace that served the page."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"

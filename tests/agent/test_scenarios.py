@@ -98,6 +98,7 @@ def test_logs_headers_and_sqlcommenter(tmp_path, sink, app_dbs):
         @app.route("/hi")
         def hi():
             logging.getLogger("app").info("inside")
+            print("META", takealook.agent.traceparent())
             with psycopg.connect({app_dbs["gateway"]!r}) as conn:
                 conn.execute("SELECT 1 WHERE 2 = %s", (2,))
                 text = conn.execute("SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
@@ -120,6 +121,7 @@ def test_logs_headers_and_sqlcommenter(tmp_path, sink, app_dbs):
     assert server["parent_span_id"] == "b7ad6b7169203331"
     header = f"00-0af7651916cd43dd8448eb211c80319c-{server['span_id']}-01"
     assert f"HEADERS {header} traceparent;desc=\"{header}\"" in lines
+    assert f"META 00-0af7651916cd43dd8448eb211c80319c-{server['span_id']}-01" in lines
     body = next(line for line in lines if line.startswith("BODY"))
     assert "/*traceparent='00-0af7651916cd43dd8448eb211c80319c-" in body
     recorded = [s["attributes"]["db.query.text"] for s in spans if s["kind"] == CLIENT]
