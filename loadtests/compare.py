@@ -12,6 +12,9 @@ Latency here is what a user sees: the time from when the request was due
 included, as Locust counts them. Only requests due inside each run's
 measurement window count (no warm-up, no drain).
 
+``paired=True``: ``before[i]`` ran at the same time as ``after[i]`` (two hosts
+side by side); run-to-run noise is then read from the pairs' differences.
+
 ``regressions(comparison, threshold_pct)`` lists what ``--fail-on-regression``
 gates on: a ``slower`` (or ``more errors``) verdict whose change exceeds the
 threshold.
@@ -58,6 +61,7 @@ class RunInfo:
 class Comparison:
     before: tuple[str, ...]
     after: tuple[str, ...]
+    paired: bool
     metric: str
     noise_floor_pct: float
     error_floor_pts: float
@@ -94,13 +98,16 @@ def endpoint_series(run: Run) -> dict[str, stats.Series]:
 def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95",
                  noise_floor_pct: float = stats.DEFAULT_NOISE_FLOOR_PCT,
                  error_floor_pts: float = stats.DEFAULT_ERROR_FLOOR_PTS,
-                 resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 1, confidence: float = 0.95) -> Comparison:
+                 resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 1, confidence: float = 0.95,
+                 paired: bool = False) -> Comparison:
     if metric not in stats.METRICS:
         raise UsageError(f"--metric must be one of {', '.join(stats.METRICS)}, not {metric!r}")
     if not before or not after:
         raise UsageError("give at least one run before and one after")
     if noise_floor_pct < 0 or resamples < 100:
         raise UsageError("--noise-floor must be >= 0 and --resamples >= 100")
+    if paired and (len(before) != len(after) or len(before) < 2):
+        raise UsageError("--paired needs as many runs after as before, at least two each, in matching order")
     sides = {"before": [endpoint_series(r) for r in before], "after": [endpoint_series(r) for r in after]}
     names = {side: set().union(*(s.keys() for s in series)) - {OVERALL} for side, series in sides.items()}
     common = sorted(n for n in names["before"] & names["after"] if not n.startswith(_PSEUDO_METHOD + " "))
@@ -109,10 +116,15 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
                          f"have no endpoint in common (before: {_few(names['before'])}; after: {_few(names['after'])})")
 
     def one(name: str) -> EndpointComparison:
-        b = [s[name] for s in sides["before"] if name in s]
-        a = [s[name] for s in sides["after"] if name in s]
+        if paired:  # keep the pairs aligned: only pairs where both runs saw the endpoint
+            pairs = [(sb[name], sa[name]) for sb, sa in zip(sides["before"], sides["after"])
+                     if name in sb and name in sa]
+            b, a = [p[0] for p in pairs], [p[1] for p in pairs]
+        else:
+            b = [s[name] for s in sides["before"] if name in s]
+            a = [s[name] for s in sides["after"] if name in s]
         changes = stats.compare(b, a, stats.METRICS, noise_floor_pct, error_floor_pts, resamples,
-                                stats.seed_for(name, seed), confidence)
+                                stats.seed_for(name, seed), confidence, paired=paired and len(b) >= 2)
         return EndpointComparison(name, stats.summarize(b), stats.summarize(a), changes, changes[metric].verdict,
                                   tuple(v for s in b for v in s.latencies_ms),
                                   tuple(v for s in a for v in s.latencies_ms))
@@ -121,7 +133,7 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
     overall = one(OVERALL)
     runs = tuple(_info(r, "before") for r in before) + tuple(_info(r, "after") for r in after)
     return Comparison(
-        before=tuple(r.label for r in before), after=tuple(r.label for r in after), metric=metric,
+        before=tuple(r.label for r in before), after=tuple(r.label for r in after), paired=paired, metric=metric,
         noise_floor_pct=noise_floor_pct, error_floor_pts=error_floor_pts, confidence=confidence,
         resamples=resamples, seed=seed, endpoints=endpoints, overall=overall,
         only_before=tuple(sorted(names["before"] - names["after"])),

@@ -21,7 +21,9 @@ is added to each resample as a run effect of variance ``s_b^2 / runs`` per
 side (a one-way random-effects model, method of moments), drawn from Student's
 t with the pooled degrees of freedom (two repetitions per side estimate it
 poorly, and the interval says so). With one run per side nothing measures it,
-and the noise floor is the only guard.
+and the noise floor is the only guard. ``paired=True`` is for runs made at the
+same time in pairs (an old and a new host side by side): run-to-run noise is
+then the variance of the per-pair changes, which cancels what a pair shared.
 (Resampling the runs themselves would understate that variance by half with
 two runs.) The interval is the 2.5th-97.5th percentile of the resampled
 ``log(after / before)``.
@@ -268,6 +270,36 @@ def run_variance(before: Sequence[Series], after: Sequence[Series], metric: str)
     return (squares / freedom if freedom else 0.0), freedom
 
 
+def paired_variance(before: Sequence[Series], after: Sequence[Series], metric: str) -> tuple[float, int]:
+    """Variance of the per-pair change (after[i] vs before[i]) and its degrees of freedom."""
+    changes = []
+    for b, a in zip(before, after):
+        vb, va = _run_value(b, metric), _run_value(a, metric)
+        if vb is not None and va is not None:
+            changes.append(va - vb)
+    if len(changes) < 2:
+        return 0.0, 0
+    mean = sum(changes) / len(changes)
+    return sum((c - mean) ** 2 for c in changes) / (len(changes) - 1), len(changes) - 1
+
+
+def _run_effect(before, after, metric: str, bootstrap_variance: float, paired: bool) -> tuple[float, int]:
+    """Variance to add to the bootstrap's log ratio for run-to-run noise, and its degrees of freedom.
+
+    Method of moments: what repetitions vary by, less the sampling noise inside runs that the
+    bootstrap already carries (its variance is about within/runs_before + within/runs_after).
+    Unpaired: between-run variance s^2 pooled over the sides, times 1/runs_before + 1/runs_after.
+    Paired: the variance of the per-pair changes over the number of pairs; what the two runs of
+    a pair shared (the machine's state at the time) cancels in it.
+    """
+    if paired:
+        spread, freedom = paired_variance(before, after, metric)
+        return (spread / len(before) - bootstrap_variance if spread > 0 else 0.0), freedom
+    spread, freedom = run_variance(before, after, metric)
+    weight = 1.0 / len(before) + 1.0 / len(after)
+    return ((spread - bootstrap_variance / weight) * weight if spread > 0 else 0.0), freedom
+
+
 def _student_t(rng: random.Random, freedom: int) -> float:
     """A Student t variate: a variance estimated from few repetitions is itself uncertain."""
     return rng.gauss(0.0, 1.0) / math.sqrt(rng.gammavariate(freedom / 2.0, 2.0) / freedom)
@@ -294,21 +326,21 @@ def _min_requests(metric: str) -> int:
 
 def compare(before: Sequence[Series], after: Sequence[Series], metrics: Sequence[str] = METRICS,
             noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT, error_floor_pts: float = DEFAULT_ERROR_FLOOR_PTS,
-            resamples: int = DEFAULT_RESAMPLES, seed: int = 1, confidence: float = 0.95) -> dict[str, Change]:
-    """Point change, bootstrap interval, minimum detectable change and verdict for each metric."""
+            resamples: int = DEFAULT_RESAMPLES, seed: int = 1, confidence: float = 0.95,
+            paired: bool = False) -> dict[str, Change]:
+    """Point change, bootstrap interval, minimum detectable change and verdict for each metric.
+
+    ``paired``: ``before[i]`` and ``after[i]`` ran at the same time (same length, two pairs or more).
+    """
+    if paired and (len(before) != len(after) or len(before) < 2):
+        raise ValueError("paired comparison needs the same number of runs on each side, at least two")
     sb, sa = summarize(before), summarize(after)
     draws = bootstrap(before, after, metrics, resamples, seed)
     rng = random.Random(seed + 7919)
-    weight = 1.0 / len(before) + 1.0 / len(after)
     for metric, values in draws.items():
-        spread, freedom = run_variance(before, after, metric)
-        # Between-run variance, method of moments: what the repetitions vary by beyond the
-        # sampling noise inside each run, which the bootstrap already carries (draws' variance
-        # is about within / runs_before + within / runs_after).
-        between = spread - _spread(values) ** 2 / weight if spread > 0 else 0.0
-        if between > 0:
-            sd = math.sqrt(between * weight)
-            draws[metric] = [v + sd * _student_t(rng, freedom) for v in values]
+        extra, freedom = _run_effect(before, after, metric, _spread(values) ** 2, paired)
+        if extra > 0:
+            draws[metric] = [v + math.sqrt(extra) * _student_t(rng, freedom) for v in values]
     out = {}
     for metric in metrics:
         if metric == "errors":

@@ -199,6 +199,8 @@ def _register_compare(verbs) -> None:
     sub.add_argument("--error-floor", default="0.5", help="same for the error rate, in points (default 0.5)")
     sub.add_argument("--fail-on-regression", metavar="PCT",
                      help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors)")
+    sub.add_argument("--paired", action="store_true",
+                     help="the i-th before and i-th after runs ran at the same time (two hosts side by side)")
     sub.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     sub.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
     sub.add_argument("--runs-dir", help=f"where runs are kept (default ${RUNS_ENV} or .takealook/runs)")
@@ -226,7 +228,8 @@ def compare_command(args) -> int:
     before = [load_run(ref, runs_dir) for ref in before_refs]
     after = [load_run(ref, runs_dir) for ref in after_refs]
     comparison = compare_runs(before, after, metric=args.metric, noise_floor_pct=parse_pct(args.noise_floor),
-                              error_floor_pts=parse_pct(args.error_floor), resamples=args.resamples, seed=args.seed)
+                              error_floor_pts=parse_pct(args.error_floor), resamples=args.resamples, seed=args.seed,
+                              paired=args.paired)
     found = regressions(comparison, threshold) if threshold is not None else []
     emit(args, lambda: report.compare_document(comparison, found, threshold),
          lambda: report.compare_contract(comparison, found, threshold))

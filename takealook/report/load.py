@@ -61,7 +61,7 @@ def compare_contract(c: Comparison, found: Sequence[Regression] = (), threshold:
         "overall": endpoint_contract(c.overall, c.metric),
         "only_before": list(c.only_before),
         "only_after": list(c.only_after),
-        "settings": {"metric": c.metric, "noise_floor_pct": c.noise_floor_pct, "error_floor_pts": c.error_floor_pts,
+        "settings": {"metric": c.metric, "paired": c.paired, "noise_floor_pct": c.noise_floor_pct, "error_floor_pts": c.error_floor_pts,
                      "confidence": c.confidence, "resamples": c.resamples, "seed": c.seed,
                      "fail_on_regression_pct": threshold},
         "regressions": [{"name": r.name, "metric": r.metric, "change": _r(r.change_pct, 2),

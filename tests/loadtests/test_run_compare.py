@@ -15,6 +15,12 @@ share the machine's noise, as comparing an old and a new host side by side
 does; docs/load.md recommends it, or interleaved repetitions. The A/A check
 uses two such pairs (a2 a4 vs a3 a5): repetitions let ``load compare``
 measure run-to-run noise instead of relying on the noise floor alone.
+
+The 20 -> 30 ms verdict is asserted on p50 (``--metric p50``), not the default
+p95: with other suites loading the machine, a1's p95 once was 44 ms for a 20 ms
+sleep, and one burst of slow blocks made the honest p95 interval +36% [-38, +81]
+with 270 requests, while p50 read +42% [+35, +48]. p95 verdicts are checked
+against simulations with a known truth in test_stats.py.
 """
 
 from __future__ import annotations
@@ -110,16 +116,18 @@ def test_every_request_carries_a_traceparent_and_the_server_trace_id_is_kept(ab_
 
 
 def test_20ms_to_30ms_is_slower(ab_runs):
-    out, doc = compare_json(ab_runs, "a1", "b1")
+    # Judged on p50: see the module docstring for why p95 is not asserted on a loaded machine.
+    out, doc = compare_json(ab_runs, "a1", "b1", "--metric", "p50")
     assert out.returncode == 0, out.stderr
     slow = by_name(doc)["GET /slow"]
-    assert slow["verdict"] == "slower"
-    # +10 ms on a 20 ms endpoint whose p95 carries a few ms of machine overhead.
-    assert 10 <= slow["p95_change_pct"] <= 70
-    low, high = slow["p95_change_ci_pct"]
-    assert 0 < low <= slow["p95_change_pct"] <= high
-    assert slow["min_detectable_change_pct"] >= 5.0
-    assert doc["settings"]["noise_floor_pct"] == 5.0
+    assert slow["verdict"] == "slower" and slow["p50_verdict"] == "slower"
+    # +10 ms on a 20 ms endpoint that carries a few ms of machine overhead.
+    assert 15 <= slow["p50_change_pct"] <= 70
+    low, high = slow["p50_change_ci_pct"]
+    assert 0 < low <= slow["p50_change_pct"] <= high
+    assert slow["min_detectable_change_pct"] >= 5.0 and slow["mean_verdict"] == "slower"
+    assert doc["settings"]["noise_floor_pct"] == 5.0 and doc["settings"]["metric"] == "p50"
+    assert slow["p95_change_ci_pct"] is not None  # p95 is computed too (its verdict depends on the machine)
 
 
 def test_single_runs_positional_form_p50_slower(ab_runs):
@@ -141,6 +149,16 @@ def test_a_a_is_no_detectable_change(ab_runs):
         assert endpoint["errors_verdict"] == "no detectable change"
 
 
+def test_a_a_paired_is_no_detectable_change(ab_runs):
+    out, doc = compare_json(ab_runs, "--before", "a2", "a4", "--after", "a3", "a5", "--paired")
+    assert out.returncode == 0, out.stderr
+    assert doc["settings"]["paired"] is True
+    for endpoint in (*doc["endpoints"], doc["overall"]):
+        assert endpoint["verdict"] == "no detectable change", endpoint
+    out = takealook("load", "compare", "--before", "a2", "--after", "a3", "--paired", "--runs-dir", ab_runs["runs"])
+    assert out.returncode == 2 and "--paired needs" in out.stderr
+
+
 def test_error_change_is_reported(ab_runs):
     _, doc = compare_json(ab_runs, "a1", "b1")
     flaky = by_name(doc)["GET /flaky/{id}"]
@@ -151,10 +169,10 @@ def test_error_change_is_reported(ab_runs):
 
 
 def test_fail_on_regression_exits_1_and_not_when_below_threshold(ab_runs):
-    reps = ("a1", "b1")
+    reps = ("a1", "b1", "--metric", "p50")
     out, doc = compare_json(ab_runs, *reps, "--fail-on-regression", "5%")
     assert out.returncode == 1
-    assert any(r["name"] == "GET /slow" and r["metric"] == "p95" for r in doc["regressions"])
+    assert any(r["name"] == "GET /slow" and r["metric"] == "p50" for r in doc["regressions"])
     out, doc = compare_json(ab_runs, *reps, "--fail-on-regression", "90%")
     assert out.returncode == 0 and doc["regressions"] == []
     out, doc = compare_json(ab_runs, "a1", "b1", "--fail-on-regression", "5", "--metric", "errors")

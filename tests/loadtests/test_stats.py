@@ -105,3 +105,17 @@ def test_same_seed_same_interval():
     b, a = simulate(rng, 1000), simulate(rng, 1000)
     first = stats.compare([b], [a], ("p95",), resamples=200, seed=5)["p95"]
     assert first == stats.compare([b], [a], ("p95",), resamples=200, seed=5)["p95"]
+
+
+def test_paired_runs_cancel_what_each_pair_shared():
+    rng = random.Random(9)
+    levels = [0.8, 1.25, 1.0]  # the machine's state during each pair: shared by both runs of the pair
+    before = [simulate(rng, 3000, level) for level in levels]
+    after = [simulate(rng, 3000, level * 1.10) for level in levels]
+    paired = stats.compare(before, after, ("p95",), resamples=400, paired=True)["p95"]
+    unpaired = stats.compare(before, after, ("p95",), resamples=400)["p95"]
+    assert paired.verdict == stats.SLOWER and paired.ci_pct[0] > 0
+    assert (paired.ci_pct[1] - paired.ci_pct[0]) < (unpaired.ci_pct[1] - unpaired.ci_pct[0]) / 2
+    same = stats.compare(before, [simulate(rng, 3000, level) for level in levels], ("p95",), resamples=400,
+                         paired=True)["p95"]
+    assert same.verdict == stats.SAME
