@@ -132,52 +132,50 @@ class Converter:
         for resource_spans in request.resource_spans:
             service, digest = self._resource(resource_spans.resource, out)
             for scope_spans in resource_spans.scope_spans:
-                scope = self._scope(scope_spans.scope)
-                for span in scope_spans.spans:
-                    self._span(span, service, digest, scope, out)
+                self._spans(scope_spans.spans, service, digest, self._scope(scope_spans.scope), out)
         return out
 
-    def _span(self, span, service: str, digest: str, scope: str, out: Converted) -> None:
-        trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-        if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-            return out.reject("trace_id must be 16 bytes, not all zero")
-        if len(span_id) != 8 or span_id == _ZERO_SPAN:
-            return out.reject("span_id must be 8 bytes, not all zero")
-        if parent and len(parent) != 8:
-            return out.reject("parent_span_id must be empty or 8 bytes")
-        start, end = span.start_time_unix_nano, span.end_time_unix_nano
-        if start == 0:
-            return out.reject("start_time_unix_nano is missing")
-        if end < start:
-            return out.reject("end_time_unix_nano is before start_time_unix_nano")
-        kind = span.kind if 0 <= span.kind <= 5 else 0
-        key = (kind, *span.attributes)
-        cached = self._sets.get(key)
-        if cached is None:
-            cached = self._attribute_set(key)
-        digest_attrs, row_rest, cut = cached
-        out.batch.attrsets.setdefault(digest_attrs, row_rest)
-        if cut:
-            out.truncated += cut
-        code, message = self._status(span.status) if span.status else (0, "")
-        events = self._events(span.events, out) if span.events else ""
-        links = self._links(span.links, out) if span.links else ""
-        trace_hex = trace_id.hex()
-        out.batch.spans.append([
-            trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
-            kind, start, end - start, code, message, digest_attrs, digest, scope, events, links,
-        ])
-        info = out.batch.traces.get(trace_hex)
-        if info is None:
-            info = out.batch.traces[trace_hex] = TraceInfo(start, end)
-        else:
-            if start < info.start_ns:
-                info.start_ns = start
-            if end > info.end_ns:
-                info.end_ns = end
-        info.services.add(service)
-        if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
-            info.endpoints.add((service, row_rest[2]))
+    def _spans(self, spans, service: str, digest: str, scope: str, out: Converted) -> None:
+        # One loop with everything in locals: this runs for every span received.
+        sets, attribute_set = self._sets, self._attribute_set
+        rows, traces, attrsets = out.batch.spans, out.batch.traces, out.batch.attrsets
+        append, new_set = rows.append, attrsets.setdefault
+        for span in spans:
+            trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+            start, end = span.start_time_unix_nano, span.end_time_unix_nano
+            if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not start
+                    or end < start or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN):
+                out.reject(_problem(span))
+                continue
+            kind = span.kind
+            if not 0 <= kind <= 5:
+                kind = 0
+            key = (kind, *span.attributes)
+            cached = sets.get(key)
+            if cached is None:
+                cached = attribute_set(key)
+            digest_attrs, row_rest, cut = cached
+            new_set(digest_attrs, row_rest)
+            if cut:
+                out.truncated += cut
+            status = span.status
+            code, message = self._status(status) if status else (0, "")
+            events, links = span.events, span.links
+            trace_hex = trace_id.hex()
+            append([trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
+                    kind, start, end - start, code, message, digest_attrs, digest, scope,
+                    self._events(events, out) if events else "", self._links(links, out) if links else ""])
+            info = traces.get(trace_hex)
+            if info is None:
+                traces[trace_hex] = info = TraceInfo(start, end, {service})
+            else:
+                if start < info.start_ns:
+                    info.start_ns = start
+                if end > info.end_ns:
+                    info.end_ns = end
+                info.services.add(service)
+            if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
+                info.endpoints.add((service, row_rest[2]))
 
     def _attribute_set(self, key: tuple) -> tuple[str, tuple, int]:
         """(digest, attrsets row after the digest, values cut) of one (kind, attributes...) key."""
@@ -269,6 +267,20 @@ class Converter:
                     elif data is not None:
                         out.ignored += len(getattr(metric, data).data_points)
         return out
+
+
+def _problem(span) -> str:
+    """Why a span is invalid (see the module docstring)."""
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
+        return "span_id must be 8 bytes, not all zero"
+    if parent and len(parent) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    if not span.start_time_unix_nano:
+        return "start_time_unix_nano is missing"
+    return "end_time_unix_nano is before start_time_unix_nano"
 
 
 def _histogram(metric, service: str, digest: str, out: Converted) -> None:

@@ -23,12 +23,8 @@ from typing import Optional
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import RetryInfo
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from takealook.collector.ingest import RETRY_AFTER_S, Answer, Ingest
@@ -36,7 +32,7 @@ from takealook.collector.ingest import RETRY_AFTER_S, Answer, Ingest
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 _RETRY_INFO = RetryInfo(retry_delay=Duration(seconds=RETRY_AFTER_S)).SerializeToString()
-_CODES = {"busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "timeout": grpc.StatusCode.UNAVAILABLE,
+_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "busy": grpc.StatusCode.RESOURCE_EXHAUSTED, "timeout": grpc.StatusCode.UNAVAILABLE,
           "stopping": grpc.StatusCode.UNAVAILABLE, "failed": grpc.StatusCode.INTERNAL}
 
 
@@ -84,13 +80,7 @@ class GrpcReceiver:
         response = ExportTraceServiceResponse()
         if not self._authorized(context):
             return response
-        try:
-            answer = self._ingest.traces(body)
-        except DecodeError:
-            self._ingest.bad_request()
-            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            context.set_details("not a valid ExportTraceServiceRequest")
-            return response
+        answer = self._ingest.traces(body)
         if self._fail(answer, context):
             return response
         if answer.rejected or answer.message:
@@ -102,14 +92,7 @@ class GrpcReceiver:
         response = ExportMetricsServiceResponse()
         if not self._authorized(context):
             return response
-        try:
-            request = ExportMetricsServiceRequest.FromString(body)
-        except DecodeError:
-            self._ingest.bad_request()
-            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            context.set_details("not a valid ExportMetricsServiceRequest")
-            return response
-        answer = self._ingest.metrics(request)
+        answer = self._ingest.metrics(body)
         if self._fail(answer, context):
             return response
         if answer.rejected or answer.message:

@@ -27,12 +27,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 
-from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from takealook.collector.ingest import RETRY_AFTER_S, Answer, Ingest
@@ -41,7 +37,7 @@ from takealook.collector.otlp_json import BadRequest, parse_metrics, parse_trace
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _CONTENT_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
-_OUTCOME_STATUS = {"busy": 429, "timeout": 503, "stopping": 503, "failed": 500}
+_OUTCOME_STATUS = {"invalid": 400, "busy": 429, "timeout": 503, "stopping": 503, "failed": 500}
 # google.rpc.Code per HTTP status, for the Status body.
 _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 _ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
@@ -188,19 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         traces = self.path.split("?", 1)[0] == "/v1/traces"
-        try:
-            if encoding == PROTOBUF:
-                answer = (self.ingest.traces(body) if traces
-                          else self.ingest.metrics(ExportMetricsServiceRequest.FromString(body)))
-            else:
-                answer = (self.ingest.traces(parse_traces(body).SerializeToString()) if traces
-                          else self.ingest.metrics(parse_metrics(body)))
-        except DecodeError:
-            self.ingest.bad_request()
-            return self._fail(400, "body is not a valid OTLP protobuf message", encoding)
-        except BadRequest as error:
-            self.ingest.bad_request()
-            return self._fail(400, str(error), encoding)
+        if encoding == JSON:
+            try:
+                body = (parse_traces(body) if traces else parse_metrics(body)).SerializeToString()
+            except BadRequest as error:
+                self.ingest.bad_request()
+                return self._fail(400, str(error), encoding)
+        answer = self.ingest.traces(body) if traces else self.ingest.metrics(body)
         self._answer(answer, encoding, traces)
 
     def _answer(self, answer: Answer, encoding: str, traces: bool) -> None:

@@ -32,7 +32,8 @@ from typing import Iterator, Optional
 
 from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, new_span
 from takealook.collector.schema import (
-    ATTRSET_SELECT, METRIC_COLUMNS, SCHEMA_VERSION, SPAN_SELECT, TEMPORALITIES, connect_reader,
+    ATTRSET_SELECT, METRIC_COLUMNS, SCHEMA_VERSION, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
+    connect_reader,
 )
 from takealook.errors import InputError
 
@@ -67,22 +68,23 @@ def open_store(path: str | os.PathLike, *, allow_empty: bool = False) -> "StoreR
 
 _METRIC_SELECT = "SELECT " + ", ".join(METRIC_COLUMNS) + " FROM metric_points"
 
-# Keyset pagination over traces by (start_ns, trace_id): each page is one short query.
+# Keyset pagination over traces by (start_ns, tkey): each page is one short query.
 _TRACE_PAGE = """
-SELECT start_ns, trace_id FROM traces
-WHERE (start_ns, trace_id) > (?, ?) AND start_ns < ? {filters}
-ORDER BY start_ns, trace_id
+SELECT start_ns, tkey, trace_id FROM traces
+WHERE (start_ns, tkey) > (?, ?) AND start_ns < ? {filters}
+ORDER BY start_ns, tkey
 LIMIT ?
 """
+_TKEY_OF = "SELECT tkey, trace_id FROM traces WHERE trace_id = ?"
 _TRACE_COUNT = "SELECT count(*) FROM traces WHERE start_ns >= ? AND start_ns < ? {filters}"
 # services: "\na\nb\n"; endpoints: "\nservice\troute\n" (see schema.py).
 _SERVICE_FILTER = " AND instr(services, char(10) || ? || char(10)) > 0"
 _ROUTE_FILTER = " AND instr(endpoints, char(9) || ? || char(10)) > 0"
 _ENDPOINT_FILTER = " AND instr(endpoints, char(10) || ? || char(9) || ? || char(10)) > 0"
 
-_ROOTS = SPAN_SELECT + """
-WHERE parent_span_id IS NULL AND start_ns >= ? AND start_ns < ? {filters}
-ORDER BY start_ns
+_ROOTS = SPAN_SELECT_WITH_TRACE_ID + """
+WHERE s.parent_span_id IS NULL AND s.start_ns >= ? AND s.start_ns < ? {filters}
+ORDER BY s.start_ns
 """
 _ATTRSETS_OF = ATTRSET_SELECT + " WHERE id IN ({marks})"
 
@@ -151,27 +153,31 @@ class StoreReader:
             raise ValueError("batch must be at least 1")
         filters, params = _trace_filters(service, route)
         page_sql = _TRACE_PAGE.format(filters=filters)
-        last: tuple[int, str] = (_lo(since_ns), "")
+        last: tuple[int, int] = (_lo(since_ns), -1)
         hi = _hi(until_ns)
         while True:
             page = self._conn.execute(page_sql, (*last, hi, *params, batch)).fetchall()
             if not page:
                 return
-            ids = [trace_id for _, trace_id in page]
-            by_trace = self._spans_of(ids)
-            for trace_id in ids:
-                spans = by_trace.get(trace_id)
+            trace_ids = {tkey: trace_id for _, tkey, trace_id in page}
+            by_trace = self._spans_of(trace_ids)
+            for _, tkey, _ in page:
+                spans = by_trace.get(tkey)
                 if spans:  # retention may have removed it between the two queries
                     yield spans
             if len(page) < batch:
                 return
-            last = page[-1]
+            last = page[-1][:2]
 
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace sorted by start time; [] when the store does not have it."""
-        return self._spans_of([trace_id.strip().lower()]).get(trace_id.strip().lower(), [])
+        row = self._conn.execute(_TKEY_OF, (trace_id.strip().lower(),)).fetchone()
+        if row is None:
+            return []
+        return self._spans_of({row[0]: row[1]}).get(row[0], [])
 
-    def _spans_of(self, trace_ids: list[str]) -> dict[str, list[Span]]:
+    def _spans_of(self, trace_ids: dict[int, str]) -> dict[int, list[Span]]:
+        """Spans of the traces ``trace_ids`` (tkey -> trace id), grouped by tkey and sorted by start."""
         # Building thousands of tuples and spans triggers the cycle collector
         # over and over (it scans everything the caller holds, each time), which
         # doubled the time to read a million spans. None of these objects form
@@ -184,38 +190,40 @@ class StoreReader:
             if paused:
                 gc.enable()
 
-    def _build_page(self, trace_ids: list[str]) -> dict[str, list[Span]]:
-        marks = ",".join("?" * len(trace_ids))
-        # Rows come grouped by trace (the IN lookup walks the (trace_id, span_id)
+    def _build_page(self, trace_ids: dict[int, str]) -> dict[int, list[Span]]:
+        keys = list(trace_ids)
+        # Rows come grouped by trace (the IN lookup walks the (tkey, span_id)
         # index in order); sorting by start inside a trace is cheap in SQLite.
-        sql = f"{SPAN_SELECT} WHERE trace_id IN ({marks}) ORDER BY trace_id, start_ns"
-        rows = self._conn.execute(sql, trace_ids).fetchall()
-        spans = self._build(rows)
-        out: dict[str, list[Span]] = {}
+        sql = f"{SPAN_SELECT} WHERE tkey IN ({','.join('?' * len(keys))}) ORDER BY tkey, start_ns"
+        rows = self._conn.execute(sql, keys).fetchall()
+        spans = self._build(rows, trace_ids)
+        out: dict[int, list[Span]] = {}
         current, group = None, None
-        for span in spans:
-            if span.trace_id != current:
-                current = span.trace_id
+        for row, span in zip(rows, spans):
+            if row[0] != current:
+                current = row[0]
                 group = out[current] = []
             group.append(span)
         return out
 
-    def _build(self, rows: list[tuple]) -> list[Span]:
-        """Spans from SPAN_SELECT rows; attribute sets, resources and scopes come from caches."""
+    def _build(self, rows: list[tuple], trace_ids: Optional[dict[int, str]] = None) -> list[Span]:
+        """Spans from rows of SPAN_SELECT (with ``trace_ids``: tkey -> trace id) or of
+        SPAN_SELECT_WITH_TRACE_ID; attribute sets, resources and scopes come from caches."""
         self._load_attrsets(rows)
         try:
-            return self._build_cached(rows)
+            return self._build_cached(rows, trace_ids)
         except KeyError:  # a resource or scope this reader has not seen yet
             self._load_origins()
-            return self._build_cached(rows)
+            return self._build_cached(rows, trace_ids)
 
-    def _build_cached(self, rows: list[tuple]) -> list[Span]:
+    def _build_cached(self, rows: list[tuple], trace_ids: Optional[dict[int, str]]) -> list[Span]:
         attrsets, resources, scopes, kinds, statuses = (self._attrsets, self._resources, self._scopes, KINDS,
                                                         STATUSES)
+        trace_of = trace_ids.__getitem__ if trace_ids is not None else _same
         # Field order of model.Span; r follows schema.SPAN_COLUMNS. resources[id] = (service, JSON).
-        return [new_span(r[0], r[1], r[2], resources[r[10]][0], r[3], kinds[r[4]], r[5], r[6], statuses[r[7]],
-                         r[8] or "", *attrsets[r[9]], resources[r[10]][1], r[12] or "[]", r[13] or "[]",
-                         scopes[r[11]])
+        return [new_span(trace_of(r[0]), r[1], r[2], resources[r[10]][0], r[3], kinds[r[4]], r[5], r[6],
+                         statuses[r[7]], r[8] or "", *attrsets[r[9]], resources[r[10]][1], r[12] or "[]",
+                         r[13] or "[]", scopes[r[11]])
                 for r in rows]
 
     def _load_origins(self) -> None:
@@ -230,10 +238,10 @@ class StoreReader:
         their own service and http_route."""
         filters, params = "", []
         if service is not None:
-            filters += " AND resource_id IN (SELECT id FROM resources WHERE service = ?)"
+            filters += " AND s.resource_id IN (SELECT id FROM resources WHERE service = ?)"
             params.append(service)
         if route is not None:
-            filters += " AND attrs_id IN (SELECT id FROM attrsets WHERE http_route = ?)"
+            filters += " AND s.attrs_id IN (SELECT id FROM attrsets WHERE http_route = ?)"
             params.append(route)
         cursor = self._conn.execute(_ROOTS.format(filters=filters), (_lo(since_ns), _hi(until_ns), *params))
         while True:
@@ -286,6 +294,10 @@ class StoreReader:
 
 _UNKNOWN = "unknown_service"
 _RESOURCES = "SELECT id, service, attributes FROM resources"
+
+
+def _same(value):
+    return value
 
 
 def _lo(ns: Optional[int]) -> int:

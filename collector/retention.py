@@ -22,10 +22,10 @@ from takealook.collector.store import SpanStore
 
 _LOW_WATER = 0.9
 
-_OLDEST_BEFORE = "SELECT trace_id FROM traces WHERE start_ns < ? AND end_ns < ? ORDER BY start_ns LIMIT ?"
-_OLDEST = "SELECT trace_id, start_ns FROM traces ORDER BY start_ns LIMIT ?"
-_DELETE_SPANS = "DELETE FROM spans WHERE trace_id IN ({marks})"
-_DELETE_TRACES = "DELETE FROM traces WHERE trace_id IN ({marks})"
+_OLDEST_BEFORE = "SELECT tkey FROM traces WHERE start_ns < ? AND end_ns < ? ORDER BY start_ns LIMIT ?"
+_OLDEST = "SELECT tkey, start_ns FROM traces ORDER BY start_ns LIMIT ?"
+_DELETE_SPANS = "DELETE FROM spans WHERE tkey IN ({marks})"
+_DELETE_TRACES = "DELETE FROM traces WHERE tkey IN ({marks})"
 _DELETE_POINTS_BEFORE = ("DELETE FROM metric_points WHERE rowid IN "
                          "(SELECT rowid FROM metric_points WHERE time_ns < ? LIMIT ?)")
 _UNUSED_ATTRSETS = "DELETE FROM attrsets WHERE id NOT IN (SELECT attrs_id FROM spans)"
@@ -73,18 +73,18 @@ class Retention:
         conn = store.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            trace_ids = self._victims(store)
-            if trace_ids:
-                marks = ",".join("?" * len(trace_ids))
-                conn.execute(_DELETE_SPANS.format(marks=marks), trace_ids)
-                conn.execute(_DELETE_TRACES.format(marks=marks), trace_ids)
+            tkeys = self._victims(store)
+            if tkeys:
+                marks = ",".join("?" * len(tkeys))
+                conn.execute(_DELETE_SPANS.format(marks=marks), tkeys)
+                conn.execute(_DELETE_TRACES.format(marks=marks), tkeys)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return len(trace_ids)
+        return len(tkeys)
 
-    def _victims(self, store: SpanStore) -> list[str]:
+    def _victims(self, store: SpanStore) -> list[int]:
         conn = store.conn
         if self.max_age_ns is not None:
             cutoff = time.time_ns() - self.max_age_ns

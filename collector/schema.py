@@ -6,24 +6,31 @@ never waits for readers). ``PRAGMA user_version`` holds ``SCHEMA_VERSION`` and
 tell "not a store", "a store from a newer takealook" and "an empty store" apart.
 
 Tables:
-- ``spans``: one row per span: ids, name, kind and status (as OTLP enum
-  numbers), times, events and links as JSON text (NULL when empty, like the
-  status message), and references to a deduplicated ``attrsets`` row (the
-  span's attributes as JSON text plus the typed semantic-convention columns of
-  ``model.Span``), a deduplicated ``resources`` row (every span of one process
-  has the same resource; the service name is the resource's) and a ``scopes``
-  row (the instrumentation library). Small rows read fast: a report reads a
-  million of them.
-- ``traces``: one row per trace, maintained at ingest: first start, last end,
-  the services it touches and the server endpoints (service, route) in it, so
-  time windows, filters and retention work on whole traces without scanning
-  spans. ``services`` and ``endpoints`` are newline-delimited lists with a
-  newline at both ends (``"\\ngateway\\norders\\n"``,
-  ``"\\norders\\t/api/orders/<id>\\n"``) so ``instr()`` finds an exact item.
+- ``traces``: one row per trace, numbered in arrival order (``tkey``), with
+  its first start, last end, the services it touches and the server endpoints
+  (service, route) in it, maintained at ingest, so time windows, filters and
+  retention work on whole traces without scanning spans. ``services`` and
+  ``endpoints`` are newline-delimited lists with a newline at both ends
+  (``"\\ngateway\\norders\\n"``, ``"\\norders\\t/api/orders/<id>\\n"``) so
+  ``instr()`` finds an exact item.
+- ``spans``: one row per span, keyed by its trace's ``tkey``: ids, name, kind
+  and status (as OTLP enum numbers), times, events and links as JSON text
+  (NULL when empty, like the status message), and references to a
+  deduplicated ``attrsets`` row (the span's attributes as JSON text plus the
+  typed semantic-convention columns of ``model.Span``), a deduplicated
+  ``resources`` row (every span of one process has the same resource; the
+  service name is the resource's) and a ``scopes`` row (the instrumentation
+  library). Small rows read fast: a report reads a million of them.
 - ``metric_points``: histogram data points (``model.MetricPoint``).
 
-Indexes are few on purpose: each one costs ingest time. ``(trace_id, span_id)``
-is unique, which makes re-sent and re-imported spans harmless.
+Indexes are few on purpose: each one costs ingest time, and an index on a
+random key (a trace id, a hash) dirties a random page per insert, a cost that
+grows with the store. So spans are indexed by ``(tkey, span_id)``: new traces
+get the highest keys and their spans land at the end of the index; only the
+traces table's ``trace_id`` index takes random inserts, once per trace.
+``(tkey, span_id)`` is unique, which makes re-sent and re-imported spans
+harmless. Attribute sets are deduplicated by the writer's memory (a restarted
+writer may store a set twice, which readers do not notice).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ APPLICATION_ID = 0x546B4C6B
 # row stays small and the typed semantic-convention columns are computed once
 # per distinct set.
 SPAN_COLUMNS = (
-    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "duration_ns",
+    "tkey", "span_id", "parent_span_id", "name", "kind", "start_ns", "duration_ns",
     "status", "status_message", "attrs_id", "resource_id", "scope_id", "events", "links",
 )
 ATTRSET_COLUMNS = (
@@ -53,6 +60,9 @@ ATTRSET_COLUMNS = (
 # What readers select: span rows without a join (readers cache attribute sets,
 # which repeat), and attribute sets in model.Span's field order.
 SPAN_SELECT = "SELECT " + ", ".join(SPAN_COLUMNS) + " FROM spans"
+# The same with the trace id in the first column, for spans read without their trace.
+SPAN_SELECT_WITH_TRACE_ID = ("SELECT t.trace_id, " + ", ".join(f"s.{c}" for c in SPAN_COLUMNS[1:])
+                             + " FROM spans AS s JOIN traces AS t ON t.tkey = s.tkey")
 ATTRSET_SELECT = ("SELECT id, http_method, http_route, http_status, url_path, url_full, server_address, "
                   "db_system, db_name, db_statement, db_fingerprint, attributes FROM attrsets")
 
@@ -70,7 +80,7 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE TABLE IF NOT EXISTS attrsets (
     id              INTEGER PRIMARY KEY,
-    digest          TEXT NOT NULL UNIQUE,
+    digest          TEXT NOT NULL,
     attributes      TEXT NOT NULL,
     http_method     TEXT,
     http_route      TEXT,
@@ -87,8 +97,18 @@ CREATE TABLE IF NOT EXISTS scopes (
     id    INTEGER PRIMARY KEY,
     name  TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS traces (
+    tkey         INTEGER PRIMARY KEY,
+    trace_id     TEXT NOT NULL UNIQUE,
+    start_ns     INTEGER NOT NULL,
+    end_ns       INTEGER NOT NULL,
+    services     TEXT NOT NULL,
+    endpoints    TEXT NOT NULL,
+    received_ns  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE TABLE IF NOT EXISTS spans (
-    trace_id        TEXT NOT NULL,
+    tkey            INTEGER NOT NULL,
     span_id         TEXT NOT NULL,
     parent_span_id  TEXT,
     name            TEXT NOT NULL,
@@ -103,17 +123,8 @@ CREATE TABLE IF NOT EXISTS spans (
     events          TEXT,
     links           TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, span_id);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (tkey, span_id);
 CREATE INDEX IF NOT EXISTS spans_roots_by_start ON spans (start_ns) WHERE parent_span_id IS NULL;
-CREATE TABLE IF NOT EXISTS traces (
-    trace_id     TEXT PRIMARY KEY,
-    start_ns     INTEGER NOT NULL,
-    end_ns       INTEGER NOT NULL,
-    services     TEXT NOT NULL,
-    endpoints    TEXT NOT NULL,
-    received_ns  INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE TABLE IF NOT EXISTS metric_points (
     service        TEXT NOT NULL,
     name           TEXT NOT NULL,

@@ -55,7 +55,7 @@ class Collector:
         if s.retain_s or s.max_size:
             retention = Retention(max_age_ns=int(s.retain_s * 1e9) if s.retain_s else None, max_bytes=s.max_size,
                                   interval_s=s.retention_interval_s)
-        self._writer = Writer(store, max_queued=s.max_queued, retention=retention)
+        self._writer = Writer(store, max_queued_bytes=s.max_queued_bytes, retention=retention)
         self._ingest = Ingest(self._writer, ack_timeout=s.ack_timeout_s)
         try:
             self._http = self._bind("--listen", s.http, lambda host, port: HttpReceiver(
@@ -126,25 +126,26 @@ class Collector:
 
     def status(self) -> dict:
         """Counters since start (also served as JSON on ``GET /``)."""
-        ingest, writer = self._ingest, self._writer
-        stats = ingest.stats if ingest else None
-        wstats = writer.stats if writer else None
+        writer = self._writer
+        received = writer.stats if writer else None
+        refused = self._ingest.stats if self._ingest else None
         return {
             "service": "takealook collector",
             "store": str(self.settings.store),
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
-            "requests": stats.requests if stats else 0,
-            "spans_received": stats.spans_received if stats else 0,
-            "spans_stored": wstats.spans_stored if wstats else 0,
-            "spans_duplicate": wstats.spans_duplicate if wstats else 0,
-            "spans_rejected": stats.spans_rejected if stats else 0,
-            "points_stored": wstats.points_stored if wstats else 0,
-            "refused_busy": stats.refused_busy if stats else 0,
-            "timed_out": stats.timed_out if stats else 0,
-            "bad_requests": stats.bad_requests if stats else 0,
-            "queued": writer.queued if writer else 0,
-            "traces_expired": wstats.traces_expired if wstats else 0,
-            "store_error": wstats.last_error if wstats else "",
+            "requests": received.requests if received else 0,
+            "spans_received": received.spans_received if received else 0,
+            "spans_stored": received.spans_stored if received else 0,
+            "spans_duplicate": received.spans_duplicate if received else 0,
+            "spans_rejected": received.spans_rejected if received else 0,
+            "points_received": received.points_received if received else 0,
+            "points_stored": received.points_stored if received else 0,
+            "refused_busy": refused.refused_busy if refused else 0,
+            "timed_out": refused.timed_out if refused else 0,
+            "bad_requests": refused.bad_requests if refused else 0,
+            "queued_bytes": writer.queued_bytes if writer else 0,
+            "traces_expired": received.traces_expired if received else 0,
+            "store_error": received.last_error if received else "",
         }
 
 

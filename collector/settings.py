@@ -32,7 +32,7 @@ class CollectorSettings:
     token: Optional[str] = None  # required as "Authorization: Bearer <token>" when set
     retain_s: Optional[float] = None  # drop traces older than this
     max_size: Optional[int] = None  # drop the oldest traces beyond this many bytes
-    max_queued: int = 65536  # spans and points waiting for the writer before 429
+    max_queued_bytes: int = 64 << 20  # request bodies waiting for the writer before 429
     ack_timeout_s: float = 5.0  # a request waits this long for its commit, then 503
     synchronous: str = "FULL"  # SQLite synchronous: FULL survives power loss, NORMAL a process kill
     retention_interval_s: float = 60.0

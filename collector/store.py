@@ -48,9 +48,9 @@ class IngestBatch:
     """Rows converted from one request, not yet stored.
 
     ``spans`` rows follow ``schema.SPAN_COLUMNS`` ('' for NULL in
-    ``NULLABLE_SPAN_COLUMNS``) with the *digests* of their attribute set and
-    resource in the attrs_id and resource_id columns and the scope *name* in
-    scope_id; ``attrsets`` maps digest -> the rest
+    ``NULLABLE_SPAN_COLUMNS``) with the trace id (hex) in the tkey column, the
+    *digests* of their attribute set and resource in the attrs_id and
+    resource_id columns and the scope *name* in scope_id; ``attrsets`` maps digest -> the rest
     of an ``attrsets`` row (``schema.ATTRSET_COLUMNS`` after digest).
     ``metrics`` rows follow ``schema.METRIC_COLUMNS``, with the resource digest
     in resource_id; ``resources`` maps digest -> (service, attributes JSON).
@@ -84,17 +84,20 @@ _INSERT_SCOPE = "INSERT OR IGNORE INTO scopes (name) VALUES (?)"
 _SCOPE_ID = "SELECT id FROM scopes WHERE name = ?"
 _INSERT_ATTRSET = (f"INSERT INTO attrsets (id, {', '.join(ATTRSET_COLUMNS)}) "
                    f"VALUES (?, {', '.join('?' * len(ATTRSET_COLUMNS))})")
-_ATTRSETS_OF = "SELECT digest, id FROM attrsets WHERE digest IN ({marks})"
 _INSERT_POINT = (f"INSERT OR IGNORE INTO metric_points ({', '.join(METRIC_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})")
 _INSERT_RESOURCE = "INSERT OR IGNORE INTO resources (digest, service, attributes) VALUES (?, ?, ?)"
 _RESOURCE_ID = "SELECT id FROM resources WHERE digest = ?"
-_TRACES_OF = "SELECT trace_id, start_ns, end_ns, services, endpoints FROM traces WHERE trace_id IN ({marks})"
+_TRACES_OF = ("SELECT tkey, trace_id, start_ns, end_ns, services, endpoints FROM traces "
+              "WHERE trace_id IN ({marks})")
 _UPSERT_TRACE = """
-INSERT INTO traces (trace_id, start_ns, end_ns, services, endpoints, received_ns) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (trace_id) DO UPDATE SET start_ns = excluded.start_ns, end_ns = excluded.end_ns,
+INSERT INTO traces (tkey, trace_id, start_ns, end_ns, services, endpoints, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tkey) DO UPDATE SET start_ns = excluded.start_ns, end_ns = excluded.end_ns,
     services = excluded.services, endpoints = excluded.endpoints, received_ns = excluded.received_ns
 """
+_MAX_TKEY = "SELECT max(tkey) FROM traces"
+_MAX_ATTRSET = "SELECT max(id) FROM attrsets"
+TKEY_INDEX = SPAN_COLUMNS.index("tkey")
 
 
 class SpanStore:
@@ -140,26 +143,32 @@ class SpanStore:
         ids = self._resolve_resources(batches)
         sets = self._resolve_attrsets(batches)
         scopes = self._scope_ids
-        spans: list[list] = []
-        points: list[list] = []
         traces: dict[str, TraceInfo] = {}
         for batch in batches:
+            for trace_id, info in batch.traces.items():
+                _merge(traces, trace_id, info)
+        tkeys = self._merge_traces(traces) if traces else {}
+        spans: list[list] = []
+        points: list[list] = []
+        # Rows are copied, not changed in place: a write that fails is retried
+        # with the same batches, and the ids given out by the failed
+        # transaction do not exist.
+        for batch in batches:
             for row in batch.spans:
+                row = row.copy()
+                row[TKEY_INDEX] = tkeys[row[TKEY_INDEX]]
                 row[ATTRS_INDEX] = sets[row[ATTRS_INDEX]]
                 row[RESOURCE_INDEX] = ids[row[RESOURCE_INDEX]]
                 scope = scopes.get(row[SCOPE_INDEX])
                 row[SCOPE_INDEX] = scope if scope is not None else self._scope_id(row[SCOPE_INDEX])
-            spans.extend(batch.spans)
+                spans.append(row)
             for row in batch.metrics:
+                row = row.copy()
                 row[METRIC_RESOURCE_INDEX] = ids[row[METRIC_RESOURCE_INDEX]]
-            points.extend(batch.metrics)
-            for trace_id, info in batch.traces.items():
-                _merge(traces, trace_id, info)
+                points.append(row)
         before = conn.total_changes
         conn.executemany(_INSERT_SPAN, spans)
         spans_new = conn.total_changes - before
-        if traces:
-            self._merge_traces(traces)
         before = conn.total_changes
         if points:
             conn.executemany(_INSERT_POINT, points)
@@ -181,52 +190,54 @@ class SpanStore:
         return number
 
     def _resolve_attrsets(self, batches: Sequence[IngestBatch]) -> dict[str, int]:
+        """Row ids of the batches' attribute sets, inserting the ones this writer has not stored."""
         ids = self._attrset_ids
         if len(ids) > ATTRSET_CACHE:
             ids.clear()
-        unknown: dict[str, tuple] = {}
+        rows = []
+        next_id = None
         for batch in batches:
             for digest, rest in batch.attrsets.items():
                 if digest not in ids:
-                    unknown[digest] = rest
-        if not unknown:
-            return ids
-        conn = self.conn
-        digests = list(unknown)
-        for start in range(0, len(digests), 500):
-            chunk = digests[start:start + 500]
-            sql = _ATTRSETS_OF.format(marks=",".join("?" * len(chunk)))
-            for digest, attrset_id in conn.execute(sql, chunk):
-                ids[digest] = attrset_id
-                del unknown[digest]
-        # We hold the write lock, so numbering new rows ourselves is safe and
-        # lets one executemany insert them all.
-        next_id = (conn.execute("SELECT max(id) FROM attrsets").fetchone()[0] or 0) + 1
-        rows = []
-        for number, (digest, rest) in enumerate(unknown.items(), next_id):
-            ids[digest] = number
-            rows.append((number, digest, *rest))
-        conn.executemany(_INSERT_ATTRSET, rows)
+                    if next_id is None:
+                        # We hold the write lock, so numbering new rows ourselves
+                        # is safe and lets one executemany insert them all.
+                        next_id = (self.conn.execute(_MAX_ATTRSET).fetchone()[0] or 0) + 1
+                    ids[digest] = next_id
+                    rows.append((next_id, digest, *rest))
+                    next_id += 1
+        if rows:
+            self.conn.executemany(_INSERT_ATTRSET, rows)
         return ids
 
-    def _merge_traces(self, traces: dict[str, TraceInfo]) -> None:
+    def _merge_traces(self, traces: dict[str, TraceInfo]) -> dict[str, int]:
+        """Merge the batches' trace summaries into the traces table; returns trace id -> tkey."""
         # Read-modify-write is safe: we hold the write lock (BEGIN IMMEDIATE).
+        tkeys: dict[str, int] = {}
         keys = list(traces)
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             sql = _TRACES_OF.format(marks=",".join("?" * len(chunk)))
-            for trace_id, start_ns, end_ns, services, endpoints in self.conn.execute(sql, chunk):
+            for tkey, trace_id, start_ns, end_ns, services, endpoints in self.conn.execute(sql, chunk):
+                tkeys[trace_id] = tkey
                 info = traces[trace_id]
                 info.start_ns = min(info.start_ns, start_ns)
                 info.end_ns = max(info.end_ns, end_ns)
                 info.services.update(s for s in services.split("\n") if s)
                 info.endpoints.update(tuple(e.split("\t", 1)) for e in endpoints.split("\n") if e)
+        if len(tkeys) < len(traces):
+            next_key = (self.conn.execute(_MAX_TKEY).fetchone()[0] or 0) + 1
+            for trace_id in traces:  # new traces get the next keys, in arrival order
+                if trace_id not in tkeys:
+                    tkeys[trace_id] = next_key
+                    next_key += 1
         now = time.time_ns()
         self.conn.executemany(_UPSERT_TRACE, (
-            (trace_id, info.start_ns, info.end_ns, _join(sorted(_clean(s) for s in info.services)),
+            (tkeys[trace_id], trace_id, info.start_ns, info.end_ns, _join(sorted(_clean(s) for s in info.services)),
              _join(sorted(f"{_clean(s)}\t{_clean(r)}" for s, r in info.endpoints)), now)
             for trace_id, info in traces.items()
         ))
+        return tkeys
 
 
 def _merge(into: dict[str, TraceInfo], trace_id: str, info: TraceInfo) -> None:

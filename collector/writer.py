@@ -1,18 +1,21 @@
-"""The collector's single writer thread: a bounded queue and group commit.
+"""The collector's one working thread: a bounded queue of request bodies, conversion, group commit.
 
-Receivers (HTTP and gRPC handler threads) convert a request, ``submit`` its
-batch and wait on the returned ``Ticket`` until the batch is committed; only
-then do they answer 200. The writer takes every batch queued (up to
-``max_group`` items), stores them in one transaction, then wakes their
-submitters: many concurrent requests share one fsync.
+Receivers (HTTP and gRPC handler threads) only read bodies: they ``submit``
+the serialized OTLP request and wait on the returned ``Ticket``; only when it
+is committed do they answer 200. This thread takes every body queued (up to
+``max_group_bytes``), converts them (``convert.Converter``), stores them all
+in one transaction and wakes their submitters: many concurrent requests share
+one fsync. All CPU work happens in this one thread on purpose: with the GIL,
+conversion in the handler threads ran no faster and cost more CPU, because
+every SQLite call releases the GIL and the threads handed it back and forth.
 
 Backpressure: ``submit`` returns None when the queue already holds
-``max_queued`` items (spans plus metric points), and the receiver answers 429
-/ RESOURCE_EXHAUSTED with a retry delay; memory stays bounded whatever the
+``max_queued_bytes`` of bodies, and the receiver answers 429 /
+RESOURCE_EXHAUSTED with a retry delay; memory stays bounded whatever the
 clients do. A store that cannot be written for a while (locked by another
-program, disk full) keeps the batches queued and retries with backoff; their
-submitters time out and answer 503 (the spans are stored later, and a client's
-retry is harmless: the store ignores spans it already has).
+program, disk full) keeps the bodies queued and retries with backoff; their
+submitters time out and answer 503 (the spans are stored later, and a
+client's retry is harmless: the store ignores spans it already has).
 
 Retention runs in this thread too, one small transaction at a time between
 groups, so it never stalls ingest for long.
@@ -26,39 +29,50 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from takealook.collector.convert import Converted, Converter
 from takealook.collector.retention import Retention
-from takealook.collector.store import IngestBatch, SpanStore, WriteResult
+from takealook.collector.store import SpanStore
 
 log = logging.getLogger("takealook.collector")
 
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+TRACES, METRICS = "traces", "metrics"
 
 
 class Ticket:
-    """A submitted batch; ``wait`` until it is committed or failed."""
+    """A submitted request body; ``wait`` until it is committed, found invalid, or failed."""
 
-    __slots__ = ("batch", "size", "_done", "error", "result")
+    __slots__ = ("kind", "body", "size", "_done", "converted", "invalid", "error")
 
-    def __init__(self, batch: IngestBatch):
-        self.batch = batch
-        self.size = batch.size
+    def __init__(self, kind: str, body: bytes):
+        self.kind, self.body, self.size = kind, body, len(body)
         self._done = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.result: Optional[WriteResult] = None
+        self.converted: Optional[Converted] = None  # set once converted
+        self.invalid: Optional[str] = None  # why the body is not an OTLP request
+        self.error: Optional[BaseException] = None  # the store refused it
 
     def wait(self, timeout: float) -> bool:
-        """True once committed (or failed: check ``error``); False on timeout."""
+        """True once finished (check ``invalid`` and ``error``); False on timeout."""
         return self._done.wait(timeout)
 
-    def _finish(self, result: Optional[WriteResult], error: Optional[BaseException] = None) -> None:
-        self.result, self.error = result, error
+    def _finish(self) -> None:
+        self.body = b""  # the memory goes now, not when the submitter lets go
         self._done.set()
 
 
 @dataclass
 class WriterStats:
+    requests: int = 0
+    invalid_requests: int = 0
+    spans_received: int = 0
+    spans_rejected: int = 0
+    points_received: int = 0
+    points_ignored: int = 0
     spans_stored: int = 0
     spans_duplicate: int = 0
     points_stored: int = 0
@@ -69,15 +83,14 @@ class WriterStats:
 
 
 class Writer:
-    def __init__(self, store: SpanStore, max_queued: int = 65536, max_group: int = 32768,
-                 retention: Optional[Retention] = None,
-                 on_commit: Optional[Callable[[WriteResult], None]] = None):
+    def __init__(self, store: SpanStore, max_queued_bytes: int = 64 << 20, max_group_bytes: int = 8 << 20,
+                 retention: Optional[Retention] = None):
         self.store = store
-        self.max_queued = max_queued
-        self.max_group = max_group
+        self.max_queued_bytes = max_queued_bytes
+        self.max_group_bytes = max_group_bytes
         self.retention = retention
         self.stats = WriterStats()
-        self._on_commit = on_commit
+        self._converter = Converter()
         self._queue: deque[Ticket] = deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -86,7 +99,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="takealook-writer", daemon=True)
 
     @property
-    def queued(self) -> int:
+    def queued_bytes(self) -> int:
         return self._queued
 
     @property
@@ -96,14 +109,14 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, batch: IngestBatch) -> Optional[Ticket]:
-        """Queue ``batch``; None when the queue is full or the writer is stopping."""
-        ticket = Ticket(batch)
+    def submit(self, kind: str, body: bytes) -> Optional[Ticket]:
+        """Queue a serialized Export*ServiceRequest; None when the queue is full or the writer is stopping."""
+        ticket = Ticket(kind, body)
         with self._cond:
             if self._stopping:
                 return None
-            # A batch larger than the whole queue is still taken when the queue is empty.
-            if self._queued and self._queued + ticket.size > self.max_queued:
+            # A body larger than the whole queue is still taken when the queue is empty.
+            if self._queued and self._queued + ticket.size > self.max_queued_bytes:
                 return None
             self._queue.append(ticket)
             self._queued += ticket.size
@@ -111,7 +124,7 @@ class Writer:
         return ticket
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Refuse new batches, commit the queued ones (for up to ``timeout`` s), close the store."""
+        """Refuse new bodies, commit the queued ones (for up to ``timeout`` s), close the store."""
         with self._cond:
             self._stopping = True
             self._deadline = time.monotonic() + timeout
@@ -131,22 +144,32 @@ class Writer:
             if not group:
                 self._retention_step()
                 continue
+            valid = self._convert(group)
+            if not valid:
+                self._finish(group, None)
+                continue
             try:
-                result = self.store.write([t.batch for t in group])
+                result = self.store.write([t.converted.batch for t in valid])
             except sqlite3.OperationalError as error:  # locked, busy, disk full: try again
                 self._note_error(error)
                 if self._give_up():
-                    self._fail(group, error)
+                    self._finish(group, error)
                 else:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             except Exception as error:  # a batch the store refuses: do not wedge the queue on it
                 self._note_error(error)
-                self._fail(group, error)
+                self._finish(group, error)
                 continue
             backoff = _BACKOFF_MIN
-            self._done(group, result)
+            stats = self.stats
+            stats.spans_stored += result.spans_new
+            stats.spans_duplicate += result.spans_duplicate
+            stats.points_stored += result.points_new
+            stats.commits += 1
+            stats.last_error = ""
+            self._finish(group, None)
             self._retention_step()
 
     def _next_group(self) -> Optional[list[Ticket]]:
@@ -158,36 +181,46 @@ class Writer:
                 return None if self._stopping else []
             group, size = [], 0
             for ticket in self._queue:
-                if group and size + ticket.size > self.max_group:
+                if group and size + ticket.size > self.max_group_bytes:
                     break
                 group.append(ticket)
                 size += ticket.size
             return group
 
-    def _done(self, group: list[Ticket], result: WriteResult) -> None:
-        with self._cond:
-            for _ in group:
-                self._queue.popleft()
-            self._queued -= sum(t.size for t in group)
+    def _convert(self, group: list[Ticket]) -> list[Ticket]:
+        """Convert the group's bodies not yet converted (a retried group keeps its conversions)."""
         stats = self.stats
-        stats.spans_stored += result.spans_new
-        stats.spans_duplicate += result.spans_duplicate
-        stats.points_stored += result.points_new
-        stats.commits += 1
-        stats.last_error = ""
         for ticket in group:
-            ticket._finish(result)
-        if self._on_commit:
-            self._on_commit(result)
+            if ticket.converted is not None or ticket.invalid is not None:
+                continue
+            stats.requests += 1
+            try:
+                if ticket.kind == TRACES:
+                    converted = self._converter.traces(ticket.body)
+                    stats.spans_received += len(converted.batch.spans) + converted.rejected
+                    stats.spans_rejected += converted.rejected
+                else:
+                    converted = self._converter.metrics(ExportMetricsServiceRequest.FromString(ticket.body))
+                    stats.points_received += len(converted.batch.metrics) + converted.rejected
+                    stats.points_ignored += converted.ignored
+            except DecodeError:
+                stats.invalid_requests += 1
+                ticket.invalid = f"body is not a valid OTLP {ticket.kind} protobuf message"
+                continue
+            ticket.converted = converted
+        return [t for t in group if t.converted is not None]
 
-    def _fail(self, group: list[Ticket], error: BaseException) -> None:
+    def _finish(self, group: list[Ticket], error: Optional[BaseException]) -> None:
         with self._cond:
             for _ in group:
                 self._queue.popleft()
             self._queued -= sum(t.size for t in group)
-        self.stats.failed_writes += 1
+        if error is not None:
+            self.stats.failed_writes += 1
         for ticket in group:
-            ticket._finish(None, error)
+            if ticket.invalid is None:
+                ticket.error = error
+            ticket._finish()
 
     def _note_error(self, error: BaseException) -> None:
         message = f"cannot write the span store {self.store.path}: {error}"
@@ -205,4 +238,3 @@ class Writer:
             self.stats.traces_expired += self.retention.step(self.store)
         except sqlite3.Error as error:
             self._note_error(error)
-

@@ -108,7 +108,7 @@ def _wait(collector, stop: threading.Event, show_status: bool) -> None:
         rate = (status["spans_stored"] - last_stored) / max(now - last_time, 1e-6)
         last_time, last_stored = now, status["spans_stored"]
         line = (f"{rate:,.0f} spans/s · {status['spans_stored']:,} stored · {status['spans_rejected']:,} rejected"
-                f" · {status['refused_busy']:,} refused (busy) · {status['queued']:,} queued")
+                f" · {status['refused_busy']:,} requests refused (busy)")
         if status["store_error"]:
             line += f" · {status['store_error']}"
         sys.stderr.write("\r\x1b[K" + line)
