@@ -50,8 +50,8 @@ _ZERO_SPAN = bytes(8)
 _MAX_PROBLEMS = 3  # problems named in the partial-success message
 _CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot sets come back at once)
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_dumps_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True,
                                  allow_nan=False).encode
 
 
