@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from takealook.collector import open_store
 from tests.collector.conftest import JSON, PROTOBUF, post, raw_request, sdk_spans, start_collector
+from tests.conftest import wait_for
 
 
 def _hex(number: int, width: int) -> str:
@@ -180,3 +181,41 @@ def test_status_page_and_unknown_paths(collector):
     assert post(collector.http_url, "/v1/traces", b"x", method="PUT")[0] == 405
     gz = gzip.compress(raw_request(20, seed=9).SerializeToString())
     assert post(collector.http_url, "/v1/traces", gz, {**PROTOBUF, "Content-Encoding": "gzip"})[0] == 200
+
+
+def test_retention_runs_in_a_live_collector(tmp_path):
+    import time
+
+    collector = start_collector(tmp_path, grpc=None, retain_s=3600.0, retention_interval_s=0.05)
+    try:
+        old = raw_request(60, seed=31)  # 2023: older than an hour
+        recent = raw_request(40, seed=32)
+        now = time.time_ns()
+        for span in recent.resource_spans[0].scope_spans[0].spans:
+            span.start_time_unix_nano, span.end_time_unix_nano = now, now + 1000
+        for request in (old, recent):
+            assert post(collector.http_url, "/v1/traces", request.SerializeToString(), PROTOBUF)[0] == 200
+        wait_for(lambda: collector.status()["traces_expired"] >= 3, timeout=10, message="old traces expired")
+    finally:
+        collector.stop()
+    with open_store(collector.settings.store) as store:
+        assert (store.summary().traces, store.summary().spans) == (2, 40)
+
+
+def test_an_open_reader_does_not_hold_up_the_collector(collector):
+    import sqlite3
+    import time
+
+    assert post(collector.http_url, "/v1/traces", raw_request(20, seed=33).SerializeToString(), PROTOBUF)[0] == 200
+    reader = sqlite3.connect(f"file:{collector.settings.store}?mode=ro", uri=True, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 20  # a snapshot, held open
+        started = time.monotonic()
+        status, _, _ = post(collector.http_url, "/v1/traces", raw_request(20, seed=34).SerializeToString(), PROTOBUF)
+        assert status == 200 and time.monotonic() - started < 3
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 20  # still its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 40
+    finally:
+        reader.close()

@@ -116,6 +116,19 @@ def test_paging_returns_every_trace_once(tmp_path):
             assert sum(len(t) for t in traces) == 2000
 
 
+def test_paging_with_equal_start_times(tmp_path):
+    request = raw_request(600, seed=6)
+    for span in request.resource_spans[0].scope_spans[0].spans:  # every trace starts at the same instant
+        span.end_time_unix_nano -= span.start_time_unix_nano - 1_700_000_000_000_000_000
+        span.start_time_unix_nano = 1_700_000_000_000_000_000
+    store = SpanStore(tmp_path / "spans.db")
+    store.write([Converter().traces(request.SerializeToString()).batch])
+    store.close()
+    with open_store(tmp_path / "spans.db") as reader:
+        traces = list(reader.iter_traces(batch=7, since_ns=1_700_000_000_000_000_000))
+    assert len(traces) == 30 and len({t[0].trace_id for t in traces}) == 30
+
+
 def test_missing_empty_foreign_and_newer_stores_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="no span store at .*takealook collect"):
         open_store(tmp_path / "nope.db")
