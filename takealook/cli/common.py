@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -88,6 +89,13 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as error:
         raise MissingExtra(extra, module) from error
+
+
+def require_installed(module: str, extra: str) -> None:
+    """Like ``require`` without importing: for modules that must not be imported here (locust
+    monkey-patches the whole process with gevent) or are only used by subprocesses."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(extra, module)
 
 
 def not_implemented(name: str) -> Callable[[argparse.Namespace], int]:

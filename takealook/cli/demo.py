@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,12 +39,22 @@ def parse_duration(text: str) -> int:
     return value
 
 
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and a plain `kill` both stop the demo and everything it started (a process started in
+    the background by a shell inherits SIGINT ignored; the demo must still stop on it)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run(args) -> int:
-    from takealook.cli.common import require
+    from takealook.cli.common import require_installed
 
     for module, extra in (("flask", "demo"), ("django", "demo"), ("gunicorn", "demo"), ("locust", "load"),
                           ("pglast", "audit")):
-        require(module, extra)
+        require_installed(module, extra)
     from takealook.demo.run import DemoOptions, run_demo
     from takealook.report import combined, combined_doc, render
 
@@ -51,6 +62,7 @@ def run(args) -> int:
                           keep_running=args.keep_running, workdir=Path(args.workdir) if args.workdir else None)
     if options.rate <= 0:
         raise UsageError("--rate must be a positive number of requests per second")
+    _interrupt_on_signals()
     result = run_demo(options, lambda line: print(line, file=sys.stderr, flush=True))
     report = combined.build(result.traces, result.audit, result.comparison, applied_index=result.applied_index)
     fmt = {".md": "md", ".txt": "text", ".json": "json"}.get(Path(args.output).suffix.lower(), "html")

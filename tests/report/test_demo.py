@@ -99,3 +99,42 @@ def test_demo_command_bad_input():
     assert out.returncode == 2 and "--duration must be a time such as 30s" in out.stderr
     out = subprocess.run([script("takealook"), "demo", "--rate", "0"], capture_output=True, text=True)
     assert out.returncode == 2 and "--rate must be a positive number" in out.stderr
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+    import os
+    import signal
+    import time
+
+    workdir = tmp_path / "work"
+    proc = subprocess.Popen([script("takealook"), "demo", "--duration", "30s", "--workdir", str(workdir),
+                             "-o", str(tmp_path / "r.html")], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # bounded by the demo's own steps and the deadline
+        seen.append(line)
+        if line.startswith("[5/8]") or time.monotonic() > deadline:
+            break
+    assert any(line.startswith("[5/8]") for line in seen), "".join(seen)
+    time.sleep(2)  # inside the load test: Locust, three apps, their helpers, the collector, PostgreSQL
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(90) == 130, rest
+    assert "takealook: interrupted" in rest and "Traceback" not in rest
+
+    def ours():
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if str(workdir) in cmdline or cwd.startswith(str(workdir)):
+                found.append(cmdline)
+        return found
+
+    from tests.conftest import wait_for
+
+    wait_for(lambda: ours() == [], 20, message="no process of the demo left")
