@@ -21,13 +21,16 @@ are sampled); points of other metric types are counted in ``ignored``.
 Speed: spans are decoded with the wire-compatible types of ``lite.py``, which
 leave attributes serialized; each distinct attribute set is decoded, mapped
 (semantic conventions, SQL fingerprint) and JSON-encoded once, then reused
-from a bounded cache. A converter is safe to share between threads.
+from a bounded cache (and each distinct attribute once, for the sets that
+differ in one value, like a URL path). The collector uses one converter, from
+its writer thread.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -50,6 +53,9 @@ _ZERO_SPAN = bytes(8)
 _MAX_PROBLEMS = 3  # problems named in the partial-success message
 _CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot sets come back at once)
 
+# Attribute sets get ids unique in this process, whatever converter made them:
+# a SpanStore remembers which row each id went to (see store.IngestBatch).
+_set_ids = itertools.count(1)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True,
                                  allow_nan=False).encode
@@ -117,9 +123,9 @@ class Converter:
     """Turns OTLP requests into ``IngestBatch``es, caching decoded attribute sets."""
 
     def __init__(self):
-        # (kind, serialized attributes...) -> (digest, attrsets row after the digest, values cut)
-        self._sets: dict[tuple, tuple[str, tuple, int]] = {}
-        self._pairs: dict[bytes, tuple[str, Any, int]] = {}  # serialized KeyValue -> (key, value, cut)
+        # (kind, serialized attributes...) -> (set id, attrsets row after the id, values cut)
+        self._sets: dict[tuple, tuple[int, tuple, int]] = {}
+        self._pairs: dict[bytes, tuple[str, Any, int, str]] = {}  # serialized KeyValue -> see _pair
         self._resources: dict[bytes, tuple[str, str, str]] = {}  # -> (service, digest, JSON)
         self._scopes: dict[bytes, str] = {}
 
@@ -154,8 +160,8 @@ class Converter:
             cached = sets.get(key)
             if cached is None:
                 cached = attribute_set(key)
-            digest_attrs, row_rest, cut = cached
-            new_set(digest_attrs, row_rest)
+            set_id, row_rest, cut = cached
+            new_set(set_id, row_rest)
             if cut:
                 out.truncated += cut
             status = span.status
@@ -163,7 +169,7 @@ class Converter:
             events, links = span.events, span.links
             trace_hex = trace_id.hex()
             append([trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
-                    kind, start, end - start, code, message, digest_attrs, digest, scope,
+                    kind, start, end - start, code, message, set_id, digest, scope,
                     self._events(events, out) if events else "", self._links(links, out) if links else ""])
             info = traces.get(trace_hex)
             if info is None:
@@ -177,29 +183,37 @@ class Converter:
             if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
                 info.endpoints.add((service, row_rest[2]))
 
-    def _attribute_set(self, key: tuple) -> tuple[str, tuple, int]:
-        """(digest, attrsets row after the digest, values cut) of one (kind, attributes...) key."""
+    def _attribute_set(self, key: tuple) -> tuple[int, tuple, int]:
+        """(set id, attrsets row after the id, values cut) of one (kind, attributes...) key."""
         attrs: dict[str, Any] = {}
+        fragments = []
         cut = 0
         for raw in key[1:]:
             pair = self._pairs.get(raw)
             if pair is None:
-                values = _Values()
-                kv = KeyValue.FromString(raw)
-                pair = (kv.key, values.value(kv.value), values.truncated)
-                if len(self._pairs) >= _CACHE_LIMIT:
-                    self._pairs.clear()
-                self._pairs[raw] = pair
+                pair = self._pair(raw)
             attrs[pair[0]] = pair[1]
+            fragments.append(pair[3])
             cut += pair[2]
-        text = _dumps(attrs)
-        # The kind is part of the digest: server_address is derived for client spans only.
-        digest = hashlib.blake2b(f"{key[0]}\x00{text}".encode("utf-8"), digest_size=12).hexdigest()
-        entry = (digest, (text, *typed_fields(attrs, key[0])), cut)
+        # The JSON object from the cached "key":value fragments, unless a key repeats.
+        text = "{" + ",".join(fragments) + "}" if len(attrs) == len(fragments) else _dumps(attrs)
+        # The kind is part of the key: server_address is derived for client spans only.
+        entry = (next(_set_ids), (text, *typed_fields(attrs, key[0])), cut)
         if len(self._sets) >= _CACHE_LIMIT:
             self._sets.clear()
         self._sets[key] = entry
         return entry
+
+    def _pair(self, raw: bytes) -> tuple[str, Any, int, str]:
+        """(key, value, values cut, JSON fragment) of a serialized KeyValue, cached."""
+        values = _Values()
+        kv = KeyValue.FromString(raw)
+        value = values.value(kv.value)
+        pair = (kv.key, value, values.truncated, f"{_dumps(kv.key)}:{_dumps(value)}")
+        if len(self._pairs) >= _CACHE_LIMIT:
+            self._pairs.clear()
+        self._pairs[raw] = pair
+        return pair
 
     @staticmethod
     def _status(raw: bytes) -> tuple[int, str]:

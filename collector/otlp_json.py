@@ -1,12 +1,12 @@
 """OTLP's JSON encoding (OTLP/HTTP JSON, the Collector's file exporter) into protobuf.
 
-OTLP JSON is the protobuf JSON mapping with three differences the standard
-parser does not know: trace and span ids are hex strings, not base64; enum
-fields may be numbers (the parser accepts both); keys are lowerCamelCase (it
-accepts both spellings). So ids are rewritten from hex to base64 first, then
-``google.protobuf.json_format`` does the strict work: wrong types (a string
-where an object belongs, text in a nanosecond field) raise ``BadRequest``.
-Unknown fields are ignored, as the OTLP spec asks of receivers.
+Trace requests go through ``otlp_json_traces.build_traces`` (fast, strict).
+Metric requests, fewer and smaller, go through the generic
+``google.protobuf.json_format``: OTLP JSON is the protobuf JSON mapping except
+that trace and span ids (in exemplars) are hex strings, not base64, so those
+are rewritten first; wrong types (a string where an object belongs, text in a
+nanosecond field) raise ``BadRequest``. Unknown fields are ignored, as the
+OTLP spec asks of receivers.
 
 A malformed id (not hex) becomes empty, so that span is rejected on its own
 in the partial-success answer rather than failing the whole request.
@@ -23,9 +23,9 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from takealook.collector.otlp_json_traces import BadRequest, build_traces
 
-class BadRequest(ValueError):
-    """The body is not a valid OTLP request; the message says why (one line)."""
+__all__ = ["BadRequest", "parse_metrics", "parse_traces", "metrics_from_document", "traces_from_document"]
 
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
@@ -40,13 +40,11 @@ def parse_metrics(body: bytes | str) -> ExportMetricsServiceRequest:
 
 
 def traces_from_document(document: dict) -> ExportTraceServiceRequest:
-    """An already-parsed JSON object (modified in place: ids become base64)."""
-    for span_holder in _walk(document, ("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"),
-                             ("spans",)):
-        _hex_ids(span_holder)
-        for link in _list(span_holder, ("links",)):
-            _hex_ids(link)
-    return _parse(document, ExportTraceServiceRequest())
+    """An already-parsed JSON object (see ``otlp_json_traces``)."""
+    try:
+        return build_traces(document)
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
 
 
 def metrics_from_document(document: dict) -> ExportMetricsServiceRequest:

@@ -54,7 +54,7 @@ SPAN_COLUMNS = (
     "status", "status_message", "attrs_id", "resource_id", "scope_id", "events", "links",
 )
 ATTRSET_COLUMNS = (
-    "digest", "attributes", "http_method", "http_route", "http_status", "url_path", "url_full",
+    "id", "attributes", "http_method", "http_route", "http_status", "url_path", "url_full",
     "server_address", "db_system", "db_name", "db_statement", "db_fingerprint",
 )
 # What readers select: span rows without a join (readers cache attribute sets,
@@ -80,7 +80,6 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE TABLE IF NOT EXISTS attrsets (
     id              INTEGER PRIMARY KEY,
-    digest          TEXT NOT NULL,
     attributes      TEXT NOT NULL,
     http_method     TEXT,
     http_route      TEXT,

@@ -29,7 +29,7 @@ from takealook.collector.schema import ATTRSET_COLUMNS, METRIC_COLUMNS, SPAN_COL
 ATTRS_INDEX = SPAN_COLUMNS.index("attrs_id")
 RESOURCE_INDEX = SPAN_COLUMNS.index("resource_id")
 SCOPE_INDEX = SPAN_COLUMNS.index("scope_id")
-ATTRSET_CACHE = 100_000  # attribute-set digests remembered by the writer
+ATTRSET_CACHE = 100_000  # attribute-set ids remembered by the writer
 METRIC_RESOURCE_INDEX = METRIC_COLUMNS.index("resource_id")
 
 
@@ -49,15 +49,17 @@ class IngestBatch:
 
     ``spans`` rows follow ``schema.SPAN_COLUMNS`` ('' for NULL in
     ``NULLABLE_SPAN_COLUMNS``) with the trace id (hex) in the tkey column, the
-    *digests* of their attribute set and resource in the attrs_id and
-    resource_id columns and the scope *name* in scope_id; ``attrsets`` maps digest -> the rest
-    of an ``attrsets`` row (``schema.ATTRSET_COLUMNS`` after digest).
+    converter's *set id* of their attribute set in attrs_id, the resource
+    *digest* in resource_id and the scope *name* in scope_id; ``attrsets`` maps
+    set id -> the rest of an ``attrsets`` row (``schema.ATTRSET_COLUMNS`` after
+    id). Set ids are unique in the process, so the store inserts each set once
+    and reuses its row.
     ``metrics`` rows follow ``schema.METRIC_COLUMNS``, with the resource digest
     in resource_id; ``resources`` maps digest -> (service, attributes JSON).
     """
 
     spans: list[list] = field(default_factory=list)
-    attrsets: dict[str, tuple] = field(default_factory=dict)
+    attrsets: dict[int, tuple] = field(default_factory=dict)
     traces: dict[str, TraceInfo] = field(default_factory=dict)
     metrics: list[list] = field(default_factory=list)
     resources: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -82,8 +84,8 @@ _INSERT_SPAN = (f"INSERT OR IGNORE INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES
                 f"({', '.join('NULLIF(?, %s)' % repr('') if c in NULLABLE_SPAN_COLUMNS else '?' for c in SPAN_COLUMNS)})")
 _INSERT_SCOPE = "INSERT OR IGNORE INTO scopes (name) VALUES (?)"
 _SCOPE_ID = "SELECT id FROM scopes WHERE name = ?"
-_INSERT_ATTRSET = (f"INSERT INTO attrsets (id, {', '.join(ATTRSET_COLUMNS)}) "
-                   f"VALUES (?, {', '.join('?' * len(ATTRSET_COLUMNS))})")
+_INSERT_ATTRSET = (f"INSERT INTO attrsets ({', '.join(ATTRSET_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(ATTRSET_COLUMNS))})")
 _INSERT_POINT = (f"INSERT OR IGNORE INTO metric_points ({', '.join(METRIC_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})")
 _INSERT_RESOURCE = "INSERT OR IGNORE INTO resources (digest, service, attributes) VALUES (?, ?, ?)"
@@ -108,7 +110,7 @@ class SpanStore:
         self.conn: sqlite3.Connection = connect_writer(self.path, synchronous)
         self._resource_ids: dict[str, int] = {}
         self._scope_ids: dict[str, int] = {}
-        self._attrset_ids: dict[str, int] = {}  # bounded: cleared at ATTRSET_CACHE entries
+        self._attrset_ids: dict[int, int] = {}  # converter's set id -> row id; cleared at ATTRSET_CACHE
 
     def close(self) -> None:
         try:
@@ -189,7 +191,7 @@ class SpanStore:
         number = self._scope_ids[name] = self.conn.execute(_SCOPE_ID, (name,)).fetchone()[0]
         return number
 
-    def _resolve_attrsets(self, batches: Sequence[IngestBatch]) -> dict[str, int]:
+    def _resolve_attrsets(self, batches: Sequence[IngestBatch]) -> dict[int, int]:
         """Row ids of the batches' attribute sets, inserting the ones this writer has not stored."""
         ids = self._attrset_ids
         if len(ids) > ATTRSET_CACHE:
@@ -197,14 +199,14 @@ class SpanStore:
         rows = []
         next_id = None
         for batch in batches:
-            for digest, rest in batch.attrsets.items():
-                if digest not in ids:
+            for set_id, rest in batch.attrsets.items():
+                if set_id not in ids:
                     if next_id is None:
                         # We hold the write lock, so numbering new rows ourselves
                         # is safe and lets one executemany insert them all.
                         next_id = (self.conn.execute(_MAX_ATTRSET).fetchone()[0] or 0) + 1
-                    ids[digest] = next_id
-                    rows.append((next_id, digest, *rest))
+                    ids[set_id] = next_id
+                    rows.append((next_id, *rest))
                     next_id += 1
         if rows:
             self.conn.executemany(_INSERT_ATTRSET, rows)
