@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                         help="require 'Authorization: Bearer TOKEN' (default: $TAKEALOOK_COLLECTOR_TOKEN)")
     parser.add_argument("--retain", metavar="DURATION", help="drop traces older than this, e.g. 7d or 12h")
     parser.add_argument("--max-size", metavar="SIZE", help="drop the oldest traces beyond this size, e.g. 2GB")
-    parser.add_argument("--quiet", action="store_true", help="no status line")
+    parser.add_argument("--quiet", action="store_true", help="no status line and no summary at the end")
     parser.set_defaults(run=run)
 
 

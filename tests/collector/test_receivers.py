@@ -219,3 +219,23 @@ def test_an_open_reader_does_not_hold_up_the_collector(collector):
         assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 40
     finally:
         reader.close()
+
+
+def test_metrics_as_otlp_json(collector):
+    body = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name",
+                                                              "value": {"stringValue": "frontend"}}]},
+             "scopeMetrics": [{"metrics": [{"name": "http.server.request.duration", "unit": "s", "histogram": {
+                 "aggregationTemporality": 1, "dataPoints": [{
+                     "startTimeUnixNano": "1700000000000000000", "timeUnixNano": "1700000060000000000",
+                     "count": "4", "sum": 1.25, "explicitBounds": [0.1, 1], "bucketCounts": ["1", "2", "1"],
+                     "attributes": [{"key": "http.route", "value": {"stringValue": "/cart"}}],
+                     "exemplars": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                                    "asDouble": 0.5, "timeUnixNano": "1700000001000000000"}]}]}}]}]}]}
+    status, _, answer = post(collector.http_url, "/v1/metrics", json.dumps(body).encode(), JSON)
+    assert status == 200 and json.loads(answer) == {}
+    with open_store(collector.settings.store) as store:
+        (point,) = store.metric_points()
+    assert (point.service, point.temporality, point.count, point.sum, point.bucket_counts, point.http_route) == (
+        "frontend", "delta", 4, 1.25, (1, 2, 1), "/cart")
+    bad = json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": 5}]}]}]}).encode()
+    assert post(collector.http_url, "/v1/metrics", bad, JSON)[0] == 400
