@@ -32,7 +32,7 @@ from typing import Iterator, Optional
 
 from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, new_span
 from takealook.collector.schema import (
-    ATTRSET_SELECT, METRIC_COLUMNS, SCHEMA_VERSION, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
+    ATTRSET_SELECT, METRIC_COLUMNS, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
     connect_reader,
 )
 from takealook.errors import InputError
@@ -123,7 +123,8 @@ class StoreReader:
         services = tuple(r[0] for r in q("SELECT DISTINCT service FROM resources ORDER BY service"))
         start, end = q("SELECT min(start_ns), max(end_ns) FROM traces").fetchone()
         size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        return StoreSummary(str(self.path), SCHEMA_VERSION, spans, traces, points, services, start, end, size)
+        version = q("PRAGMA user_version").fetchone()[0]
+        return StoreSummary(str(self.path), version, spans, traces, points, services, start, end, size)
 
     def services(self) -> list[str]:
         """Every service that sent spans or metric points."""
