@@ -171,6 +171,9 @@ def connect_writer(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the trace-id index hot
+        # After a checkpoint the WAL file is cut back to this, so it does not
+        # keep the size of its busiest minute.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.Error as error:
         raise InputError(f"cannot write the span store {path}: {error}; pick another --store") from error
