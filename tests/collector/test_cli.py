@@ -82,6 +82,16 @@ def test_acknowledged_spans_survive_kill_9(tmp_path):
         proc.stderr.close()
     with open_store(tmp_path / "spans.db") as store:
         assert store.summary().spans == acknowledged
+    # Restarted on the same store: it opens cleanly and keeps adding.
+    proc, url, _ = _start(tmp_path, "--quiet")
+    try:
+        answer = requests.post(url + "/v1/traces", data=raw_request(20, seed=99).SerializeToString(),
+                               headers=PROTOBUF, timeout=30)
+        assert answer.status_code == 200
+    finally:
+        _stop(proc)
+    with open_store(tmp_path / "spans.db") as store:
+        assert store.summary().spans == acknowledged + 20
 
 
 def _run(*args, cwd=None):
