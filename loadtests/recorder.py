@@ -148,6 +148,7 @@ class Recorder:
         options_duration = float(getattr(options, "takealook_duration", 0) or 0)
         self.window = float(getattr(options, "takealook_warmup", 0) or 0) + options_duration
         self._greenlets: list = []
+        self.closed = False
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.writer = SampleWriter(self.folder / SAMPLES_FILE)
@@ -182,6 +183,8 @@ class Recorder:
         self.add_rows([row])
 
     def add_rows(self, rows: list[tuple]) -> None:
+        if self.closed:
+            return  # a request finishing after Locust began quitting: its run is already written
         if self.is_worker:
             self.buffer.extend(rows)
             return
@@ -257,6 +260,9 @@ class Recorder:
             self.writer.flush()
 
     def on_quitting(self, **_ignored) -> None:
+        # On Ctrl-C Locust may quit without test_stopping: stop the open model's scheduling here too.
+        for hook in self.before_flush:
+            hook()
         for greenlet in self._greenlets:
             greenlet.kill(block=False)
         if self.is_worker:
@@ -265,6 +271,7 @@ class Recorder:
         if self.writer is None:
             return
         self.writer.close()
+        self.closed = True
         lost = sum(max(0, self.announced[w] - self.received.get(w, 0)) for w in self.announced)
         self._update_recording({
             "samples": self.writer.count,

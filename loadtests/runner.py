@@ -162,7 +162,7 @@ def run_load(request: RunRequest, progress: Optional[Callable[[dict], None]] = N
             _wait(proc, folder, limit, progress)
         except KeyboardInterrupt:
             interrupted = True
-            _stop(proc, signal.SIGINT, 20.0)
+            _stop(proc, signal.SIGINT, 5.0)
     recording = _read_json(folder / "recording.json")
     meta.update({k: v for k, v in recording.items() if k != "pid"})
     meta["exit_code"] = proc.returncode
@@ -201,14 +201,17 @@ def _wait(proc: subprocess.Popen, folder: Path, limit: float, progress) -> None:
 
 
 def _stop(proc: subprocess.Popen, sig: int, wait: float) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=wait)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """``sig``, then SIGTERM (Locust's graceful quit), then SIGKILL, each given ``wait`` seconds."""
+    for next_signal in (sig, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, next_signal)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
 
 
 def _startup_failure(request: RunRequest, folder: Path, code) -> TakealookError:

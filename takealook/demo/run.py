@@ -156,28 +156,43 @@ def _start_apps(collector_url: str, result: DemoResult, stack: ExitStack) -> Non
     })
     modules = {"gateway": "takealook.demo.apps.gateway:app", "orders": "takealook.demo.apps.orders.wsgi:application",
                "inventory": "takealook.demo.apps.inventory:app"}
+    procs: list[subprocess.Popen] = []
+    stack.callback(_stop_processes, procs)
     for name, module in modules.items():
         log = open(result.workdir / f"{name}.log", "w")
         stack.callback(log.close)
         argv = [str(BIN / "takealook-run"), "--service", name, str(BIN / "gunicorn"), "-w", "2",
-                "--threads", "4", "-b", f"127.0.0.1:{ports[name]}", "--access-logfile", "-", module]
-        proc = subprocess.Popen(argv, env=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=result.workdir)
-        stack.callback(_stop_process, proc)
+                "--threads", "4", "--graceful-timeout", "5", "-b", f"127.0.0.1:{ports[name]}",
+                "--access-logfile", "-", module]
+        procs.append(subprocess.Popen(argv, env=base, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=result.workdir))
     for name, port in ports.items():
         _wait_port(port, result.workdir / f"{name}.log")
 
 
-def _stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+def _stop_processes(procs: list) -> None:
+    """SIGTERM to every app's process group at once, then wait (bounded), then SIGKILL what is left."""
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        _signal_group(proc, signal.SIGKILL)  # the group: workers and export helpers too
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait_port(port: int, log: Path, timeout: float = 60.0) -> None:
