@@ -179,6 +179,14 @@ class LeanSpan(trace.Span):
             event.update(attributes)
         self.add_event("exception", event, timestamp)
 
+    def fail(self, error: BaseException, overwrite_type: bool = True) -> None:
+        """Marks the span failed by ``error``: an exception event, ERROR status, ``error.type``."""
+        self.record_exception(error)
+        self.status_code = STATUS_ERROR
+        self.status_text = f"{type(error).__name__}: {error}"[:512]
+        if overwrite_type or "error.type" not in self.attributes:
+            self.attributes["error.type"] = type(error).__qualname__
+
     def end(self, end_time: Optional[int] = None) -> None:
         if self.end_ns:
             return

@@ -34,7 +34,7 @@ from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.sqlscrub import scrub
-from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+from takealook.agent.tracer import LeanSpan
 
 log = logging.getLogger("takealook.agent")
 
@@ -88,10 +88,7 @@ def _start(query, conninfo_of, cursor):
 
 def _end(span, error) -> None:
     if error is not None:
-        span.record_exception(error)
-        span.status_code = STATUS_ERROR
-        span.status_text = f"{type(error).__name__}: {error}"[:512]
-        span.attributes["error.type"] = type(error).__qualname__
+        span.fail(error)
     span.end()
 
 

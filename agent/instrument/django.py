@@ -21,7 +21,7 @@ import sys
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
-from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+from takealook.agent.tracer import LeanSpan
 
 
 def install(agent) -> None:
@@ -68,10 +68,7 @@ def _on_exception(sender, request=None, **kwargs) -> None:
         error = sys.exc_info()[1]
         span = request.environ.get(wsgi.SPAN_KEY) if request is not None else None
         if error is not None and isinstance(span, LeanSpan):
-            span.record_exception(error)
-            span.status_code = STATUS_ERROR
-            span.status_text = f"{type(error).__name__}: {error}"[:512]
-            span.attributes.setdefault("error.type", type(error).__qualname__)
+            span.fail(error, overwrite_type=False)
     except Exception:
         pass
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
-from takealook.agent.tracer import STATUS_ERROR, LeanSpan
+from takealook.agent.tracer import LeanSpan
 
 
 def install(agent) -> None:
@@ -44,10 +44,7 @@ def _patch(module) -> None:
         try:
             span = request.environ.get(wsgi.SPAN_KEY)
             if isinstance(span, LeanSpan):
-                span.record_exception(e)
-                span.status_code = STATUS_ERROR
-                span.status_text = f"{type(e).__name__}: {e}"[:512]
-                span.attributes.setdefault("error.type", type(e).__qualname__)
+                span.fail(e, overwrite_type=False)
         except Exception:
             pass
         return original_handle_exception(self, e)

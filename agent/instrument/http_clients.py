@@ -87,10 +87,7 @@ def _finish(span, token, status, error) -> None:
             span.status_code = STATUS_ERROR
             span.attributes["error.type"] = str(status)
     if error is not None:
-        span.record_exception(error)
-        span.status_code = STATUS_ERROR
-        span.status_text = f"{type(error).__name__}: {error}"[:512]
-        span.attributes["error.type"] = type(error).__qualname__
+        span.fail(error)
     span.end()
 
 

@@ -126,10 +126,7 @@ def _finish(agent, span, code: int, environ, error) -> None:
         if agent.settings.old_http_names:
             attributes["http.status_code"] = code
     if error is not None:
-        span.record_exception(error)
-        span.status_code = STATUS_ERROR
-        span.status_text = f"{type(error).__name__}: {error}"[:512]
-        attributes.setdefault("error.type", type(error).__qualname__)
+        span.fail(error, overwrite_type=False)
     elif code >= 500:
         span.status_code = STATUS_ERROR
         attributes.setdefault("error.type", str(code))
