@@ -22,12 +22,16 @@ HTTP_METHOD = ("http.request.method", "http.method")
 HTTP_STATUS = ("http.response.status_code", "http.status_code")
 URL_PATH = ("url.path", "http.target")
 URL_FULL = ("url.full", "http.url")
+# The host called: on a client span the peer (old name net.peer.name); on a server span the
+# server's own host (old name net.host.name; net.peer.name there is the caller).
 SERVER_ADDRESS = ("server.address", "net.peer.name")
+SERVER_ADDRESS_OF_SERVER = ("server.address", "net.host.name")
 DB_SYSTEM = ("db.system.name", "db.system")
 DB_NAME = ("db.namespace", "db.name")
 DB_STATEMENT = ("db.query.text", "db.statement")
 HTTP_ROUTE = "http.route"
 
+KIND_SERVER = 2
 KIND_CLIENT = 3
 
 
@@ -100,7 +104,7 @@ def typed_fields(attrs: dict[str, Any], kind: int) -> tuple:
     full = _pick(attrs, URL_FULL)
     if full is not None:
         full = clean_url(full)
-    address = _pick(attrs, SERVER_ADDRESS)
+    address = _pick(attrs, SERVER_ADDRESS_OF_SERVER if kind == KIND_SERVER else SERVER_ADDRESS)
     if address is None and full is not None and kind == KIND_CLIENT:
         address = host_of(full)
     statement = _pick(attrs, DB_STATEMENT)
