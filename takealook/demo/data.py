@@ -2,8 +2,8 @@
 
 Sizes are chosen so the built-in problems show: the inventory's ``stock`` table
 has 300,000 rows and no index on ``sku`` (a sequential scan per lookup, tens of
-milliseconds), and the 200 busiest customers have 120 orders each, so the
-orders listing's N+1 makes 121 queries per page.
+milliseconds), and the 200 busiest customers have 250 orders each, so the
+orders listing's N+1 makes 251 queries per page.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ ANALYZE customers;
 ORDERS = """
 CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, placed_at timestamptz NOT NULL,
                      status text NOT NULL);
--- The 200 busiest customers have 120 orders each; the other 280,000 orders are spread thin.
+-- The 200 busiest customers have 250 orders each; the other 250,000 orders are spread thin.
 INSERT INTO orders
-SELECT i, CASE WHEN i <= 24000 THEN 1 + (i - 1) % 200 ELSE 201 + i % 19800 END,
+SELECT i, CASE WHEN i <= 50000 THEN 1 + (i - 1) % 200 ELSE 201 + i % 19800 END,
        now() - (i % 1000) * interval '1 hour', (ARRAY['paid', 'shipped', 'delivered'])[1 + i % 3]
 FROM generate_series(1, 300000) i;
 CREATE INDEX orders_customer_id ON orders (customer_id);

@@ -1,7 +1,7 @@
 """The demo's orders service (Django).
 
 Built-in problem: the orders listing reads each order's lines with one query
-per order (an N+1): a customer with 60 orders costs 61 round trips.
+per order (an N+1): a customer with 250 orders costs 251 round trips.
 """
 
 import math
