@@ -54,6 +54,7 @@ class Forwarder:
         self.dropped = 0
         self.failed = 0
         self._unreported = 0
+        self._last_reason = ""
         self._last_warning = float("-inf")
         self._span_exporter = None
         self._metric_exporter = None
@@ -76,6 +77,7 @@ class Forwarder:
             if self._queued + len(records) > self.max_queue:
                 self.dropped += len(records)
                 self._unreported += len(records)
+                self._last_reason = "export queue full"
                 self._warn()
                 return False
             self._spans.append((resource_bytes, records))
@@ -119,23 +121,23 @@ class Forwarder:
             return batch
 
     def _export_spans(self) -> None:
+        from takealook.agent.otlp import Poster, encode_request
+
         while True:
             batch = self._take()
             if not batch:
                 return
-            spans = [span for resource_bytes, records in batch
-                     for span in _readable_spans(self._resource(resource_bytes), records)]
             if self._span_exporter is None:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-                self._span_exporter = OTLPSpanExporter(endpoint=self.traces_endpoint)
-            from opentelemetry.sdk.trace.export import SpanExportResult
-
-            if self._span_exporter.export(spans) == SpanExportResult.SUCCESS:
-                self.exported += len(spans)
+                self._span_exporter = Poster(self.traces_endpoint)
+            count = sum(len(records) for _, records in batch)
+            body = encode_request([(self._resource_attributes(rb), records) for rb, records in batch])
+            delivered, reason = self._span_exporter.post(body)
+            if delivered:
+                self.exported += count
             else:
-                self.failed += len(spans)
-                self._unreported += len(spans)
+                self.failed += count
+                self._unreported += count
+                self._last_reason = reason
                 self._warn()
 
     def _export_metrics(self) -> None:
@@ -151,11 +153,10 @@ class Forwarder:
             self._metric_exporter = OTLPMetricExporter(endpoint=self.metrics_endpoint)
         self._metric_exporter.export(data)
 
-    def _resource(self, resource_bytes: bytes):
-        resource = self._resources.get(resource_bytes)
-        if resource is None:
-            from opentelemetry.sdk.resources import Resource
-
+    def _resource_attributes(self, resource_bytes: bytes) -> dict:
+        """The app's resource attributes plus the platform's (looked up once, here, off the app's path)."""
+        attributes = self._resources.get(resource_bytes)
+        if attributes is None:
             from takealook.agent.resource import ecs_attributes
 
             if self._platform is None:
@@ -163,15 +164,21 @@ class Forwarder:
             attributes = {**marshal.loads(resource_bytes), **self._platform}
             if len(self._resources) > 1000:  # many short-lived processes: keep the map bounded
                 self._resources.clear()
-            resource = self._resources[resource_bytes] = Resource(attributes)
-        return resource
+            self._resources[resource_bytes] = attributes
+        return attributes
+
+    def _resource(self, resource_bytes: bytes):
+        from opentelemetry.sdk.resources import Resource
+
+        return Resource(self._resource_attributes(resource_bytes))
 
     def _warn(self) -> None:
         now = time.monotonic()
         if now - self._last_warning >= WARN_EVERY_S and self._unreported:
             self._last_warning = now
-            log.warning("takealook: could not deliver %d spans to %s (collector down or slow?); "
-                        "the app is not affected", self._unreported, self.traces_endpoint)
+            log.warning("takealook: could not deliver %d spans to %s (%s: collector down or slow?); "
+                        "the app is not affected", self._unreported, self.traces_endpoint,
+                        self._last_reason or "queue full")
             self._unreported = 0
 
 
@@ -184,47 +191,6 @@ def _suppress_instrumentation() -> None:
     except AttributeError:  # pragma: no cover
         key = "suppress_instrumentation"
     context.attach(context.set_value(key, True))
-
-
-_KINDS = None
-
-
-def _readable_spans(resource, records):
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
-    from opentelemetry.trace.status import Status, StatusCode
-
-    global _KINDS
-    if _KINDS is None:
-        _KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER,
-                  5: SpanKind.CONSUMER}
-    statuses = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
-    sampled = TraceFlags(TraceFlags.SAMPLED)
-    scopes: dict = {}
-    out = []
-    for (trace_id, span_id, parent_id, parent_remote, name, kind, start, end, status, status_text, attributes,
-         events, links, state, scope_name, scope_version) in records:
-        trace_state = TraceState.from_header([state]) if state else None
-        scope = scopes.get((scope_name, scope_version))
-        if scope is None:
-            scope = scopes[(scope_name, scope_version)] = InstrumentationScope(scope_name, scope_version or None)
-        code = statuses.get(status, StatusCode.UNSET)
-        out.append(ReadableSpan(
-            name=name,
-            context=SpanContext(trace_id, span_id, False, sampled, trace_state),
-            parent=SpanContext(trace_id, parent_id, parent_remote, sampled) if parent_id else None,
-            resource=resource,
-            attributes=attributes,
-            events=[Event(n, a, t) for n, t, a in events or ()],
-            links=[Link(SpanContext(t, s, True, sampled), a) for t, s, a in links or ()],
-            kind=_KINDS.get(kind, SpanKind.INTERNAL),
-            status=Status(code, status_text or None) if code is StatusCode.ERROR else Status(code),
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=scope,
-        ))
-    return out
 
 
 def _metrics_data(items):

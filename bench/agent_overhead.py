@@ -9,7 +9,9 @@ flask/requests/psycopg2 instrumentations, OTLP/HTTP export) and under
 keep-alive client drives the three in interleaved rounds (a round of each
 variant in turn, order shuffled per round) so that drift of the machine hits
 them alike. Prints p50/p99 per variant, the microseconds each adds per request,
-and the ratios takealook/none and takealook-added/otel-added.
+and the ratios takealook/none and takealook-added/otel-added; also the CPU time
+the server's processes (gunicorn master and worker, and takealook's export
+helper) spend per request, which is steadier than latency on a busy machine.
 
     python bench/agent_overhead.py [--rounds 12] [--requests 250]
 
@@ -130,6 +132,36 @@ def drive(port: int, count: int) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes, from /proc (clock ticks)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and everything it started (gunicorn workers, the export helper)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -168,22 +200,27 @@ def main() -> int:
                                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
             "takealook": ([str(BIN / "takealook-run"), "--service", "bench"], {}),
         }
-        ports = {}
+        ports, masters = {}, {}
         for name, (prefix, env) in variants.items():
             ports[name] = free_port()
             procs.append(subprocess.Popen(prefix + gunicorn + ["-b", f"127.0.0.1:{ports[name]}", "benchapp:app"],
                                           env={**base_env, **env}, cwd=work, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
+            masters[name] = procs[-1].pid
             wait_port(ports[name], procs[-1])
         for name in variants:  # warm up: connections, caches, the first spans
             drive(ports[name], 200)
         samples: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, float] = {name: 0.0 for name in variants}
         order = list(variants)
         for _ in range(args.rounds):
             random.shuffle(order)
             for name in order:
+                pids = descendants(masters[name])
+                before = cpu_seconds(pids)
                 samples[name] += drive(ports[name], args.requests)
-        report(samples)
+                cpu[name] += cpu_seconds(pids) - before
+        report(samples, cpu)
     finally:
         for proc in procs:
             try:
@@ -199,12 +236,14 @@ def main() -> int:
     return 0
 
 
-def report(samples: dict[str, list[float]]) -> None:
+def report(samples: dict[str, list[float]], cpu: dict[str, float]) -> None:
     stats = {name: (statistics.median(v) * 1e6, percentile(v, 0.99) * 1e6, len(v)) for name, v in samples.items()}
-    print(f"{'variant':<14}{'requests':>9}{'p50 µs':>10}{'p99 µs':>10}{'added p50 µs':>14}{'added p99 µs':>14}")
+    print(f"{'variant':<14}{'requests':>9}{'p50 µs':>10}{'p99 µs':>10}{'added p50 µs':>14}{'added p99 µs':>14}"
+          f"{'server CPU µs/req':>19}")
     none50, none99, _ = stats["none"]
     for name, (p50, p99, n) in stats.items():
-        print(f"{name:<14}{n:>9}{p50:>10.0f}{p99:>10.0f}{p50 - none50:>14.0f}{p99 - none99:>14.0f}")
+        print(f"{name:<14}{n:>9}{p50:>10.0f}{p99:>10.0f}{p50 - none50:>14.0f}{p99 - none99:>14.0f}"
+              f"{cpu[name] / n * 1e6:>19.0f}")
     t50, t99, _ = stats["takealook"]
     o50, o99, _ = stats["opentelemetry"]
     print(f"takealook/none p50 ratio: {t50 / none50:.3f}   p99 ratio: {t99 / none99:.3f}")

@@ -8,7 +8,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry import baggage as otel_baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagate import get_global_textmap
+
+from takealook.agent.tracer import LeanSpan
 
 try:
     SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # noqa: SLF001 - the key instrumentations agree on
@@ -17,6 +21,8 @@ except AttributeError:  # pragma: no cover - very old API
 
 # Set while a client span is open, so a library under another (requests on
 # urllib3, a retry inside urlopen) does not add a second span for one call.
+_BAGGAGE = W3CBaggagePropagator()
+
 IN_CLIENT_CALL: ContextVar = ContextVar("takealook_in_client_call", default=False)
 
 # Query parameters whose values are secrets more often than not.
@@ -33,8 +39,38 @@ def current_span():
 
 
 def inject(carrier: dict, span) -> None:
-    """Writes traceparent/tracestate/baggage for ``span`` into a dict of headers."""
-    get_global_textmap().inject(carrier, context=trace.set_span_in_context(span))
+    """Writes traceparent/tracestate/baggage for ``span`` into a dict of headers.
+
+    With the default propagators (W3C trace context and baggage) the headers are written
+    directly, a few times faster than the propagator chain; any other OTEL_PROPAGATORS
+    setting goes through OpenTelemetry's propagators.
+    """
+    propagator = get_global_textmap()
+    if isinstance(span, LeanSpan) and _is_default(propagator):
+        carrier["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+        if span.trace_state:
+            carrier["tracestate"] = span.trace_state.to_header()
+        if otel_baggage.get_all():
+            _BAGGAGE.inject(carrier)
+        return
+    propagator.inject(carrier, context=trace.set_span_in_context(span))
+
+
+_default_checked: dict = {}
+
+
+def _is_default(propagator) -> bool:
+    known = _default_checked.get(id(propagator))
+    if known is None:
+        from opentelemetry.baggage.propagation import W3CBaggagePropagator
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        parts = getattr(propagator, "_propagators", None)
+        known = parts is not None and len(parts) == 2 and {type(p) for p in parts} == {
+            TraceContextTextMapPropagator, W3CBaggagePropagator}
+        _default_checked.clear()
+        _default_checked[id(propagator)] = known
+    return known
 
 
 def redact_query(query: str) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import weakref
 
 from opentelemetry import trace
 
@@ -143,9 +144,17 @@ def _traced_async(method, conninfo_of):
 # --------------------------------------------------------------------------- psycopg 3
 
 
+_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _psycopg_info(cursor):
-    info = cursor.connection.info
-    return info.dbname, info.host, info.port
+    """(dbname, host, port) of the cursor's connection, asked of libpq once per connection."""
+    connection = cursor.connection
+    found = _INFO.get(connection)
+    if found is None:
+        info = connection.info
+        found = _INFO[connection] = (info.dbname, info.host, int(info.port) if info.port else None)
+    return found
 
 
 def _patch_psycopg(module) -> None:
@@ -164,9 +173,7 @@ def _patch_psycopg(module) -> None:
 # --------------------------------------------------------------------------- psycopg2
 
 
-def _psycopg2_info(cursor):
-    info = cursor.connection.info
-    return info.dbname, info.host, info.port
+_psycopg2_info = _psycopg_info  # the same questions of psycopg2's connection.info
 
 
 @functools.lru_cache(maxsize=64)

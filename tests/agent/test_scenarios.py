@@ -234,3 +234,54 @@ def test_sdk_disabled_runs_untraced(tmp_path, sink):
         import takealook.agent
         assert takealook.agent.start() is False
     """, {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+
+
+def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
+    """A request's traceparent and baggage reach the services it calls, through every client library."""
+    seen: list[dict] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        run_script(tmp_path, f"""
+            import takealook.agent
+            takealook.agent.start(service_name="web")
+            import urllib.request
+            import httpx, requests
+            from flask import Flask
+            app = Flask(__name__)
+            @app.route("/go")
+            def go():
+                requests.get("{url}/requests", headers={{"X-Caller": "kept"}})
+                httpx.get("{url}/httpx")
+                urllib.request.urlopen("{url}/urllib").read()
+                return "done"
+            headers = {{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                       "tracestate": "vendor=1", "baggage": "tenant=acme,plan=gold"}}
+            with app.test_client().get("/go", headers=headers) as response:
+                assert response.status_code == 200
+            takealook.agent.shutdown()
+        """, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+    finally:
+        server.shutdown()
+    assert len(seen) == 3
+    spans = sink.wait_for_spans(lambda spans: len([s for s in spans if s["kind"] == CLIENT]) == 3)
+    clients = {s["span_id"]: s for s in spans if s["kind"] == CLIENT}
+    for headers in seen:
+        version, trace_id, parent, flags = headers["traceparent"].split("-")
+        assert trace_id == "0af7651916cd43dd8448eb211c80319c" and parent in clients and flags == "01"
+        assert headers["tracestate"] == "vendor=1"
+        assert sorted(headers["baggage"].replace(" ", "").split(",")) == ["plan=gold", "tenant=acme"]
+    assert seen[0]["x-caller"] == "kept"

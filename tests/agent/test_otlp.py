@@ -1,0 +1,95 @@
+"""The agent's own OTLP encoder says exactly what OpenTelemetry's encoder says, and posts like its exporter."""
+
+from __future__ import annotations
+
+import gzip
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.status import Status, StatusCode
+
+from takealook.agent.otlp import Poster, encode_request
+from tests.agent.otlp_sink import OtlpSink
+
+KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT}
+STATUSES = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
+RESOURCE = {"service.name": "orders", "process.pid": 42, "host.name": "h"}
+RECORDS = [
+    (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, 0, False, "GET /orders/<int:id>", 2,
+     1_700_000_000_000_000_000, 1_700_000_000_012_345_678, 2, "ValueError: boom",
+     {"http.request.method": "GET", "http.response.status_code": 500, "ok": True, "ratio": 0.25,
+      "list": ("a", "b"), "ints": (1, -2), "negative": -7, "unicode": "naïve ✓"},
+     [("exception", 1_700_000_000_010_000_000, {"exception.type": "ValueError", "exception.message": "boom"})],
+     None, "vendor=abc", "takealook.agent", "0.1.0"),
+    (0x0AF7651916CD43DD8448EB211C80319C, 0x1111111111111111, 0xB7AD6B7169203331, False, "SELECT orders", 3,
+     1_700_000_000_001_000_000, 1_700_000_000_002_000_000, 0, "",
+     {"db.system": "postgresql", "db.query.text": "SELECT * FROM t WHERE id = %s", "one": 1, "true": True},
+     None, [(0x1234, 0x5678, {"why": "retry"})], "", "takealook.agent", "0.1.0"),
+    (0x99, 0x98, 0x97, True, "remote child", 1, 5, 6, 1, "", {}, None, None, "", "app.code", ""),
+]
+
+
+def _sdk_spans():
+    resource = Resource(RESOURCE)
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    spans = []
+    for (trace_id, span_id, parent_id, remote, name, kind, start, end, status, text, attributes, events, links,
+         state, scope, version) in RECORDS:
+        trace_state = TraceState.from_header([state]) if state else None
+        spans.append(ReadableSpan(
+            name=name, context=SpanContext(trace_id, span_id, False, sampled, trace_state),
+            parent=SpanContext(trace_id, parent_id, remote, sampled) if parent_id else None, resource=resource,
+            attributes=attributes, events=[Event(n, a, t) for n, t, a in events or ()],
+            links=[Link(SpanContext(t, s, True, sampled), a) for t, s, a in links or ()], kind=KINDS[kind],
+            status=Status(STATUSES[status], text or None) if status == 2 else Status(STATUSES[status]),
+            start_time=start, end_time=end, instrumentation_scope=InstrumentationScope(scope, version or None)))
+    return spans
+
+
+def _as_dict(message: ExportTraceServiceRequest) -> dict:
+    data = MessageToDict(message)
+    for resource_spans in data["resourceSpans"]:
+        resource_spans["resource"]["attributes"].sort(key=lambda kv: kv["key"])
+        for scope_spans in resource_spans["scopeSpans"]:
+            scope_spans.pop("schemaUrl", None)
+            for span in scope_spans["spans"]:
+                span.pop("flags", None)  # newer SDKs set parent-remote bits; older ones do not
+                for link in span.get("links", []):
+                    link.pop("flags", None)
+                span.get("attributes", []).sort(key=lambda kv: kv["key"])
+        resource_spans.pop("schemaUrl", None)
+    return data
+
+
+def test_encoding_matches_the_sdk_encoder():
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(encode_request([(RESOURCE, RECORDS)]))
+    theirs = encode_spans(_sdk_spans())
+    assert _as_dict(ours) == _as_dict(theirs)
+    spans = ours.resource_spans[0].scope_spans[0].spans
+    assert spans[1].parent_span_id.hex() == "b7ad6b7169203331"
+    remote = ours.resource_spans[0].scope_spans[1].spans[0]
+    assert remote.flags & 0x300 == 0x300  # its parent is remote, and says so
+
+
+def test_poster_retries_until_the_collector_accepts_and_honours_settings(monkeypatch):
+    with OtlpSink(mode="refuse") as sink:
+        poster = Poster(sink.endpoint + "/v1/traces", environ={
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=shop,authorization=Bearer%20t0k", "OTEL_EXPORTER_OTLP_TIMEOUT": "5000",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip"})
+        assert poster.headers["authorization"] == "Bearer t0k" and poster.headers["Content-Encoding"] == "gzip"
+        import threading
+
+        threading.Timer(0.6, lambda: setattr(sink, "mode", "ok")).start()
+        delivered, reason = poster.post(encode_request([(RESOURCE, RECORDS)]))
+        assert delivered, reason
+        assert sink.requests >= 2 and len(sink.spans) == 3
+    with OtlpSink(mode="refuse") as sink:
+        delivered, reason = Poster(sink.endpoint + "/v1/traces", environ={"OTEL_EXPORTER_OTLP_TIMEOUT": "800"}).post(b"")
+        assert not delivered and reason == "HTTP 503"
+    assert gzip.decompress(gzip.compress(b"x")) == b"x"
