@@ -10,7 +10,6 @@ PostgreSQL database. The report must find exactly the two seeded problems, on th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,8 @@ import requests
 
 from takealook.collector import open_store
 from takealook.pgcluster import free_port
-from tests.conftest import script, wait_for, wait_for_port
+from tests.conftest import script, wait_for
+from tests.processes import Processes
 
 APPS = Path(__file__).resolve().parent / "apps"
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,44 +48,9 @@ def databases(pg):
         pg.drop_database(dsn)
 
 
-class Processes:
-    def __init__(self, tmp_path: Path):
-        self.tmp_path = tmp_path
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, argv: list[str], port: int, env: dict) -> None:
-        log = self.tmp_path / f"process-{len(self.started)}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
-        full_env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OTEL_METRIC_EXPORT_INTERVAL": "500",
-                         **env})
-        with open(log, "w") as out:
-            proc = subprocess.Popen(argv, cwd=APPS, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.started.append((proc, log))
-        try:
-            wait_for_port(port, 30, proc)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\n{self.logs()}") from None
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.args}\n{log.read_text()}" for p, log in self.started)
-
-    def stop(self) -> None:
-        import signal
-
-        for proc, _ in reversed(self.started):  # the apps first, the collector last (it flushes)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-
 @pytest.fixture
 def processes(tmp_path):
-    running = Processes(tmp_path)
+    running = Processes(tmp_path, cwd=APPS)
     yield running
     running.stop()
 
@@ -115,15 +80,15 @@ def test_the_report_finds_exactly_the_seeded_problems(databases, processes, tmp_
     store = tmp_path / "spans.db"
     otlp, gateway, orders, inventory = free_port(), free_port(), free_port(), free_port()
     processes.start([script("takealook"), "collect", "--listen", f"127.0.0.1:{otlp}", "--grpc", "off",
-                     "--store", str(store), "--quiet"], otlp, {})
+                     "--store", str(store), "--quiet"], port=otlp, env={})
     common = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}"}
-    processes.start([sys.executable, "inventory.py", str(inventory)], inventory,
-                    {**common, "OTEL_SERVICE_NAME": "inventory", "INVENTORY_DSN": databases["inventory"]})
-    processes.start([sys.executable, "orders.py", str(orders)], orders,
-                    {**common, "OTEL_SERVICE_NAME": "orders", "ORDERS_DSN": databases["orders"]})
+    processes.start([sys.executable, "inventory.py", str(inventory)], port=inventory,
+                    env={**common, "OTEL_SERVICE_NAME": "inventory", "INVENTORY_DSN": databases["inventory"]})
+    processes.start([sys.executable, "orders.py", str(orders)], port=orders,
+                    env={**common, "OTEL_SERVICE_NAME": "orders", "ORDERS_DSN": databases["orders"]})
     processes.start([script("takealook-run"), "--service", "gateway", script("gunicorn"), "-w", "1",
-                     "-b", f"127.0.0.1:{gateway}", "gateway:app"], gateway,
-                    {**common, "GATEWAY_DSN": databases["gateway"], "ORDERS_URL": f"http://127.0.0.1:{orders}",
+                     "-b", f"127.0.0.1:{gateway}", "gateway:app"], port=gateway,
+                    env={**common, "GATEWAY_DSN": databases["gateway"], "ORDERS_URL": f"http://127.0.0.1:{orders}",
                      "INVENTORY_URL": f"http://127.0.0.1:{inventory}"})
 
     with requests.Session() as session:
