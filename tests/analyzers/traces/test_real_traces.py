@@ -24,7 +24,6 @@ from tests.conftest import script, wait_for
 from tests.processes import Processes
 
 APPS = Path(__file__).resolve().parent / "apps"
-ROOT = Path(__file__).resolve().parents[3]
 N_PLUS_ONE = "SELECT name, pg_sleep(%s)::text FROM products WHERE id = %s"  # the agent scrubs literals
 DASHBOARDS, HEALTH_CHECKS = 8, 5
 
