@@ -141,8 +141,15 @@ def test_single_runs_positional_form_p50_slower(ab_runs):
         assert key in slow
 
 
+# Real A/A runs on a shared two-core machine: each of the three comparisons (two endpoints and the
+# overall line) has the nominal 5% false-alarm rate, so asserting all three at the default floor would
+# fail about one CI run in seven by design. The false-alarm rate itself is measured on simulated
+# latencies (test_stats.py); here the floor absorbs the machine's drift between runs.
+A_A_FLOOR = ("--noise-floor", "25%")
+
+
 def test_a_a_is_no_detectable_change(ab_runs):
-    out, doc = compare_json(ab_runs, "--before", "a2", "a4", "--after", "a3", "a5")
+    out, doc = compare_json(ab_runs, "--before", "a2", "a4", "--after", "a3", "a5", *A_A_FLOOR)
     assert out.returncode == 0, out.stderr
     for endpoint in (*doc["endpoints"], doc["overall"]):
         assert endpoint["verdict"] == "no detectable change", endpoint
@@ -150,7 +157,7 @@ def test_a_a_is_no_detectable_change(ab_runs):
 
 
 def test_a_a_paired_is_no_detectable_change(ab_runs):
-    out, doc = compare_json(ab_runs, "--before", "a2", "a4", "--after", "a3", "a5", "--paired")
+    out, doc = compare_json(ab_runs, "--before", "a2", "a4", "--after", "a3", "a5", "--paired", *A_A_FLOOR)
     assert out.returncode == 0, out.stderr
     assert doc["settings"]["paired"] is True
     for endpoint in (*doc["endpoints"], doc["overall"]):
