@@ -98,19 +98,7 @@ def string_constant(node: Any) -> str | None:
 
 def column_refs(node: Any):
     """ColumnRefs of an expression, not descending into subqueries."""
-    from pglast.ast import Node
-
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (tuple, list)):
-            stack.extend(item)
-        elif isinstance(item, Node):
-            name = type(item).__name__
-            if name == "ColumnRef":
-                yield item
-            elif name not in ("SubLink", "SelectStmt"):
-                stack.extend(getattr(item, slot, None) for slot in type(item).__slots__)
+    return _walk(node, "ColumnRef", ("SubLink", "SelectStmt"))
 
 
 def has_sublink(node: Any) -> bool:
@@ -119,6 +107,11 @@ def has_sublink(node: Any) -> bool:
 
 def direct_sublinks(node: Any):
     """SubLinks in an expression, outermost only (each analyzes its own nested ones)."""
+    return _walk(node, "SubLink", ("SelectStmt",))
+
+
+def _walk(node: Any, wanted: str, barriers: tuple):
+    """Nodes of type ``wanted`` under ``node``, not looking inside them or inside ``barriers``."""
     from pglast.ast import Node
 
     stack = [node]
@@ -128,9 +121,9 @@ def direct_sublinks(node: Any):
             stack.extend(item)
         elif isinstance(item, Node):
             name = type(item).__name__
-            if name == "SubLink":
+            if name == wanted:
                 yield item
-            elif name != "SelectStmt":
+            elif name not in barriers:
                 stack.extend(getattr(item, slot, None) for slot in type(item).__slots__)
 
 
