@@ -50,6 +50,7 @@ UNKNOWN_SERVICE = "unknown_service"
 KIND_SERVER = 2
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_UNSET = (0, "")  # status code and message of a span without a status
 _MAX_PROBLEMS = 3  # problems named in the partial-success message
 _CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot sets come back at once)
 
@@ -138,21 +139,47 @@ class Converter:
         for resource_spans in request.resource_spans:
             service, digest = self._resource(resource_spans.resource, out)
             for scope_spans in resource_spans.scope_spans:
-                self._spans(scope_spans.spans, service, digest, self._scope(scope_spans.scope), out)
+                rows: list[tuple] = []
+                self._spans(scope_spans.spans, service, rows, out)
+                if rows:
+                    out.batch.spans.append((digest, self._scope(scope_spans.scope), rows))
         return out
 
-    def _spans(self, spans, service: str, digest: str, scope: str, out: Converted) -> None:
-        # One loop with everything in locals: this runs for every span received.
+    def _spans(self, spans, service: str, rows: list[tuple], out: Converted) -> None:
+        # One loop with everything in locals: this runs for every span received,
+        # and each attribute read from a upb message costs about 0.1 µs. Spans
+        # of one trace usually come one after the other (exporters batch them
+        # as they end), so the per-trace work is done once per run of them.
         sets, attribute_set = self._sets, self._attribute_set
-        rows, traces, attrsets = out.batch.spans, out.batch.traces, out.batch.attrsets
+        traces, attrsets = out.batch.traces, out.batch.attrsets
         append, new_set = rows.append, attrsets.setdefault
+        last_trace = trace_hex = info = None
+        low = high = 0
         for span in spans:
             trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
             start, end = span.start_time_unix_nano, span.end_time_unix_nano
-            if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not start
-                    or end < start or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN):
+            if (len(span_id) != 8 or (parent and len(parent) != 8) or not start or end < start
+                    or span_id == _ZERO_SPAN):
                 out.reject(_problem(span))
                 continue
+            if trace_id != last_trace:
+                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+                    out.reject(_problem(span))
+                    continue
+                if info is not None:
+                    _extend(info, low, high)
+                last_trace, trace_hex = trace_id, trace_id.hex()
+                info = traces.get(trace_hex)
+                if info is None:
+                    traces[trace_hex] = info = TraceInfo(start, end, {service})
+                else:
+                    info.services.add(service)
+                low, high = start, end
+            else:
+                if start < low:
+                    low = start
+                if end > high:
+                    high = end
             kind = span.kind
             if not 0 <= kind <= 5:
                 kind = 0
@@ -164,24 +191,15 @@ class Converter:
             new_set(set_id, row_rest)
             if cut:
                 out.truncated += cut
-            status = span.status
-            code, message = self._status(status) if status else (0, "")
-            events, links = span.events, span.links
-            trace_hex = trace_id.hex()
-            append([trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
-                    kind, start, end - start, code, message, set_id, digest, scope,
-                    self._events(events, out) if events else "", self._links(links, out) if links else ""])
-            info = traces.get(trace_hex)
-            if info is None:
-                traces[trace_hex] = info = TraceInfo(start, end, {service})
-            else:
-                if start < info.start_ns:
-                    info.start_ns = start
-                if end > info.end_ns:
-                    info.end_ns = end
-                info.services.add(service)
             if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
                 info.endpoints.add((service, row_rest[2]))
+            status, events, links = span.status, span.events, span.links
+            code, message = self._status(status) if status else _UNSET
+            append((trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
+                    kind, start, end - start, code, message, set_id,
+                    self._events(events, out) if events else "", self._links(links, out) if links else ""))
+        if info is not None:
+            _extend(info, low, high)
 
     def _attribute_set(self, key: tuple) -> tuple[int, tuple, int]:
         """(set id, attrsets row after the id, values cut) of one (kind, attributes...) key."""
@@ -281,6 +299,13 @@ class Converter:
                     elif data is not None:
                         out.ignored += len(getattr(metric, data).data_points)
         return out
+
+
+def _extend(info: TraceInfo, start_ns: int, end_ns: int) -> None:
+    if start_ns < info.start_ns:
+        info.start_ns = start_ns
+    if end_ns > info.end_ns:
+        info.end_ns = end_ns
 
 
 def _problem(span) -> str:

@@ -26,10 +26,14 @@ Tables:
 Indexes are few on purpose: each one costs ingest time, and an index on a
 random key (a trace id, a hash) dirties a random page per insert, a cost that
 grows with the store. So spans are indexed by ``(tkey, span_id)``: new traces
-get the highest keys and their spans land at the end of the index; only the
+get the highest keys and their spans land at the end of the table; only the
 traces table's ``trace_id`` index takes random inserts, once per trace.
-``(tkey, span_id)`` is unique, which makes re-sent and re-imported spans
-harmless. Attribute sets are deduplicated by the writer's memory (a restarted
+``(tkey, span_id)`` is the spans table's primary key (``WITHOUT ROWID``: the
+table is that one B-tree, so an insert writes one tree, not a table and an
+index, and a trace's spans are read from adjacent pages); it makes re-sent
+and re-imported spans harmless. Stores created before this layout (a rowid
+table with a unique index on the same columns) have the same columns and
+are read and written the same way. Attribute sets are deduplicated by the writer's memory (a restarted
 writer may store a set twice, which readers do not notice).
 """
 
@@ -120,9 +124,9 @@ CREATE TABLE IF NOT EXISTS spans (
     resource_id     INTEGER NOT NULL,
     scope_id        INTEGER NOT NULL,
     events          TEXT,
-    links           TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (tkey, span_id);
+    links           TEXT,
+    PRIMARY KEY (tkey, span_id)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spans_roots_by_start ON spans (start_ns) WHERE parent_span_id IS NULL;
 CREATE TABLE IF NOT EXISTS metric_points (
     service        TEXT NOT NULL,

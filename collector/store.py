@@ -26,9 +26,6 @@ from typing import Sequence
 
 from takealook.collector.schema import ATTRSET_COLUMNS, METRIC_COLUMNS, SPAN_COLUMNS, connect_writer
 
-ATTRS_INDEX = SPAN_COLUMNS.index("attrs_id")
-RESOURCE_INDEX = SPAN_COLUMNS.index("resource_id")
-SCOPE_INDEX = SPAN_COLUMNS.index("scope_id")
 ATTRSET_CACHE = 100_000  # attribute-set ids remembered by the writer
 METRIC_RESOURCE_INDEX = METRIC_COLUMNS.index("resource_id")
 
@@ -47,26 +44,31 @@ class TraceInfo:
 class IngestBatch:
     """Rows converted from one request, not yet stored.
 
-    ``spans`` rows follow ``schema.SPAN_COLUMNS`` ('' for NULL in
-    ``NULLABLE_SPAN_COLUMNS``) with the trace id (hex) in the tkey column, the
-    converter's *set id* of their attribute set in attrs_id, the resource
-    *digest* in resource_id and the scope *name* in scope_id; ``attrsets`` maps
-    set id -> the rest of an ``attrsets`` row (``schema.ATTRSET_COLUMNS`` after
-    id). Set ids are unique in the process, so the store inserts each set once
-    and reuses its row.
+    ``spans`` holds groups ``(resource digest, scope name, rows)``: the spans
+    of one resource and instrumentation scope. A row is a tuple in
+    ``schema.SPAN_COLUMNS`` order without resource_id and scope_id, with the
+    trace id (hex) in the tkey column and the converter's *set id* of its
+    attribute set in attrs_id ('' for NULL in ``NULLABLE_SPAN_COLUMNS``);
+    ``attrsets`` maps set id -> the rest of an ``attrsets`` row
+    (``schema.ATTRSET_COLUMNS`` after id). Set ids are unique in the process,
+    so the store inserts each set once and reuses its row.
     ``metrics`` rows follow ``schema.METRIC_COLUMNS``, with the resource digest
     in resource_id; ``resources`` maps digest -> (service, attributes JSON).
     """
 
-    spans: list[list] = field(default_factory=list)
+    spans: list[tuple[str, str, list[tuple]]] = field(default_factory=list)
     attrsets: dict[int, tuple] = field(default_factory=dict)
     traces: dict[str, TraceInfo] = field(default_factory=dict)
     metrics: list[list] = field(default_factory=list)
     resources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
+    def span_count(self) -> int:
+        return sum(len(rows) for _, _, rows in self.spans)
+
+    @property
     def size(self) -> int:
-        return len(self.spans) + len(self.metrics)
+        return self.span_count + len(self.metrics)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,6 @@ ON CONFLICT (tkey) DO UPDATE SET start_ns = excluded.start_ns, end_ns = excluded
 """
 _MAX_TKEY = "SELECT max(tkey) FROM traces"
 _MAX_ATTRSET = "SELECT max(id) FROM attrsets"
-TKEY_INDEX = SPAN_COLUMNS.index("tkey")
 
 
 class SpanStore:
@@ -150,20 +151,19 @@ class SpanStore:
             for trace_id, info in batch.traces.items():
                 _merge(traces, trace_id, info)
         tkeys = self._merge_traces(traces) if traces else {}
-        spans: list[list] = []
+        spans: list[tuple] = []
         points: list[list] = []
-        # Rows are copied, not changed in place: a write that fails is retried
-        # with the same batches, and the ids given out by the failed
+        # New rows are built, the batches are not changed: a write that fails
+        # is retried with the same batches, and the ids given out by the failed
         # transaction do not exist.
         for batch in batches:
-            for row in batch.spans:
-                row = row.copy()
-                row[TKEY_INDEX] = tkeys[row[TKEY_INDEX]]
-                row[ATTRS_INDEX] = sets[row[ATTRS_INDEX]]
-                row[RESOURCE_INDEX] = ids[row[RESOURCE_INDEX]]
-                scope = scopes.get(row[SCOPE_INDEX])
-                row[SCOPE_INDEX] = scope if scope is not None else self._scope_id(row[SCOPE_INDEX])
-                spans.append(row)
+            for digest, scope_name, rows in batch.spans:
+                resource = ids[digest]
+                scope = scopes.get(scope_name)
+                if scope is None:
+                    scope = self._scope_id(scope_name)
+                spans += [(tkeys[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], sets[r[9]], resource, scope,
+                           r[10], r[11]) for r in rows]
             for row in batch.metrics:
                 row = row.copy()
                 row[METRIC_RESOURCE_INDEX] = ids[row[METRIC_RESOURCE_INDEX]]

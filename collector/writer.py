@@ -197,7 +197,7 @@ class Writer:
             try:
                 if ticket.kind == TRACES:
                     converted = self._converter.traces(ticket.body)
-                    stats.spans_received += len(converted.batch.spans) + converted.rejected
+                    stats.spans_received += converted.batch.span_count + converted.rejected
                     stats.spans_rejected += converted.rejected
                 else:
                     converted = self._converter.metrics(ExportMetricsServiceRequest.FromString(ticket.body))
