@@ -50,12 +50,16 @@ class Collector:
 
     def start(self) -> "Collector":
         s = self.settings
-        store = SpanStore(s.store, s.synchronous)
+        # FULL: acknowledged spans survive a power loss. The writer then commits
+        # without waiting for the disk and its syncer thread fsyncs before the
+        # answer (writer.py).
+        durable = s.synchronous.upper() == "FULL"
+        store = SpanStore(s.store, "NORMAL" if durable else s.synchronous)
         retention = None
         if s.retain_s or s.max_size:
             retention = Retention(max_age_ns=int(s.retain_s * 1e9) if s.retain_s else None, max_bytes=s.max_size,
                                   interval_s=s.retention_interval_s)
-        self._writer = Writer(store, max_queued_bytes=s.max_queued_bytes, retention=retention)
+        self._writer = Writer(store, max_queued_bytes=s.max_queued_bytes, retention=retention, durable=durable)
         self._ingest = Ingest(self._writer, ack_timeout=s.ack_timeout_s)
         try:
             self._http = self._bind("--listen", s.http, lambda host, port: HttpReceiver(

@@ -18,11 +18,12 @@ Retention lives in ``retention.py``; readers use ``read.py``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from takealook.collector.schema import ATTRSET_COLUMNS, METRIC_COLUMNS, SPAN_COLUMNS, connect_writer
 
@@ -104,7 +105,13 @@ _MAX_ATTRSET = "SELECT max(id) FROM attrsets"
 
 
 class SpanStore:
-    """The single writer of one store file."""
+    """The single writer of one store file.
+
+    ``synchronous`` is SQLite's: with "FULL" every commit waits for the disk
+    (``write`` returns durable spans). The collector uses "NORMAL" instead and
+    calls ``sync`` from another thread before it acknowledges a group: the same
+    guarantee, without the writer thread waiting for the disk (see writer.py).
+    """
 
     def __init__(self, path: str | Path, synchronous: str = "FULL"):
         self.path = Path(path)
@@ -112,6 +119,8 @@ class SpanStore:
         self._resource_ids: dict[str, int] = {}
         self._scope_ids: dict[str, int] = {}
         self._attrset_ids: dict[int, int] = {}  # converter's set id -> row id; cleared at ATTRSET_CACHE
+        self._wal_path = f"{self.path.resolve()}-wal"
+        self._wal_fd: Optional[int] = None
 
     def close(self) -> None:
         try:
@@ -120,6 +129,29 @@ class SpanStore:
         except sqlite3.Error:
             pass  # a reader holds an old snapshot; the WAL is still valid, just not folded
         self.conn.close()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+
+    def sync(self) -> None:
+        """Make every commit so far durable (fsync the write-ahead log); any thread may call it.
+
+        Commits made with ``synchronous=NORMAL`` are in the OS page cache (they
+        survive a killed process) until this returns; then they survive a power
+        loss too. Frames that a checkpoint already copied into the database file
+        were synced by the checkpoint. Raises OSError if the disk refuses.
+        """
+        fd = self._wal_fd
+        try:
+            current = os.stat(self._wal_path).st_ino
+        except FileNotFoundError:
+            return  # no log: nothing committed since the last full checkpoint
+        if fd is None or os.fstat(fd).st_ino != current:
+            if fd is not None:
+                os.close(fd)
+            self._wal_fd = fd = os.open(self._wal_path, os.O_RDONLY)
+            _sync_folder(self.path)  # the log's directory entry, once per log file
+        os.fdatasync(fd)
 
     def forget_ids(self) -> None:
         """Drop the cached row ids of resources and attribute sets (after a rollback or a cleanup)."""
@@ -240,6 +272,14 @@ class SpanStore:
             for trace_id, info in traces.items()
         ))
         return tkeys
+
+
+def _sync_folder(path: Path) -> None:
+    fd = os.open(path.resolve().parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _merge(into: dict[str, TraceInfo], trace_id: str, info: TraceInfo) -> None:
