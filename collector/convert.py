@@ -58,6 +58,7 @@ _CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot 
 # a SpanStore remembers which row each id went to (see store.IngestBatch).
 _set_ids = itertools.count(1)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_json_str = json.encoder.encode_basestring_ascii  # a str as a JSON string, as _dumps writes it
 _dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True,
                                  allow_nan=False).encode
 
@@ -224,10 +225,19 @@ class Converter:
 
     def _pair(self, raw: bytes) -> tuple[str, Any, int, str]:
         """(key, value, values cut, JSON fragment) of a serialized KeyValue, cached."""
-        values = _Values()
         kv = KeyValue.FromString(raw)
-        value = values.value(kv.value)
-        pair = (kv.key, value, values.truncated, f"{_dumps(kv.key)}:{_dumps(value)}")
+        key, any_value = kv.key, kv.value
+        if any_value.WhichOneof("value") == "string_value":  # most values: no _Values needed
+            value, cut = any_value.string_value, 0
+            if len(value) > MAX_VALUE_CHARS:
+                value, cut = value[:MAX_VALUE_CHARS], 1
+            fragment = f"{_json_str(key)}:{_json_str(value)}"
+        else:
+            values = _Values()
+            value = values.value(any_value)
+            cut = values.truncated
+            fragment = f"{_json_str(key)}:{_dumps(value)}"
+        pair = (key, value, cut, fragment)
         if len(self._pairs) >= _CACHE_LIMIT:
             self._pairs.clear()
         self._pairs[raw] = pair

@@ -36,10 +36,9 @@ KIND_CLIENT = 3
 
 
 def _pick(attrs: dict[str, Any], names: tuple[str, str]) -> Optional[str]:
-    value = attrs.get(names[0])
-    if value is None:
-        value = attrs.get(names[1])
-    return value if isinstance(value, str) and value else None
+    """The new name's value, else the old name's; only a non-empty string counts."""
+    value = attrs.get(names[0]) or attrs.get(names[1])
+    return value if value.__class__ is str else None
 
 
 def strip_query(target: str) -> str:
