@@ -12,7 +12,7 @@ Baseline, same run, same clients: a discard-only HTTP sink (Python's
 transport and the clients allow on this machine; the collector's rate is
 printed as a ratio of it.
 
-    python bench/collector_ingest.py [--clients 2] [--spans 300000] [--batch 512]
+    python bench/collector_ingest.py [--clients 2] [--spans 1000000] [--batch 512]
 
 Target (issue 3): 100k spans/s on one core, all acknowledged spans stored.
 Figures are noisy on a shared machine; run it twice.
@@ -211,7 +211,7 @@ def sink_main(port: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--spans", type=int, default=300_000)
+    parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--sink-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -34,7 +34,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -65,7 +65,7 @@ _dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True,
 
 @dataclass
 class Converted:
-    batch: IngestBatch
+    batch: Optional[IngestBatch]  # None once stored (the writer lets the rows go)
     rejected: int = 0
     ignored: int = 0  # metric points of types the store does not keep
     truncated: int = 0  # attribute values cut to MAX_VALUE_CHARS

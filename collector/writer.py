@@ -283,6 +283,8 @@ class Writer:
             self._queued -= sum(t.size for t in group)
         for ticket in group:
             ticket.body = b""
+            if ticket.converted is not None:
+                ticket.converted.batch = None  # its rows are stored; the answer needs only the counts
         return group
 
     def _finish(self, group: list[Ticket], error: Optional[BaseException]) -> None:
