@@ -78,27 +78,29 @@ class GrpcReceiver:
 
     def _traces(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         response = ExportTraceServiceResponse()
-        if not self._authorized(context):
-            return response
-        answer = self._ingest.traces(body)
-        if self._fail(answer, context):
-            return response
-        if answer.rejected or answer.message:
+        answer = self._export(self._ingest.traces, body, context)
+        if answer is not None:
             response.partial_success.rejected_spans = answer.rejected
             response.partial_success.error_message = answer.message
         return response
 
     def _metrics(self, body: bytes, context: grpc.ServicerContext) -> ExportMetricsServiceResponse:
         response = ExportMetricsServiceResponse()
-        if not self._authorized(context):
-            return response
-        answer = self._ingest.metrics(body)
-        if self._fail(answer, context):
-            return response
-        if answer.rejected or answer.message:
+        answer = self._export(self._ingest.metrics, body, context)
+        if answer is not None:
             response.partial_success.rejected_data_points = answer.rejected
             response.partial_success.error_message = answer.message
         return response
+
+    def _export(self, store, body: bytes, context: grpc.ServicerContext) -> Optional[Answer]:
+        """Store ``body``; the answer when it was stored with a partial success to report, else None
+        (all well, or the call was failed with its status already set)."""
+        if not self._authorized(context):
+            return None
+        answer = store(body)
+        if self._fail(answer, context) or not (answer.rejected or answer.message):
+            return None
+        return answer
 
     def _fail(self, answer: Answer, context: grpc.ServicerContext) -> bool:
         if answer.outcome == "ok":

@@ -22,11 +22,11 @@ from typing import Optional
 
 from takealook.collector.grpc_receiver import GrpcReceiver
 from takealook.collector.http_receiver import HttpReceiver, ReceiverConfig
-from takealook.collector.ingest import Ingest
+from takealook.collector.ingest import Ingest, IngestStats
 from takealook.collector.retention import Retention
 from takealook.collector.settings import CollectorSettings
 from takealook.collector.store import SpanStore
-from takealook.collector.writer import Writer
+from takealook.collector.writer import Writer, WriterStats
 from takealook.errors import UsageError
 
 _BIND_REASONS = {
@@ -131,25 +131,25 @@ class Collector:
     def status(self) -> dict:
         """Counters since start (also served as JSON on ``GET /``)."""
         writer = self._writer
-        received = writer.stats if writer else None
-        refused = self._ingest.stats if self._ingest else None
+        received = writer.stats if writer else WriterStats()
+        refused = self._ingest.stats if self._ingest else IngestStats()
         return {
             "service": "takealook collector",
             "store": str(self.settings.store),
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
-            "requests": received.requests if received else 0,
-            "spans_received": received.spans_received if received else 0,
-            "spans_stored": received.spans_stored if received else 0,
-            "spans_duplicate": received.spans_duplicate if received else 0,
-            "spans_rejected": received.spans_rejected if received else 0,
-            "points_received": received.points_received if received else 0,
-            "points_stored": received.points_stored if received else 0,
-            "refused_busy": refused.refused_busy if refused else 0,
-            "timed_out": refused.timed_out if refused else 0,
-            "bad_requests": refused.bad_requests if refused else 0,
+            "requests": received.requests,
+            "spans_received": received.spans_received,
+            "spans_stored": received.spans_stored,
+            "spans_duplicate": received.spans_duplicate,
+            "spans_rejected": received.spans_rejected,
+            "points_received": received.points_received,
+            "points_stored": received.points_stored,
+            "refused_busy": refused.refused_busy,
+            "timed_out": refused.timed_out,
+            "bad_requests": refused.bad_requests,
             "queued_bytes": writer.queued_bytes if writer else 0,
-            "traces_expired": received.traces_expired if received else 0,
-            "store_error": received.last_error if received else "",
+            "traces_expired": received.traces_expired,
+            "store_error": received.last_error,
         }
 
 
