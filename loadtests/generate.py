@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from takealook.collector.model import Span
+from takealook.collector import Span
 from takealook.errors import InputError
 
 MAX_WEIGHT = 1000

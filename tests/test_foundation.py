@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import zipfile
@@ -65,36 +64,6 @@ def test_version_and_help():
 def test_no_command_is_usage_error():
     out = subprocess.run([script("takealook")], capture_output=True, text=True)
     assert out.returncode == 2 and "usage" in out.stderr
-
-
-# Which part may import which (DESIGN.md): module-level imports only.
-FORBIDDEN = {
-    "agent": ("locust", "gevent", "psycopg", "psycopg2", "pglast", "sqlparse", "takealook.collector",
-              "takealook.analyzers", "takealook.loadtests", "takealook.cli", "takealook.report"),
-    "collector": ("locust", "gevent", "takealook.agent", "takealook.analyzers", "takealook.loadtests",
-                  "takealook.cli"),
-    "analyzers": ("locust", "gevent", "takealook.agent", "takealook.loadtests", "takealook.cli"),
-    "loadtests": ("takealook.agent", "takealook.cli"),
-}
-
-
-def _module_level_imports(path: Path):
-    tree = ast.parse(path.read_text(), str(path))
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module
-
-
-@pytest.mark.parametrize("part", sorted(FORBIDDEN))
-def test_import_rules(part):
-    bad = []
-    for path in (ROOT / part).rglob("*.py"):
-        for name in _module_level_imports(path):
-            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[part]):
-                bad.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert bad == []
 
 
 def test_private_postgres_has_what_the_audit_needs(pg, pg_db):

@@ -37,7 +37,7 @@ from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.slow_statements import StatementAggregator, StatementStats
 from takealook.analyzers.traces.stats import ms
 from takealook.analyzers.traces.trace import Entry, TraceView, is_error
-from takealook.collector.model import MetricPoint, Span
+from takealook.collector import MetricPoint, Span
 
 SCHEMA_VERSION = 1
 WATERFALL_MAX_SPANS = 300  # a longer waterfall is unreadable; the rest is counted

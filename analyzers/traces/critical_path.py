@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import CODE, TraceView, category
-from takealook.collector.model import Span
+from takealook.collector import Span
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from takealook.analyzers.traces.stats import TopSlowest, merge_into, ratio
 from takealook.analyzers.traces.trace import TraceView, is_error
-from takealook.collector.model import Span
+from takealook.collector import Span
 
 MESSAGE_CHARS = 300
 

@@ -28,7 +28,7 @@ from typing import Optional
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import TraceView, host_of, route_of, template_path
-from takealook.collector.model import Span
+from takealook.collector import Span
 
 
 @dataclass(frozen=True)

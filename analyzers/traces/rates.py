@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from takealook.collector.model import MetricPoint
+from takealook.collector import MetricPoint
 
 SERVER_DURATION_METRICS = ("http.server.request.duration", "http.server.duration")
 

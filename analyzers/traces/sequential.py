@@ -22,7 +22,7 @@ from takealook.analyzers.traces.n_plus_one import _callee_route, _operation
 from takealook.analyzers.traces.settings import Settings
 from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
 from takealook.analyzers.traces.trace import TraceView, host_of
-from takealook.collector.model import Span
+from takealook.collector import Span
 
 
 @dataclass(frozen=True)

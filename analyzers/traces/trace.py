@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
-from takealook.collector.model import Span
+from takealook.collector import Span
 
 # Timestamps outside these bounds are clock bugs or garbage, not data.
 MIN_START_NS = 946_684_800 * 10**9  # 2000-01-01
