@@ -12,8 +12,10 @@ its own short read-only transaction: the statements that cost most
 health, table health, sessions and exposure. Every part returns typed
 ``Finding``s; a part that fails (a timeout, a privilege) becomes a
 ``check_failed`` finding and the others still run. ``DatabaseAudit.findings``
-is every finding, most severe first; a slow statement an advised index serves
-gets that index's CREATE INDEX as its fix.
+is every finding, most severe first; each advised index is a ``missing_index``
+finding and a slow statement it serves gets its CREATE INDEX as the fix
+(``takealook.analyzers.join.audit_findings``: the one join of statements and
+advice).
 
 ``audit_databases`` audits each DSN in turn; a DSN that cannot be reached
 (refused, wrong password, not PostgreSQL, bad DSN) gets a ``DatabaseAudit``
@@ -22,7 +24,7 @@ with ``error`` set (one line, password masked) and the others go on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import psycopg
@@ -30,12 +32,13 @@ import psycopg
 from takealook.analyzers.db.connection import Session, connect, mask_dsn
 from takealook.analyzers.db.exposure import exposure
 from takealook.analyzers.db.findings import Finding, check_failed, ordered
-from takealook.analyzers.db.index_advice import IndexAdvice, SuggestedIndex, advise
+from takealook.analyzers.db.index_advice import IndexAdvice, advise
 from takealook.analyzers.db.index_health import index_health
 from takealook.analyzers.db.options import AuditOptions
 from takealook.analyzers.db.sessions import SessionsReport, session_health
 from takealook.analyzers.db.statements import StatementReport, statement_report
 from takealook.analyzers.db.tables import TablesReport, table_health
+from takealook.analyzers.join import audit_findings
 from takealook.errors import TakealookError
 
 Progress = Callable[[str, int, int], None]
@@ -115,44 +118,7 @@ def _audit(session: Session, options: AuditOptions, progress: Progress | None) -
     for part in (statements, advice, tables, sessions):
         findings += list(getattr(part, "findings", ()) or ())
     if advice is not None:
-        findings = _join_advice(findings, advice, statements)
+        findings = audit_findings(findings, advice, statements, getattr(statements, "period_s", None))
     return DatabaseAudit(dsn=session.display, database=session.database, server_version=session.server_version,
                          user=session.user, findings=ordered(findings), statements=statements,
                          index_advice=advice, tables=tables, sessions=sessions)
-
-
-def _join_advice(findings: list[Finding], advice: IndexAdvice, statements: StatementReport | None) -> list[Finding]:
-    """A missing_index finding per advised index; slow statements and scanned tables point at it."""
-    by_fingerprint: dict[str, SuggestedIndex] = {}
-    by_table: dict[str, SuggestedIndex] = {}
-    total_ms = statements.total_ms if statements else 0.0
-    out = []
-    for index in advice.indexes:
-        for effect in index.statements:
-            if effect.fingerprint:
-                by_fingerprint.setdefault(effect.fingerprint, index)
-        by_table.setdefault(index.table, index)
-        out.append(_missing_index(index, total_ms))
-    for finding in findings:
-        data = finding.data or {}
-        index = by_fingerprint.get(data.get("fingerprint") or "") if finding.kind in (
-            "slow_statement", "costly_statement") else by_table.get(data.get("table") or "") if (
-            finding.kind == "seq_scan_heavy") else None
-        out.append(replace(finding, fix=index.create_sql) if index else finding)
-    return out
-
-
-def _missing_index(index: SuggestedIndex, total_ms: float) -> Finding:
-    share = 100.0 * index.benefit_ms / total_ms if total_ms else 0.0
-    severity = "high" if share >= 10 else "medium" if share >= 1 or not total_ms else "low"
-    best = max((e.saving_pct or 0.0 for e in index.statements), default=0.0)
-    proof = (f"HypoPG: plan cost falls by up to {best:.0f}%" if index.verified
-             else "not verified with HypoPG (estimated from the parse tree and the current plan)")
-    return Finding(
-        "missing_index", severity, f"index {index.table} ({', '.join(index.definitions or index.columns)})",
-        detail=f"serves {len(index.statements)} statement(s), {share:.1f}% of statement time; {proof}",
-        fix=index.create_sql, subject=index.table,
-        data={"table": index.table, "columns": list(index.columns), "verified": index.verified,
-              "size_bytes": index.size_bytes, "benefit_ms": index.benefit_ms,
-              "fingerprints": [e.fingerprint for e in index.statements],
-              "queryids": [e.queryid for e in index.statements]})

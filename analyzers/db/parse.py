@@ -23,6 +23,9 @@ _KINDS = {"SelectStmt": "select", "UpdateStmt": "update", "DeleteStmt": "delete"
 # Statements a ranking of "what costs most" should not list: the price of talking to a database at all.
 SESSION_NOISE = frozenset({"TransactionStmt", "VariableSetStmt", "VariableShowStmt", "DiscardStmt",
                            "DeallocateStmt", "PrepareStmt", "ExecuteStmt"})
+# Functions and views only administrators and tools call: a statement using them is not the app's workload.
+_TOOL_FUNCTION_PREFIXES = ("pg_stat_statements", "pg_stat_reset", "hypopg")
+_TOOL_RELATIONS = frozenset({"pg_stat_statements", "pg_stat_statements_info"})
 _NOISE_WORDS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "SHOW", "RESET",
                           "DISCARD", "DEALLOCATE", "START", "END", "ABORT"})
 
@@ -49,6 +52,24 @@ class ParsedStatement:
             return self.node_type in SESSION_NOISE
         words = self.text.lstrip().split(None, 1)
         return bool(words) and words[0].upper().rstrip(";") in _NOISE_WORDS
+
+
+    @property
+    def is_tooling(self) -> bool:
+        """Calls pg_stat_statements_reset(), pg_stat_reset*(), hypopg*() or reads pg_stat_statements."""
+        if not self.parsed:
+            lowered = self.text.lower()
+            return any(f"{name}(" in lowered or f"{name} (" in lowered for name in _TOOL_FUNCTION_PREFIXES) \
+                or any(name in lowered for name in _TOOL_RELATIONS)
+        for node in iter_nodes(self.tree):
+            kind = type(node).__name__
+            if kind == "FuncCall":
+                name = getattr(node.funcname[-1], "sval", "") if node.funcname else ""
+                if name.lower().startswith(_TOOL_FUNCTION_PREFIXES):
+                    return True
+            elif kind == "RangeVar" and (node.relname or "").lower() in _TOOL_RELATIONS:
+                return True
+        return False
 
 
 def parse_statement(text: str) -> ParsedStatement:

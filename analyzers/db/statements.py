@@ -26,7 +26,7 @@ from typing import Mapping
 import psycopg
 
 from takealook.analyzers.db.catalog import quote_ident
-from takealook.analyzers.db.connection import Session
+from takealook.analyzers.db.connection import TAG, Session
 from takealook.analyzers.db.findings import Finding
 from takealook.analyzers.db.options import Thresholds
 from takealook.analyzers.db.parse import parse_statement
@@ -63,6 +63,9 @@ class StatementReport:
     top: Mapping[str, tuple[StatementStat, ...]]
     findings: tuple[Finding, ...]
     all: tuple[StatementStat, ...] = field(default=(), repr=False)  # by total time; the advice's workload
+    # How long pg_stat_statements has been counting (stats_age.py says from what evidence).
+    period_s: float | None = None
+    period_basis: str | None = None  # "stats_reset" (pg_stat_statements_info) | "server_start"
 
 
 _EXTENSION_SQL = """
@@ -77,6 +80,12 @@ WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
 """
 
 _PRELOAD_SQL = "SELECT current_setting('shared_preload_libraries') AS preload"
+
+# pg_stat_statements_info (extension 1.9, PostgreSQL 14+) says when the counters were last reset as a whole.
+_PERIOD_SQL = """
+SELECT extract(epoch FROM now() - i.stats_reset)::float8 AS age_s FROM {view} i
+"""
+_UPTIME_SQL = "SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS age_s"
 
 _STATEMENTS_SQL = """
 SELECT s.queryid, min(s.query) AS query, sum(s.calls)::bigint AS calls, sum({total})::float8 AS total_ms,
@@ -128,11 +137,28 @@ def statement_report(session: Session, top: int = 10, thresholds: Thresholds | N
     hidden = sum(1 for row in rows if row["query"] == "<insufficient privilege>")
     stats = _stats([row for row in rows if row["query"] != "<insufficient privilege>"])
     findings = _privilege_findings(session, hidden) + statement_findings(stats, thresholds)
-    ranked = [s for s in stats if not is_session_noise(s.query)]
+    ranked = [s for s in stats if not is_noise(s.query)]
     tops = {name: tuple(sorted(ranked, key=lambda s, a=attr: getattr(s, a) or 0, reverse=True)[:top])
             for name, attr in RANKINGS.items()}
+    period_s, basis = _period(session, extension["schema"])
     return StatementReport(True, extension["version"], sum(s.total_ms for s in stats), len(stats), tops,
-                           tuple(findings), tuple(stats))
+                           tuple(findings), tuple(stats), period_s, basis)
+
+
+def _period(session: Session, schema: str) -> tuple[float | None, str | None]:
+    """Seconds pg_stat_statements has been counting: since its reset, else since the server started."""
+    info = f"{quote_ident(schema)}.pg_stat_statements_info"
+    try:
+        exists = session.query_one("SELECT to_regclass(%s) IS NOT NULL AS found", (info,))
+        row = session.query_one(_PERIOD_SQL.format(view=info)) if exists and exists["found"] else None
+        if row is not None and row["age_s"] is not None:
+            return max(0.0, row["age_s"]), "stats_reset"
+        row = session.query_one(_UPTIME_SQL)
+        return (max(0.0, row["age_s"]), "server_start") if row and row["age_s"] is not None else (None, None)
+    except psycopg.Error:  # a view we may not read: the estimate goes without a period
+        return None, None
+    finally:
+        session.end()
 
 
 def _stats(rows: list[dict]) -> list[StatementStat]:
@@ -184,7 +210,7 @@ def _privilege_findings(session: Session, hidden: int) -> list[Finding]:
 
 def statement_findings(stats: list[StatementStat], thresholds: Thresholds, limit: int = 10) -> list[Finding]:
     findings: list[Finding] = []
-    for stat in [s for s in stats if not is_session_noise(s.query)][:limit * 5]:
+    for stat in [s for s in stats if not is_noise(s.query)][:limit * 5]:
         data = {"queryid": stat.queryid, "fingerprint": stat.fingerprint, "query": stat.query, "calls": stat.calls,
                 "total_ms": round(stat.total_ms, 3), "mean_ms": round(stat.mean_ms, 3),
                 "share_pct": round(stat.share_pct, 1)}
@@ -211,6 +237,14 @@ def statement_findings(stats: list[StatementStat], thresholds: Thresholds, limit
 @functools.lru_cache(maxsize=8192)
 def is_session_noise(query: str) -> bool:
     return parse_statement(query).is_session_noise
+
+
+@functools.lru_cache(maxsize=8192)
+def is_noise(query: str) -> bool:
+    """Not the application's work: session chatter (BEGIN, SET) or an administrator's or tool's own
+    statement (``pg_stat_statements_reset()``, ``pg_stat_reset()``, HypoPG's functions, reads of
+    pg_stat_statements itself), which no ranking of "what costs most" should list."""
+    return TAG in query or is_session_noise(query) or parse_statement(query).is_tooling
 
 
 def _short(query: str, width: int = 120) -> str:

@@ -8,7 +8,7 @@ aggregator that adds traces up; ``analysis.analyze`` runs them all in one pass:
 - ``n_plus_one``: N+1 statements and repeated outbound calls (parallel fan-out excluded)
 - ``sequential``: back-to-back calls that could run in parallel, and the saving
 - ``public_calls``: own services calling each other over public addresses
-- ``slow_statements`` (+ ``pg_stats`` for the pg_stat_statements join)
+- ``slow_statements`` (``takealook.analyzers.join`` joins them to pg_stat_statements and the index advice)
 - ``failures``: failing endpoints, exception types and messages
 - ``health``: orphan spans, services without DB spans, clock skew, broken traces
 - ``source``: reading a store through ``takealook.collector``'s read API

@@ -9,8 +9,9 @@ report; those whose p95 reaches ``slow_statement_p95_ms`` become
 ``slow_statement`` findings, with ``impact_ms_per_min``: the statement's time
 per minute of traffic, summed over the endpoints it runs under.
 
-``pg_stats.join`` adds pg_stat_statements' figures for the same fingerprint
-when a ``--dsn`` is given, and the db analyzer's index advice when it ran.
+``takealook.analyzers.join.join_statements`` adds pg_stat_statements' figures
+for the same fingerprint when a ``--dsn`` is given, and the db analyzer's index
+advice when it ran.
 """
 
 from __future__ import annotations

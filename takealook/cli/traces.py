@@ -121,11 +121,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _join_databases(analysis, report, args: argparse.Namespace):
     """pg_stat_statements (and, with --advise-indexes, the index advice) joined to the traced statements."""
-    from takealook.analyzers.traces import pg_stats
+    from takealook.analyzers import join
 
     slow = [s.statement for s in report.statements if s.p95_ms >= report.settings.slow_statement_p95_ms]
-    reads = [pg_stats.read_database(dsn, slow if args.advise_indexes else ()) for dsn in args.dsn]
-    statements = pg_stats.join(list(report.statements), reads)
+    reads = [join.read_database(dsn, slow if args.advise_indexes else ()) for dsn in args.dsn]
+    statements = join.join_statements(list(report.statements), reads)
     return analysis.with_statements(report, statements, [note for read in reads for note in read.notes])
 
 

@@ -35,7 +35,7 @@ TONES = {"critical": "bad", "high": "bad", "medium": "warning", "low": "info", "
 def _cost(item: Ranked) -> str:
     if item.impact_ms_per_min is None:
         return "—"
-    return f"{fmt_value(item.impact_ms_per_min)} ms/min"
+    return f"{'≈ ' if item.estimated else ''}{fmt_value(item.impact_ms_per_min)} ms/min"
 
 
 def _where(item: Ranked) -> str:
@@ -68,7 +68,7 @@ def document(report: CombinedReport) -> Document:
 def _subtitle(report: CombinedReport) -> str:
     seen = sum(1 for f in report.findings if f.impact_ms_per_min is not None)
     return (f"{len(report.findings)} findings; {seen} seen in users' requests, ranked by the milliseconds of "
-            "user-visible time they cost per minute of traffic.")
+            "user-visible time they cost per minute of traffic (≈: an estimate, the predicted saving of an index).")
 
 
 def _meta(report: CombinedReport) -> tuple:
@@ -114,6 +114,8 @@ def _finding_section(item: Ranked, report: CombinedReport) -> Section:
         blocks.append(Table.of(("calls", "total ms", "mean ms", "rows", "blocks read", "share of DB time"),
                                [(s.calls, s.total_ms, s.mean_ms, s.rows, s.shared_blks_read, f"{s.share_pct:.1f}%")],
                                title="pg_stat_statements"))
+    if item.index_impact is not None and item.index_impact.statements:
+        blocks.append(_estimate_block(item.index_impact))
     if item.index is not None:
         blocks += _index_blocks(item.index, applied=report.applied_index)
     if item.fix and item.index is None:
@@ -145,6 +147,16 @@ def _index_blocks(index, applied) -> list:
     if applied and applied.strip().rstrip(";") == index.create_sql.strip().rstrip(";"):
         blocks.append(Paragraph("This index was applied between the two load runs; measured effect below.", "good"))
     return blocks
+
+
+def _estimate_block(impact) -> Table:
+    rows = [(_short(s.query, 60), s.traced_calls, s.pgss_mean_ms, s.calls_counted, s.measured_ms,
+             f"{s.saving_pct:.0f}%" if s.saving_pct is not None else None, s.predicted_ms) for s in impact.statements]
+    return Table.of(("statement", "calls traced", "pgss mean ms", "calls counted", "measured ms", "predicted saving",
+                     "saved ms (estimate)"), rows,
+                    title=f"Estimated saving over the traces' {fmt_value(impact.window_minutes)} minutes: "
+                          "pg_stat_statements' mean time × calls (at most those it counted) × the planner's "
+                          "predicted saving")
 
 
 def _measured_blocks(measured) -> list:
@@ -222,7 +234,8 @@ def contract(report: CombinedReport) -> dict:
     findings = []
     for f in report.findings:
         entry = {"rank": f.rank, "kind": f.kind, "title": f.title, "source": f.source, "severity": f.severity,
-                 "impact_ms_per_min": _round(f.impact_ms_per_min), "service": f.service, "database": f.database,
+                 "impact_ms_per_min": _round(f.impact_ms_per_min), "impact_estimated": f.estimated,
+                 "service": f.service, "database": f.database,
                  "endpoints": list(f.endpoints), "statement": f.statement, "fingerprint": f.fingerprint,
                  "fix": f.fix, "trace_ids": list(f.trace_ids)}
         if f.pg_stats is not None:
@@ -231,6 +244,8 @@ def contract(report: CombinedReport) -> dict:
             entry["index"] = {"table": f.index.table, "columns": list(f.index.columns), "create_sql": f.index.create_sql,
                               "verified": f.index.verified, "size_bytes": f.index.size_bytes,
                               "saving_pct": max((s.saving_pct or 0 for s in f.index.statements), default=None)}
+        if f.index_impact is not None:
+            entry["index_impact"] = dataclasses.asdict(f.index_impact)
         if f.measured:
             entry["measured"] = [{"endpoint": e.name, "verdict": e.verdict, "p95_before_ms": _round(e.before.p95_ms),
                                   "p95_after_ms": _round(e.after.p95_ms)} for e in f.measured]

@@ -3,7 +3,7 @@
 import psycopg
 
 from takealook.analyzers.traces import Settings, TraceAnalysis
-from takealook.analyzers.traces.pg_stats import join, read_database
+from takealook.analyzers.join import join_statements as join, read_database
 
 from tests.analyzers.traces.builder import TraceBuilder
 
