@@ -113,7 +113,7 @@ def _audit(session: Session, options: AuditOptions, progress: Progress | None) -
         advice = run("index advice", lambda: advise(session, (), options.index, statements.all, progress))
     tables = run("tables", lambda: table_health(session, options.thresholds))
     sessions = run("sessions", lambda: session_health(session, options.thresholds))
-    findings += run("index health", lambda: index_health(session), [])
+    findings += run("index health", lambda: index_health(session, options.thresholds), [])
     findings += run("exposure", lambda: exposure(session), [])
     for part in (statements, advice, tables, sessions):
         findings += list(getattr(part, "findings", ()) or ())

@@ -15,6 +15,8 @@ Defaults, and why:
   most half of the plan without it (dexter uses the same bar).
 - ``min_cost`` 50: below that planner cost a statement reads a handful of
   pages; an index cannot save anything a user would notice.
+- ``min_stats_age_s`` 7 days: an index used by a weekly report looks unused for
+  six days; no DROP advice on less history than a week.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Thresholds:
     connections_ratio: float = 0.8
     idle_in_transaction_s: float = 60.0
     long_running_s: float = 60.0
+    # Unused and overlapping indexes are judged on at least this much usage history (a weekly job).
+    min_stats_age_s: float = 7 * 86_400.0
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ CREATE TABLE dup_values (v int);
 INSERT INTO dup_values VALUES (1), (1);
 """
 
-THRESHOLDS = Thresholds(bloat_bytes=1024 * 1024, idle_in_transaction_s=0, long_running_s=0, temp_blocks=1)
+# min_stats_age_s=0: the test cluster's statistics are minutes old; the age gate has tests of its own.
+THRESHOLDS = Thresholds(bloat_bytes=1024 * 1024, idle_in_transaction_s=0, long_running_s=0, temp_blocks=1,
+                        min_stats_age_s=0)
 
 
 def table_stat(dsn: str, table: str, column: str) -> int:
@@ -128,6 +130,41 @@ def test_index_health(audit, audit_db):
     (unused,) = of_kind(result, "unused_index")  # the primary key, the used and the already-reported are not
     assert unused.subject == "public.accounts_plan_score_idx" and unused.data["size_bytes"] > 0
     assert "never reset" in unused.detail and unused.data["stats_reset"] is False
+    assert unused.data["stats_basis"] == "server_start"
+    assert of_kind(result, "index_stats_too_young") == []
+
+
+def test_young_statistics_give_one_notice_and_no_drop_advice(audit_db):
+    from takealook.analyzers.db.connection import connect
+    from takealook.analyzers.db.index_health import index_health
+
+    with connect(audit_db) as session:
+        uptime = session.query_one("SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS s")["s"]
+        findings = index_health(session, Thresholds())  # the default: 7 days of statistics
+    assert uptime < 7 * 86400  # the test cluster is young: the gate must hold
+    kinds = [f.kind for f in findings]
+    assert "unused_index" not in kinds and "overlapping_index" not in kinds
+    (notice,) = [f for f in findings if f.kind == "index_stats_too_young"]
+    assert notice.severity == "info" and notice.data["basis"] == "server_start"
+    assert abs(notice.data["stats_age_s"] - uptime) < 60 and notice.data["min_stats_age_s"] == 7 * 86400
+    assert "--min-stats-age" in notice.detail and not (notice.fix or "").startswith("DROP")
+    # What needs no usage history is still said: the exact duplicate and the invalid index.
+    assert {"duplicate_index", "invalid_index"} <= set(kinds)
+
+
+def test_a_statistics_reset_is_the_evidence_once_there_is_one(pg_db):
+    from takealook.analyzers.db.connection import connect
+    from takealook.analyzers.db.index_health import index_health
+
+    execute(pg_db, "CREATE TABLE t (a int, b int); CREATE INDEX t_a ON t (a); CREATE INDEX t_a_b ON t (a, b); "
+                   "SELECT pg_stat_reset()")
+    with connect(pg_db) as session:
+        findings = index_health(session, Thresholds())
+        (notice,) = [f for f in findings if f.kind == "index_stats_too_young"]
+        assert notice.data["basis"] == "stats_reset" and notice.data["stats_age_s"] < 120
+        assert "pg_stat_database.stats_reset" in notice.detail and len(findings) == 1
+        judged = {f.kind: f.subject for f in index_health(session, Thresholds(min_stats_age_s=0))}
+    assert judged == {"overlapping_index": "public.t_a", "unused_index": "public.t_a_b"}
 
 
 def test_tables(audit):
