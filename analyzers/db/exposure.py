@@ -6,13 +6,14 @@
   (``classify_address``: loopback, private RFC 1918 / unique-local, link-local,
   shared CGNAT, socket, or public);
 - ``ssl_off``; ``ssl_not_required`` (``host`` lines, not ``hostssl``, for
-  remote clients); ``connection_unencrypted`` (this very connection, remote,
+  remote clients; one finding listing the lines); ``connection_unencrypted`` (this very connection, remote,
   without TLS);
 - ``listen_all``: ``listen_addresses`` is ``*``, ``0.0.0.0`` or ``::``;
 - from ``pg_hba_file_rules`` when the role may read it (superuser, or granted):
   ``hba_open_to_world`` (``0.0.0.0/0``, ``::/0``, ``all``) and ``hba_weak_auth``
-  (``trust``, ``password`` (cleartext), ``md5`` on non-local lines); else
-  ``hba_unreadable`` says what to grant;
+  (``trust``, ``password`` (cleartext), ``md5`` on non-local lines), each one
+  finding that lists its lines (``data["rules"]``, each with its severity);
+  else ``hba_unreadable`` says what to grant;
 - ``superuser_role``: the connecting role is a superuser;
 - ``password_encryption_md5``, and ``md5_password_hashes`` when ``pg_authid``
   is readable.
@@ -28,6 +29,7 @@ import ipaddress
 import psycopg
 
 from takealook.analyzers.db.connection import Session
+from takealook.analyzers.db.findings import SEVERITIES as _SEVERITY_ORDER
 from takealook.analyzers.db.findings import Finding
 
 _SETTINGS_SQL = """
@@ -151,12 +153,11 @@ def _hba(session: Session, ssl_on: bool) -> list[Finding]:
 
 
 def hba_findings(rules: list[dict], ssl_on: bool) -> list[Finding]:
-    """Findings for pg_hba_file_rules rows (a pure function of the rows)."""
-    findings = []
+    """Findings for pg_hba_file_rules rows (a pure function of the rows): one per kind, listing its lines."""
+    found: dict[str, list[tuple[str, str, str, dict]]] = {}  # kind -> (severity, what, fix, rule data)
     for rule in rules:
         if rule.get("error") or rule["type"] == "local":
             continue
-        where = f"pg_hba.conf line {rule['line_number']}"
         address = rule["address"] or ""
         world = address == "all" or (address, rule["netmask"] or "") in _WORLD
         loopback = classify_address(address) == "loopback"
@@ -165,21 +166,37 @@ def hba_findings(rules: list[dict], ssl_on: bool) -> list[Finding]:
                 "auth_method": method, "databases": rule["database"], "users": rule["user_name"]}
         shown = "all addresses" if address == "all" else f"{address}/{rule['netmask']}"
         if world and method != "reject":
-            findings.append(Finding(
-                "hba_open_to_world", "critical" if method == "trust" else "high",
-                f"{where} admits {shown} ({rule['type']}, {method})",
-                fix=f"replace {address} by the app servers' addresses (e.g. 10.0.0.0/8) on {where}, {HBA_FIX_TAIL}",
-                subject=where, data=data))
+            found.setdefault("hba_open_to_world", []).append((
+                "critical" if method == "trust" else "high", f"{shown} ({rule['type']}, {method})",
+                f"replace {address} by the app servers' addresses (e.g. 10.0.0.0/8)", data))
         weak = _weak_auth(method, world, loopback)
         if weak:
             severity, why, fix = weak
-            findings.append(Finding("hba_weak_auth", severity, f"{where}: {method} authentication for {shown}",
-                                    detail=why, fix=f"{fix} on {where}, {HBA_FIX_TAIL}", subject=where, data=data))
+            found.setdefault("hba_weak_auth", []).append((severity, f"{method} for {shown} ({why})", fix, data))
         if ssl_on and rule["type"] == "host" and not loopback and method not in ("reject", "trust"):
-            findings.append(Finding(
-                "ssl_not_required", "medium", f"{where} accepts remote clients without SSL",
-                fix=f"use hostssl instead of host on {where}, {HBA_FIX_TAIL}", subject=where, data=data))
-    return findings
+            found.setdefault("ssl_not_required", []).append((
+                "medium", f"{shown} without SSL", "use hostssl instead of host", data))
+    return [_hba_finding(kind, items) for kind, items in found.items()]
+
+
+_HBA_TITLES = {"hba_open_to_world": "admit the whole internet", "hba_weak_auth": "use weak authentication",
+               "ssl_not_required": "accept remote clients without SSL"}
+
+
+def _hba_finding(kind: str, items: list[tuple[str, str, str, dict]]) -> Finding:
+    """One finding for every pg_hba.conf line of one kind: the worst line's severity, each line listed."""
+    severity = min((item[0] for item in items), key=lambda s: _SEVERITY_ORDER.index(s))
+    lines = [item[3]["line"] for item in items]
+    where = f"pg_hba.conf line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}"
+    fixes: dict[str, list[int]] = {}
+    for _, _, fix, data in items:
+        fixes.setdefault(fix, []).append(data["line"])
+    fix = "; ".join(f"{text} on line{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}"
+                    for text, at in fixes.items())
+    rules = [{**data, "severity": sev, "what": what} for sev, what, _, data in items]
+    return Finding(kind, severity, f"{where} {_HBA_TITLES[kind]}",
+                   detail="; ".join(f"line {data['line']}: {what}" for _, what, _, data in items),
+                   fix=f"{fix}, {HBA_FIX_TAIL}", subject="pg_hba.conf", data={"lines": lines, "rules": rules})
 
 
 def _weak_auth(method: str, world: bool, loopback: bool):

@@ -176,7 +176,7 @@ def _measured_blocks(measured) -> list:
 def _waterfall(slow) -> Waterfall:
     spans = tuple(WaterfallSpan(r.name, r.service, r.start_ms, r.duration_ms, r.depth, r.error) for r in slow.rows)
     left = f" ({slow.rows_left_out} more spans left out)" if slow.rows_left_out else ""
-    return Waterfall(f"Slowest trace of {slow.endpoint}: {fmt_value(slow.duration_ms)} ms, "
+    return Waterfall.of(f"Slowest trace of {slow.endpoint}: {fmt_value(slow.duration_ms)} ms, "
                      f"trace {slow.trace_id}{left}", spans)
 
 

@@ -8,6 +8,7 @@ import enum
 import html
 import json
 import math
+import re
 from pathlib import PurePath
 from typing import Any
 
@@ -62,6 +63,13 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def span_figure(span) -> str:
+    """A waterfall row's figure: "12.3 ms", or for a folded run "0.3–9.9 ms" (its shortest and longest)."""
+    if span.count > 1 and span.min_ms is not None and span.max_ms is not None:
+        return f"{fmt_value(float(span.min_ms))}–{fmt_value(float(span.max_ms))} ms"
+    return f"{fmt_value(float(span.duration_ms))} ms"
+
+
 # --------------------------------------------------------------------------- json
 
 
@@ -94,6 +102,7 @@ def to_json(obj: dict) -> str:
 # --------------------------------------------------------------------------- text
 
 _TONE_COLORS = {"good": "32", "warning": "33", "bad": "31", "info": "0"}
+WATERFALL_TEXT_ROWS = 40  # a terminal shows the top of a trace; the HTML page draws every row
 
 
 class _Text:
@@ -189,11 +198,14 @@ class _Text:
     def waterfall(self, chart: Waterfall) -> list[str]:
         out = [chart.title] if chart.title else []
         end = max((s.start_ms + s.duration_ms for s in chart.spans), default=0) or 1
-        for s in chart.spans:
+        for s in chart.spans[:WATERFALL_TEXT_ROWS]:
             lead = round(40 * s.start_ms / end)
             size = max(1, round(40 * s.duration_ms / end))
-            label = ("  " * s.depth + s.label)[:40].ljust(40)
-            out.append(f"{label} {' ' * lead}{'▇' * size} {fmt_value(s.duration_ms)}ms")
+            label = ("  " * s.depth + s.label)
+            label = (label if len(label) <= 40 else label[:39] + "…").ljust(40)
+            out.append(f"{label} {' ' * lead}{'▇' * size} {span_figure(s)}")
+        if len(chart.spans) > WATERFALL_TEXT_ROWS:
+            out.append(f"… {len(chart.spans) - WATERFALL_TEXT_ROWS} more rows (the HTML report draws them all)")
         return out
 
 
@@ -256,12 +268,25 @@ h3{font-size:16px;margin:24px 0 8px}h4{font-size:15px;margin:18px 0 6px}.subtitl
 table{border-collapse:collapse;width:100%;margin:8px 0 14px;font-size:13.5px}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{background:var(--soft);font-weight:600;position:sticky;top:0}td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}
-td{max-width:520px;overflow-wrap:anywhere}.caption{font-weight:600;margin:10px 0 2px}
+td{max-width:520px;overflow-wrap:anywhere}td.r,td.n,th.r{white-space:nowrap;overflow-wrap:normal}.caption{font-weight:600;margin:10px 0 2px}
 pre{background:var(--soft);padding:10px 12px;border-radius:6px;overflow-x:auto;font-size:13px;white-space:pre-wrap}
 p.good{color:var(--good)}p.warning{color:var(--warn)}p.bad{color:var(--bad);font-weight:600}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0}dt{color:var(--muted)}dd{margin:0}
 .chart{margin:10px 0 18px}.chart svg{max-width:100%;height:auto}.meta{color:var(--muted);font-size:13px}
 """
+
+
+# A figure as a cell shows it: "38,144", "-79%", "≈ 22,005 ms/min", "0.3–9.9 ms", "[+1.2%, +3.4%]".
+_FIGURE = re.compile(r"^[\[(≈~<>+\-−]*\s?[\d.,]+(?:\s?[%–\-−,+\d. ]*)*(?:\s?[a-zA-Z/%\]).]{0,12})?$")
+
+
+def _cell_class(column, value) -> str:
+    """``r`` for right-aligned columns; ``n`` for a figure elsewhere: neither ever wraps."""
+    if column.align == "right":
+        return "r"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "n"
+    return "n" if isinstance(value, str) and len(value) <= 32 and _FIGURE.match(value.strip()) else ""
 
 
 class _Html:
@@ -324,7 +349,7 @@ class _Html:
         out.append("</tr></thead><tbody>")
         for row in table.rows:
             out.append("<tr>" + "".join(
-                f'<td class="{"r" if c.align == "right" else ""}">{html.escape(fmt_value(v))}</td>'
+                f'<td class="{_cell_class(c, v)}">{html.escape(fmt_value(v))}</td>'
                 for c, v in zip(table.columns, row)) + "</tr>")
         out.append("</tbody></table>")
         return "".join(out)

@@ -99,11 +99,17 @@ def waterfall(chart: Waterfall) -> str:
         stroke = ' stroke="#c62828" stroke-width="2"' if s.error else ""
         parts.append(f'<text x="{4 + 10 * s.depth}" y="{y + 14}" font-size="11.5">{_e(label)}</text>'
                      f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="14" fill="{colors[s.group]}"{stroke}>'
-                     f"<title>{_e(s.group)}: {_e(s.label)} — {_num(s.duration_ms)} ms at +{_num(s.start_ms)} ms</title></rect>"
-                     f'<text x="{x + w + 4:.1f}" y="{y + 14}" font-size="11">{_num(s.duration_ms)} ms</text>')
+                     f"<title>{_e(s.group)}: {_e(s.label)} — {_e(_figure(s))} at +{_num(s.start_ms)} ms</title></rect>"
+                     f'<text x="{x + w + 4:.1f}" y="{y + 14}" font-size="11">{_e(_figure(s))}</text>')
     y = top + row * len(chart.spans) + 8
     parts.extend(_legend(colors, 4, y))
     return _svg(y + 22, chart.title, parts)
+
+
+def _figure(span) -> str:
+    if span.count > 1 and span.min_ms is not None and span.max_ms is not None:
+        return f"{_num(span.min_ms)}–{_num(span.max_ms)} ms"
+    return f"{_num(span.duration_ms)} ms"
 
 
 def distribution(chart: Distribution) -> str:

@@ -236,7 +236,7 @@ def _waterfalls_section(report: TraceReport) -> Section | None:
     for slow in report.slowest[:MAX_WATERFALLS]:
         spans = tuple(WaterfallSpan(f"{r.service}: {r.name}", r.service, r.start_ms, r.duration_ms, r.depth,
                                     r.error) for r in slow.rows)
-        blocks.append(Waterfall(f"{slow.endpoint} ({slow.service}) — trace {slow.trace_id}, "
+        blocks.append(Waterfall.of(f"{slow.endpoint} ({slow.service}) — trace {slow.trace_id}, "
                                 f"{_n(slow.duration_ms)} ms", spans))
         if slow.rows_left_out:
             blocks.append(Paragraph(f"{slow.rows_left_out} more spans not drawn."))

@@ -8,6 +8,7 @@ HTML must render in a real headless Chromium with its charts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,12 +47,24 @@ def test_the_built_in_problems_are_the_top_findings(demo):
     assert "order_lines" in by_kind["n_plus_one"].statement
     assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/<int:customer_id>",)
     assert all(f.impact_ms_per_min > 0 for f in top)
+    # The index's figure is an estimate built from measured execution time, never above it.
+    impact = index.index_impact
+    assert index.estimated and impact.statements and impact.predicted_ms <= impact.measured_ms
+    for statement in impact.statements:
+        measured = _pgss(result.audit, statement.fingerprint)
+        assert statement.measured_ms <= measured.total_ms + 1e-6 and statement.predicted_ms <= statement.measured_ms
+    assert index.impact_ms_per_min == pytest.approx(impact.predicted_ms / result.traces.totals.window_minutes,
+                                                    rel=1e-3)
     # The index was applied in the demo's database and its effect measured on the endpoint it serves.
     assert result.applied_index.startswith("CREATE INDEX") and "stock" in result.applied_index
     (measured,) = index.measured
     assert measured.name == "GET /products/{sku}" and measured.verdict == "faster", (measured.before, measured.after,
                                                                                      measured.changes["p95"])
     assert index.waterfall is not None and {r.service for r in index.waterfall.rows} >= {"gateway", "inventory"}
+
+
+def _pgss(audit, fingerprint):
+    return next(s for d in audit.databases for s in d.statements.all if s.fingerprint == fingerprint)
 
 
 def test_every_renderer_renders_the_same_report(demo, tmp_path):
@@ -61,6 +74,10 @@ def test_every_renderer_renders_the_same_report(demo, tmp_path):
         text = render.render(doc, fmt)
         for finding in report.findings[:3]:
             assert finding.title[:40] in text.replace("&lt;", "<").replace("&gt;", ">").replace("&#x27;", "'")
+    # The N+1's waterfall folds its run of statements into one row, in text and HTML.
+    for fmt in ("text", "html"):
+        folded = re.findall(r"\d+ × SELECT product_sku, qty, price FROM order_lines", render.render(doc, fmt))
+        assert folded, fmt
     data = json.loads(render.to_json(combined_doc.contract(report)))
     assert list(data)[0] == "schema_version" and data["schema_version"] == 1
     assert [f["kind"] for f in data["findings"]] == [f.kind for f in report.findings]

@@ -105,11 +105,15 @@ def test_exposed_cluster_as_superuser(exposed):
     dsn, isolated = exposed.dsn, exposed.isolated
     found = by_kind(audit_database(dsn("exposed")).findings)
     assert [f.severity for f in found["ssl_off"]] == ["medium"]  # high when reached at a public address
-    world = {(f.data["address"], f.data["auth_method"]): f.severity for f in found["hba_open_to_world"]}
-    assert world == {("0.0.0.0", "md5"): "high", ("::", "password"): "high"}
-    weak = {(f.data["address"], f.data["auth_method"]): f.severity for f in found["hba_weak_auth"]}
+    (open_to_world,) = found["hba_open_to_world"]  # one finding per kind, every line listed
+    world = {(r["address"], r["auth_method"]): r["severity"] for r in open_to_world.data["rules"]}
+    assert world == {("0.0.0.0", "md5"): "high", ("::", "password"): "high"} and open_to_world.severity == "high"
+    (weak_auth,) = found["hba_weak_auth"]
+    weak = {(r["address"], r["auth_method"]): r["severity"] for r in weak_auth.data["rules"]}
     assert weak == {("0.0.0.0", "md5"): "high", ("::", "password"): "high", ("10.0.0.0", "trust"): "critical"}
-    assert found["hba_weak_auth"][0].fix.endswith("then SELECT pg_reload_conf();")
+    assert weak_auth.severity == "critical" and len(weak_auth.data["lines"]) == 3
+    assert all(f"line {line}" in weak_auth.detail for line in weak_auth.data["lines"])
+    assert weak_auth.fix.endswith("then SELECT pg_reload_conf();")
     assert [f.subject for f in found["superuser_role"]] == ["postgres"]
     assert found["password_encryption_md5"][0].fix.startswith("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
     assert found["md5_password_hashes"][0].data["roles"] == ["app"]
@@ -180,6 +184,13 @@ def test_hba_rules_pure():
         {"line_number": 6, "type": "host", "database": ["all"], "user_name": ["all"], "address": "127.0.0.1",
          "netmask": "255.255.255.255", "auth_method": "trust", "error": None},
     ]
-    found = [(f.kind, f.data["line"], f.severity) for f in hba_findings(rules, ssl_on=True)]
-    assert found == [("hba_open_to_world", 3, "high"), ("ssl_not_required", 4, "medium"),
-                     ("hba_weak_auth", 6, "low")]
+    rules.append({**rules[3], "line_number": 7, "address": "10.1.0.0", "netmask": "255.255.0.0",
+                  "auth_method": "password"})
+    rules.append({**rules[3], "line_number": 8, "address": "::1", "netmask": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"})
+    found = [(f.kind, f.data["lines"], f.severity) for f in hba_findings(rules, ssl_on=True)]
+    assert found == [("hba_open_to_world", [3], "high"), ("ssl_not_required", [4, 7], "medium"),
+                     ("hba_weak_auth", [6, 7, 8], "high")]
+    (weak,) = [f for f in hba_findings(rules, ssl_on=True) if f.kind == "hba_weak_auth"]
+    assert weak.title == "pg_hba.conf lines 6, 7, 8 use weak authentication"
+    assert weak.fix.startswith("use scram-sha-256 (or peer on local lines) on lines 6, 8; "
+                               "use scram-sha-256 instead of password on line 7")
