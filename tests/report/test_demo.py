@@ -76,7 +76,7 @@ def test_every_renderer_renders_the_same_report(demo, tmp_path):
             assert finding.title[:40] in text.replace("&lt;", "<").replace("&gt;", ">").replace("&#x27;", "'")
     # The N+1's waterfall folds its run of statements into one row, in text and HTML.
     for fmt in ("text", "html"):
-        folded = re.findall(r"\d+ × SELECT product_sku, qty, price FROM order_lines", render.render(doc, fmt))
+        folded = re.findall(r"\d+ × SELECT product_sku", render.render(doc, fmt))
         assert folded, fmt
     data = json.loads(render.to_json(combined_doc.contract(report)))
     assert list(data)[0] == "schema_version" and data["schema_version"] == 1
