@@ -20,10 +20,34 @@ import os
 import sys
 from pathlib import Path
 
+from takealook.analyzers.db.options import AuditOptions, IndexOptions
 from takealook.cli.common import add_output_options, emit, require
+from takealook.cli.flags import Flag, add_flags, age_seconds, build, percentage, positive_int, show_age
 from takealook.errors import UsageError
 
 _BAD_INPUT = ("unparsed", "missing_table", "cannot_plan", "not_dml")
+
+
+# The advice's thresholds and the session's timeouts: IndexOptions' own fields and defaults.
+ADVICE_FLAGS = (
+    Flag("min_calls", "--min-calls", "workload statements called fewer times are skipped as too cheap"),
+    Flag("min_total_ms", "--min-time", "workload statements with less total time are skipped", "MS"),
+    Flag("min_saving_pct", "--min-saving", "keep an index only if it cuts a statement's plan cost by PCT%",
+         "PCT", percentage),
+    Flag("max_statements", "--max-statements", "advise on the N most expensive workload statements", "N",
+         positive_int),
+    Flag("max_indexes_per_table", "--max-indexes-per-table", "new indexes per table at most; each one costs "
+         "every write", "N", positive_int),
+    Flag("connect.statement_timeout_ms", "--statement-timeout", "statement_timeout of the audit's session", "MS",
+         positive_int),
+    Flag("connect.lock_timeout_ms", "--lock-timeout", "lock_timeout of the audit's session", "MS", positive_int),
+)
+AUDIT_FLAGS = (
+    Flag("top", "--top", "statements per ranking", "N", positive_int),
+    Flag("thresholds.min_stats_age_s", "--min-stats-age", "advise dropping unused or overlapping indexes only "
+         "when the index usage statistics cover at least this long (7d, 36h; 0: always)", "AGE", age_seconds,
+         show_age),
+)
 
 
 def register(subparsers) -> None:
@@ -35,9 +59,9 @@ def register(subparsers) -> None:
     audit.add_argument("--dsn", action="append", metavar="DSN",
                        help="key=value string or postgresql:// URI; repeat for several databases "
                             "(default: libpq's PG* environment)")
-    audit.add_argument("--top", type=int, default=10, help="statements per ranking (default 10)")
+    add_flags(audit, AuditOptions, AUDIT_FLAGS)
     audit.add_argument("--no-index-advice", action="store_true", help="skip the index advice")
-    _add_advice_options(audit)
+    add_flags(audit, IndexOptions, ADVICE_FLAGS)
     add_output_options(audit)
     audit.set_defaults(run=run_audit)
 
@@ -52,47 +76,13 @@ def register(subparsers) -> None:
     indexes.add_argument("--queries-file", metavar="FILE", help="statements separated by semicolons")
     indexes.add_argument("--include-workload", action="store_true",
                          help="with --query/--queries-file: advise on pg_stat_statements' workload too")
-    _add_advice_options(indexes)
+    add_flags(indexes, IndexOptions, ADVICE_FLAGS)
     add_output_options(indexes)
     indexes.set_defaults(run=run_indexes)
 
 
-def _add_advice_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-calls", type=int, default=5, metavar="N",
-                        help="workload statements called fewer times are skipped as too cheap (default 5)")
-    parser.add_argument("--min-time", type=float, default=0.0, metavar="MS",
-                        help="workload statements with less total time are skipped (default 0)")
-    parser.add_argument("--min-saving", default="50", metavar="PCT",
-                        help="keep an index only if it cuts a statement's plan cost by PCT%% (default 50)")
-    parser.add_argument("--max-statements", type=int, default=2000, metavar="N",
-                        help="advise on the N most expensive workload statements (default 2000)")
-    parser.add_argument("--max-indexes-per-table", type=int, default=3, metavar="N",
-                        help="new indexes per table at most; each one costs every write (default 3)")
-    parser.add_argument("--statement-timeout", type=int, default=30_000, metavar="MS",
-                        help="statement_timeout of the audit's session (default 30000)")
-    parser.add_argument("--lock-timeout", type=int, default=1_000, metavar="MS",
-                        help="lock_timeout of the audit's session (default 1000)")
-
-
 def _options(args, use_workload: bool = True):
-    from takealook.analyzers.db.options import ConnectOptions, IndexOptions
-
-    text = str(args.min_saving).strip().rstrip("%").strip()
-    try:
-        saving = float(text)
-    except ValueError:
-        raise UsageError(f"bad --min-saving {args.min_saving!r}: use a percentage such as 50") from None
-    if not 0 <= saving <= 100:
-        raise UsageError("--min-saving must be between 0 and 100")
-    for flag, value in (("--min-calls", args.min_calls), ("--max-statements", args.max_statements),
-                        ("--max-indexes-per-table", args.max_indexes_per_table),
-                        ("--statement-timeout", args.statement_timeout), ("--lock-timeout", args.lock_timeout)):
-        if value < (0 if flag == "--min-calls" else 1):
-            raise UsageError(f"{flag} must be positive")
-    connect = ConnectOptions(statement_timeout_ms=args.statement_timeout, lock_timeout_ms=args.lock_timeout)
-    return IndexOptions(use_workload=use_workload, min_calls=args.min_calls, min_total_ms=args.min_time,
-                        min_saving_pct=saving, max_statements=args.max_statements,
-                        max_indexes_per_table=args.max_indexes_per_table, connect=connect)
+    return build(IndexOptions, args, ADVICE_FLAGS, use_workload=use_workload)
 
 
 def _require_audit_extra() -> None:
@@ -103,12 +93,9 @@ def _require_audit_extra() -> None:
 def run_audit(args) -> int:
     _require_audit_extra()
     from takealook.analyzers.db.audit import audit_databases
-    from takealook.analyzers.db.options import AuditOptions
     from takealook.report import db as report
 
-    if args.top < 1:
-        raise UsageError("--top must be at least 1")
-    options = AuditOptions(top=args.top, index=_options(args), advise=not args.no_index_advice)
+    options = build(AuditOptions, args, AUDIT_FLAGS, index=_options(args), advise=not args.no_index_advice)
     progress = _Progress()
     try:
         result = audit_databases(args.dsn or [None], options, progress if progress.enabled else None)
@@ -117,6 +104,8 @@ def run_audit(args) -> int:
     for database in result.databases:
         if database.error:
             print(f"takealook: {database.dsn}: {database.error}", file=sys.stderr)
+        elif not args.dsn:
+            _say_which(database.dsn)
     if not result.audited:
         return 2
     emit(args, lambda: report.audit_document(result), lambda: report.audit_contract(result))
@@ -159,10 +148,18 @@ def run_indexes(args) -> int:
     for item in rejected:
         print(f"takealook: statement {' '.join(item.query.split())[:80]!r}: {item.reason}", file=sys.stderr)
     dsn = advice.dsn or mask_dsn(args.dsn)
+    if not args.dsn:
+        _say_which(dsn)
     emit(args, lambda: report.indexes_document(advice, dsn), lambda: report.indexes_contract(advice, dsn))
     if queries and len(rejected) == len(queries) and not options.use_workload:
         return 2
     return 0
+
+
+def _say_which(display: str) -> None:
+    """Without --dsn, libpq chose from PG* variables and its defaults: say which database that was."""
+    print(f"takealook: no --dsn: audited {display} (chosen by libpq from the PG* environment and its defaults)",
+          file=sys.stderr)
 
 
 class _Progress:

@@ -17,12 +17,28 @@ import re
 import sys
 import time
 
+from takealook.analyzers.traces.settings import Settings
 from takealook.cli import traces_import
 from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.cli.flags import Flag, add_flags, build
 from takealook.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# The analyses' thresholds: Settings' own fields and defaults.
+THRESHOLD_FLAGS = (
+    Flag("n_plus_one_min_count", "--n-plus-one-min-count", "statements with one fingerprint under one parent"),
+    Flag("n_plus_one_min_ms", "--n-plus-one-min-ms", "their time together", "MS"),
+    Flag("repeated_http_min_count", "--repeated-http-min-count", "identical calls under one parent"),
+    Flag("sequential_min_saving_ms", "--sequential-min-saving-ms",
+         "report sequential calls that would save at least this in parallel", "MS"),
+    Flag("slow_statement_p95_ms", "--slow-statement-ms", "a statement is slow when its p95 reaches this", "MS"),
+    Flag("clock_skew_tolerance_ms", "--clock-skew-tolerance-ms", "a child may start this much before its parent",
+         "MS"),
+    Flag("top_statements", "--top-statements", "statements listed, by total time"),
+)
 
 
 def register(subparsers) -> None:
@@ -41,21 +57,7 @@ def register(subparsers) -> None:
                      help="join statements to pg_stat_statements of this database (read-only; repeatable)")
     rep.add_argument("--advise-indexes", action="store_true",
                      help="with --dsn: add the HypoPG-verified index advice for the slow statements")
-    thresholds = rep.add_argument_group("thresholds")
-    thresholds.add_argument("--n-plus-one-min-count", type=int, default=5, metavar="N",
-                            help="statements with one fingerprint under one parent (default 5)")
-    thresholds.add_argument("--n-plus-one-min-ms", type=float, default=50.0, metavar="MS",
-                            help="their time together (default 50)")
-    thresholds.add_argument("--repeated-http-min-count", type=int, default=2, metavar="N",
-                            help="identical calls under one parent (default 2)")
-    thresholds.add_argument("--sequential-min-saving-ms", type=float, default=10.0, metavar="MS",
-                            help="report sequential calls that would save at least this in parallel (default 10)")
-    thresholds.add_argument("--slow-statement-ms", type=float, default=100.0, metavar="MS",
-                            help="a statement is slow when its p95 reaches this (default 100)")
-    thresholds.add_argument("--clock-skew-tolerance-ms", type=float, default=1.0, metavar="MS",
-                            help="a child may start this much before its parent (default 1)")
-    thresholds.add_argument("--top-statements", type=int, default=20, metavar="N",
-                            help="statements listed, by total time (default 20)")
+    add_flags(rep.add_argument_group("thresholds"), Settings, THRESHOLD_FLAGS)
     rep.add_argument("--jobs", type=int, metavar="N",
                      help="processes reading the store (default: one per CPU, up to 4, for large stores)")
     add_output_options(rep)
@@ -80,15 +82,8 @@ def parse_when(text: str | None, now_ns: int, flag: str) -> int | None:
     return int(when.timestamp() * 1e9)
 
 
-def _settings(args: argparse.Namespace):
-    from takealook.analyzers.traces.settings import Settings
-
-    return Settings(
-        n_plus_one_min_count=args.n_plus_one_min_count, n_plus_one_min_ms=args.n_plus_one_min_ms,
-        repeated_http_min_count=args.repeated_http_min_count,
-        sequential_min_saving_ms=args.sequential_min_saving_ms, slow_statement_p95_ms=args.slow_statement_ms,
-        clock_skew_tolerance_ms=args.clock_skew_tolerance_ms, top_statements=args.top_statements,
-    )
+def _settings(args: argparse.Namespace) -> Settings:
+    return build(Settings, args, THRESHOLD_FLAGS)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -133,6 +133,8 @@ def test_bad_usage():
     bad = takealook("db", "indexes", "--min-saving", "lots", "--query", "SELECT 1")
     assert bad.returncode == 2 and "--min-saving" in bad.stderr
     assert takealook("db", "audit", "--top", "0").returncode == 2
+    age = takealook("db", "audit", "--min-stats-age", "a week")
+    assert age.returncode == 2 and "--min-stats-age 'a week': expected an age such as 7d" in age.stderr
 
 
 def test_libpq_environment_instead_of_dsn(cli_db, tmp_path):
@@ -145,5 +147,11 @@ def test_libpq_environment_instead_of_dsn(cli_db, tmp_path):
     html = target.read_text()
     assert html.startswith("<!DOCTYPE html>") and "orders_customer_id_idx" in html and SECRET not in html
     assert f"host={params['host']} port={params['port']} dbname={params['dbname']}" in html
-    md = takealook("db", "audit", "--format", "md", env=env)
+    chosen = f"host={params['host']} port={params['port']} dbname={params['dbname']} user={params['user']}"
+    assert f"takealook: no --dsn: audited {chosen} (chosen by libpq" in out.stderr
+    md = takealook("db", "audit", "--format", "md", "--min-stats-age", "0", env=env)
     assert md.returncode == 0 and md.stdout.startswith("# Database audit") and SECRET not in md.stdout
+    # Which database libpq chose is said once, on stderr, without the password.
+    (line,) = [line for line in md.stderr.splitlines() if "no --dsn" in line]
+    assert line == f"takealook: no --dsn: audited {chosen} (chosen by libpq from the PG* environment and its defaults)"
+    assert SECRET not in md.stderr
