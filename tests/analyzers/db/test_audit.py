@@ -187,6 +187,10 @@ def test_statements(audit):
     assert report.available and report.version
     every = [s for stats in report.top.values() for s in stats]
     assert every and not any("takealook" in s.query for s in every)
+    # The fixture's own pg_stat_statements_reset(...) is in the view, and in no ranking or finding.
+    assert any("pg_stat_statements_reset" in s.query for s in report.all)
+    assert not any("pg_stat_statements_reset" in s.query for s in every)
+    assert not any("pg_stat_statements_reset" in (f.data or {}).get("query", "") for f in result.findings)
     assert all(s.fingerprint == fingerprint(s.query) and s.queryid is not None for s in every)
     (slow,) = of_kind(result, "slow_statement")
     assert slow.data["fingerprint"] == fingerprint("SELECT pg_sleep(0.12)") and slow.data["calls"] == 2
