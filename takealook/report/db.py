@@ -1,18 +1,9 @@
 """The database report: ``db audit`` and ``db indexes`` as ``Document``s and as JSON contracts.
 
-``indexes_contract(advice)`` is DESIGN.md's ``db indexes`` object
-(``schema_version``, ``indexes`` with ``table``, ``columns``, ``using``,
-``create_sql``, ``size_bytes``, ``verified``, ``statements`` with ``query``,
-``calls``, ``cost_before``, ``cost_after``, ``saving_pct``; ``skipped`` with
-``query`` and ``reason``) plus more keys: per statement ``fingerprint``,
-``queryid``, ``total_ms``, ``source``; per index ``name``, ``benefit_ms``, the
-table's rows and write rate; per skipped statement ``code``, ``fingerprint``,
-``queryid``, ``parsed``; and ``verified``, ``explain_calls``, ``findings``.
-
-``audit_contract(report)`` is ``{"schema_version": 1, "databases": [...]}``,
-one object per DSN (see docs/db.md): ``dsn`` (masked), ``error``, ``findings``
-(each ``kind``, ``severity``, ``title``, ``detail``, ``fix``, ``subject`` and
-the kind's own keys), ``statements``, ``indexes``, ``tables``, ``sessions``.
+``indexes_contract(advice)`` is the JSON of ``db indexes`` and
+``audit_contract(report)`` the JSON of ``db audit``: their shapes are the
+contracts in docs/json.md (docs/schemas/db-indexes.schema.json and
+db-audit.schema.json), which the tests check against the commands' real output.
 """
 
 from __future__ import annotations
@@ -86,6 +77,8 @@ def _statements_json(report: StatementReport | None) -> dict | None:
         return None
     return {"available": report.available, "pg_stat_statements_version": report.version,
             "total_ms": round(report.total_ms, 3), "count": report.count,
+            "period_s": None if report.period_s is None else round(report.period_s),
+            "period_basis": report.period_basis,
             "top": {name: [_stat_json(s) for s in stats] for name, stats in report.top.items()}}
 
 

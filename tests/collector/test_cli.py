@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from takealook.collector import open_store
 from tests.collector.conftest import PROTOBUF, raw_request, sdk_spans
 from tests.conftest import script
+from tests.contracts import check
 
 _ANNOUNCE = re.compile(r"OTLP/HTTP on (http://127\.0\.0\.1:\d+).*?(?:OTLP/gRPC on (127\.0\.0\.1:\d+))?; store")
 
@@ -56,6 +57,9 @@ def test_collect_serves_both_protocols_and_stops_gracefully(tmp_path):
         spans = sdk_spans(traces=3)
         assert exporter.export(spans) == SpanExportResult.SUCCESS
         exporter.shutdown()
+        status = requests.get(url + "/", timeout=10)
+        assert status.status_code == 200
+        check("collect-status", status.json())  # docs/json.md
     finally:
         err = _stop(proc)
     assert proc.returncode == 0

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from takealook.collector import open_store
 from tests.collector.conftest import JSON, PROTOBUF, post, raw_request, sdk_spans, start_collector
 from tests.conftest import wait_for
+from tests.contracts import check
 
 
 def _hex(number: int, width: int) -> str:
@@ -177,6 +178,7 @@ def test_token_is_required_when_set(tmp_path):
 def test_status_page_and_unknown_paths(collector):
     status, headers, body = post(collector.http_url, "/", b"", method="GET")
     assert status == 200 and json.loads(body)["service"] == "takealook collector"
+    check("collect-status", json.loads(body))  # docs/json.md
     assert post(collector.http_url, "/v1/logs", b"x", PROTOBUF)[0] == 404
     assert post(collector.http_url, "/v1/traces", b"x", method="PUT")[0] == 405
     gz = gzip.compress(raw_request(20, seed=9).SerializeToString())

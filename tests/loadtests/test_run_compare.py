@@ -32,6 +32,7 @@ import pytest
 
 from takealook.loadtests.runs import load_run
 from tests.conftest import script
+from tests.contracts import check
 from tests.loadtests import suites
 from tests.loadtests.server import DelayServer
 
@@ -49,14 +50,18 @@ def load_run_cli(suite, server, label, runs, *extra):
     return load_run(label, runs)
 
 
-def run_pair(suite, runs, pair):
-    """Two runs at the same time: pair is ((label, server), (label, server))."""
+def run_pair(suite, runs, pair) -> list[str]:
+    """Two runs at the same time: pair is ((label, server), (label, server)); their JSON summaries."""
     procs = [subprocess.Popen([script("takealook"), "load", "run", str(suite), "--host", server.url,
-                               "--label", label, "--runs-dir", str(runs), *RUN, "--rate", "100/s"],
+                               "--label", label, "--runs-dir", str(runs), *RUN, "--rate", "100/s",
+                               "--format", "json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for label, server in pair]
+    outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err + out
+        outputs.append(out)
+    return outputs
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +73,11 @@ def ab_runs(tmp_path_factory):
     with DelayServer(delays={"/slow": 20, "/flaky": 5}, echo_trace=True) as a, \
             DelayServer(delays={"/slow": 30, "/flaky": 5}, errors={"/flaky": 0.3}) as b, \
             DelayServer(delays={"/slow": 20, "/flaky": 5}) as a_twin:
-        run_pair(suite, runs, (("a1", a), ("b1", b)))
+        summaries = run_pair(suite, runs, (("a1", a), ("b1", b)))
         sent = [tp for _, _, tp in a.log]
         run_pair(suite, runs, (("a2", a), ("a3", a_twin)))
         run_pair(suite, runs, (("a4", a), ("a5", a_twin)))
-    return {"runs": runs, "a": load_run("a1", runs), "sent": sent, "folder": folder}
+    return {"runs": runs, "a": load_run("a1", runs), "sent": sent, "folder": folder, "summaries": summaries}
 
 
 def compare_json(ab_runs, *args):
@@ -103,6 +108,16 @@ def test_run_folder_has_raw_samples_metadata_and_locust_reports(ab_runs):
     assert names == {"GET /slow", "GET /flaky/{id}"}
     slow = sorted(s.latency_ms for s in measured if s.name == "/slow")
     assert 20 <= slow[len(slow) // 2] < 60
+
+
+def test_run_summary_run_json_and_compare_follow_their_documented_contracts(ab_runs):
+    first, _ = ab_runs["summaries"]
+    summary = json.loads(first)
+    check("load-run", summary)
+    assert summary["run"] == "a1" and {e["name"] for e in summary["endpoints"]} >= {"GET /slow", "GET /flaky/{id}"}
+    check("load-run-metadata", json.loads((ab_runs["a"].path / "run.json").read_text()))
+    out, doc = compare_json(ab_runs, "a1", "b1", "--fail-on-regression", "10%")
+    check("load-compare", doc)
 
 
 def test_every_request_carries_a_traceparent_and_the_server_trace_id_is_kept(ab_runs):

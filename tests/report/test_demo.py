@@ -17,6 +17,7 @@ import pytest
 
 from takealook.report import combined, combined_doc, render
 from tests.conftest import script
+from tests.contracts import check
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -80,6 +81,7 @@ def test_every_renderer_renders_the_same_report(demo, tmp_path):
         assert folded, fmt
     data = json.loads(render.to_json(combined_doc.contract(report)))
     assert list(data)[0] == "schema_version" and data["schema_version"] == 1
+    check("report", data)  # docs/json.md: with traces, three audits and a load comparison
     assert [f["kind"] for f in data["findings"]] == [f.kind for f in report.findings]
     assert data["findings"][0]["impact_ms_per_min"] == pytest.approx(report.findings[0].impact_ms_per_min, rel=1e-3)
     assert json.loads(json.dumps(data)) == data  # plain JSON all the way down

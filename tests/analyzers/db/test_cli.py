@@ -14,6 +14,7 @@ import pytest
 from takealook.pgcluster import free_port
 from tests.analyzers.db.conftest import execute, reset_statements, run_statements
 from tests.conftest import script
+from tests.contracts import check
 
 SECRET = "hunter2-not-shown"
 
@@ -41,6 +42,7 @@ def test_indexes_json_is_the_contract(cli_db):
     out = takealook("db", "indexes", "--dsn", cli_db, "--format", "json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
+    check("db-indexes", data)  # docs/json.md
     assert list(data)[:3] == ["schema_version", "indexes", "skipped"] and data["schema_version"] == 1
     (index,) = data["indexes"]
     assert {k: index[k] for k in ("table", "columns", "using", "verified")} == {
@@ -82,6 +84,7 @@ def test_audit_reaches_what_it_can_and_masks_passwords(cli_db):
     assert SECRET not in out.stdout + out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("takealook: host=127.0.0.1") and "password=****" in line and "Connection refused" in line
+    check("db-audit", json.loads(out.stdout))  # docs/json.md: an audited and an unreachable database
     first, second = json.loads(out.stdout)["databases"]
     assert first["error"] is None and first["findings"]
     assert second["error"] and second["dsn"].endswith("password=**** connect_timeout=3")

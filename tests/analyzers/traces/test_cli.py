@@ -14,6 +14,7 @@ from takealook.cli.traces import parse_when
 from takealook.errors import UsageError
 
 from tests.analyzers.traces.builder import BASE_NS, TraceBuilder, write_store
+from tests.contracts import check
 from tests.conftest import script
 
 
@@ -55,6 +56,7 @@ def test_json_follows_the_contract(shop_store):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith('{\n  "schema_version": 1,')
     data = json.loads(out.stdout)
+    check("traces-report", data)  # docs/json.md
     assert data["totals"]["spans"] == 6 * (14 + 2) and data["totals"]["traces"] == 12
     assert data["totals"]["services"] == ["gateway", "orders", "stock"]
     dashboard = next(e for e in data["endpoints"] if e["route"] == "/dashboard/<int:id>")

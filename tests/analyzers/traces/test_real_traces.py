@@ -21,6 +21,7 @@ import requests
 from takealook.collector import open_store
 from takealook.pgcluster import free_port
 from tests.conftest import script, wait_for
+from tests.contracts import check
 from tests.processes import Processes
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -103,6 +104,7 @@ def test_the_report_finds_exactly_the_seeded_problems(databases, processes, tmp_
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    check("traces-report", report)  # docs/json.md, on real apps' traces
 
     assert report["totals"]["services"] == ["gateway", "inventory", "orders"]
     assert report["totals"]["skipped_spans"] == 0 and report["totals"]["traces_without_entry"] == 0
