@@ -180,7 +180,8 @@ def index_impact(index, database: Optional[str], traced: dict[str, StatementStat
         traced_calls = seen.calls
         mean = figures.mean_exec_ms if figures is not None else None
         counted = min(traced_calls, figures.calls) if figures is not None else 0
-        measured = (mean or 0.0) * counted
+        # mean x calls, as the share of pg_stat_statements' own total (no rounding drift past it)
+        measured = figures.total_exec_ms * counted / figures.calls if figures is not None and figures.calls else 0.0
         ratio = min(max((effect.saving_pct or 0.0) / 100.0, 0.0), 1.0)
         rows.append(StatementImpact(effect.fingerprint, effect.query, effect.saving_pct, traced_calls,
                                     figures.calls if figures else None, mean, counted, round(measured, 3),
