@@ -3,12 +3,8 @@
 ``compare_document(comparison, regressions, threshold)`` lays out one verdict
 line per endpoint (and overall), the noise floor used, warnings, then per
 endpoint every metric with its interval and a before/after latency
-distribution chart. ``compare_contract(...)`` is DESIGN.md's JSON object
-(``schema_version``, ``before``, ``after``, ``endpoints`` with ``name``,
-``verdict``, ``p95_before_ms`` ... ``error_rate_after``) with more keys: the
-other metrics with the same naming (``p50_*``, ``p99_*``, ``mean_*``), per-metric
-verdicts, ``error_rate_change_pts``, throughputs, ``overall``, ``only_before``,
-``only_after``, ``settings`` and ``regressions``.
+distribution chart. ``compare_contract(...)`` is the JSON object of
+docs/json.md (docs/schemas/load-compare.schema.json).
 """
 
 from __future__ import annotations

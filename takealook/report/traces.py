@@ -3,10 +3,8 @@
 ``document(report)`` lays out the findings ranked by their cost to users, the
 entry endpoints, their critical paths (stacked bars of shares), a waterfall of
 each endpoint's slowest trace, the services, the statements and the
-instrumentation's health. ``contract(report)`` is the JSON object DESIGN.md
-specifies (``schema_version``, ``totals``, ``endpoints``, ``findings``), with
-more keys beside them (``services``, ``statements``, ``slowest_traces``,
-``settings``). ``describe(finding)`` and ``advice(kind)`` are one-line texts
+instrumentation's health. ``contract(report)`` is the JSON object of
+docs/json.md (docs/schemas/traces-report.schema.json). ``describe(finding)`` and ``advice(kind)`` are one-line texts
 the combined report reuses.
 """
 
