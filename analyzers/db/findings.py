@@ -4,12 +4,14 @@ A ``Finding`` says what is wrong (``kind``, ``title``), how much it matters
 (``severity``), on what (``subject``: a table, index, statement or setting),
 and what to do (``fix``: SQL or a configuration step, when there is one).
 ``data`` holds the kind's own values (sizes, counts, ages, fingerprints); the
-JSON output puts them beside the common keys.
+JSON output puts them beside the common keys (docs/json.md,
+docs/schemas/db-indexes.schema.json lists each kind's).
 
 Kinds (stable names; the report and CI parse them):
 statements: ``slow_statement``, ``costly_statement``, ``temp_spill``;
 index advice: ``missing_index``; index health: ``unused_index``,
-``duplicate_index``, ``overlapping_index``, ``invalid_index``; tables:
+``duplicate_index``, ``overlapping_index``, ``overlapping_django_index``,
+``invalid_index``, ``index_stats_too_young``; tables:
 ``seq_scan_heavy``, ``dead_tuples``, ``table_bloat``, ``never_analyzed``,
 ``stale_statistics``, ``low_cache_hit``; sessions: ``connections_near_limit``,
 ``idle_in_transaction``, ``long_running_statement``; exposure:
