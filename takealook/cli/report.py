@@ -15,8 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from takealook.analyzers.db.options import AuditOptions
 from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.cli.db import AUDIT_FLAGS
+from takealook.cli.flags import add_flags, build
 from takealook.errors import UsageError
+
+STATS_AGE_FLAGS = tuple(flag for flag in AUDIT_FLAGS if flag.flag == "--min-stats-age")
 
 
 def register(subparsers) -> None:
@@ -29,6 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--since", metavar="WHEN", help="only traces after: 1h, 30m, 2024-05-01T10:00")
     parser.add_argument("--dsn", action="append", default=[], metavar="DSN",
                         help="audit this database too (repeatable; read-only)")
+    add_flags(parser, AuditOptions, STATS_AGE_FLAGS)
     parser.add_argument("--before", nargs="+", metavar="RUN", help="load runs before the change")
     parser.add_argument("--after", nargs="+", metavar="RUN", help="load runs after the change")
     parser.add_argument("--runs-dir", metavar="DIR", help="where load runs are kept (default .takealook/runs)")
@@ -52,7 +58,7 @@ def run(args) -> int:
     traces = _traces(store, args) if use_store else None
     if not use_store:
         notes.append(f"no span store at {store}: trace findings are left out")
-    audit = _audit(args.dsn) if args.dsn else None
+    audit = _audit(args.dsn, build(AuditOptions, args, STATS_AGE_FLAGS)) if args.dsn else None
     comparison = _comparison(args) if args.before else None
     report = combined.build(traces, audit, comparison)
     if notes:
@@ -75,12 +81,12 @@ def _traces(store: Path, args):
     return analyze_store(store, Settings(), Window(since, now if since is not None else None))[1]
 
 
-def _audit(dsns: list):
+def _audit(dsns: list, options: AuditOptions):
     require("psycopg", "audit")
     require("pglast", "audit")
     from takealook.analyzers.db.audit import audit_databases
 
-    report = audit_databases(dsns)
+    report = audit_databases(dsns, options)
     if not report.audited:
         reasons = "; ".join(f"{d.dsn}: {d.error}" for d in report.databases)
         raise UsageError(f"no database could be audited ({reasons})")

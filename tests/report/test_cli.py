@@ -93,3 +93,8 @@ def test_report_text_labels_the_estimate(sources, tmp_path):
     assert "≈ " in html and "Estimated saving" in html and "index usage statistics cover" in html
     text = _report("--store", store, "--dsn", dsn, "--format", "text")
     assert "≈ " in text.stdout and "estimate" in text.stdout
+    # With --min-stats-age 0 the overlap is judged: the shorter index is the advice, as a DROP.
+    judged = json.loads(_report("--store", store, "--dsn", dsn, "--format", "json", "--min-stats-age", "0").stdout)
+    kinds = {f["kind"]: f for f in judged["findings"]}
+    assert "index_stats_too_young" not in kinds
+    assert kinds["overlapping_index"]["fix"] == "DROP INDEX CONCURRENTLY public.orders_status;"
