@@ -7,8 +7,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import script
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,6 @@ See docs/db.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path

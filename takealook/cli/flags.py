@@ -91,14 +91,18 @@ def _parser_for(default: Any) -> Callable[[str, str], Any]:
     return non_negative_float
 
 
-def non_negative_int(text: str, flag: str) -> int:
+def _non_negative(text: str, flag: str, kind: type, what: str):
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected a whole number") from None
-    if value < 0:
+        raise UsageError(f"{flag} {text!r}: expected {what}") from None
+    if value < 0 or value != value:  # NaN is not a threshold either
         raise UsageError(f"{flag} must not be negative")
     return value
+
+
+def non_negative_int(text: str, flag: str) -> int:
+    return _non_negative(text, flag, int, "a whole number")
 
 
 def positive_int(text: str, flag: str) -> int:
@@ -109,13 +113,7 @@ def positive_int(text: str, flag: str) -> int:
 
 
 def non_negative_float(text: str, flag: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{flag} {text!r}: expected a number") from None
-    if value < 0 or value != value:
-        raise UsageError(f"{flag} must not be negative")
-    return value
+    return _non_negative(text, flag, float, "a number")
 
 
 def percentage(text: str, flag: str) -> float:
