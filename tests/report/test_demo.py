@@ -37,13 +37,16 @@ def demo(tmp_path_factory):
 def test_the_built_in_problems_are_the_top_findings(demo):
     result, report, lines = demo
     assert [line.split("]")[0] for line in lines] == [f"[{n}/8" for n in range(1, 9)]
-    top = report.findings[:3]
-    assert [f.kind for f in top] == ["missing_index", "n_plus_one", "sequential_calls"] or \
-        sorted(f.kind for f in top) == ["missing_index", "n_plus_one", "sequential_calls"]
+    # On a loaded machine the apps drop spans: a trace whose gateway spans were lost enters at the
+    # orders (or inventory) service, and the same problem shows again under that entry endpoint,
+    # further down. The three built-in problems are the top three problems, each counted once.
+    top = _first_of_each_kind(report.findings)[:3]
+    assert sorted(f.kind for f in top) == ["missing_index", "n_plus_one", "sequential_calls"], \
+        [(f.kind, f.impact_ms_per_min, f.endpoints) for f in report.findings[:6]]
     by_kind = {f.kind: f for f in top}
     index = by_kind["missing_index"]
     assert index.index.table == "public.stock" and index.index.columns == ("sku",) and index.index.verified
-    assert index.endpoints == ("GET /products/<sku>",)
+    assert index.endpoints[0] == "GET /products/<sku>"
     assert by_kind["n_plus_one"].endpoints == ("GET /orders/<int:customer_id>",)
     assert "order_lines" in by_kind["n_plus_one"].statement
     assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/<int:customer_id>",)
@@ -62,6 +65,13 @@ def test_the_built_in_problems_are_the_top_findings(demo):
     assert measured.name == "GET /products/{sku}" and measured.verdict == "faster", (measured.before, measured.after,
                                                                                      measured.changes["p95"])
     assert index.waterfall is not None and {r.service for r in index.waterfall.rows} >= {"gateway", "inventory"}
+
+
+def _first_of_each_kind(findings) -> list:
+    seen: dict = {}
+    for finding in findings:
+        seen.setdefault(finding.kind, finding)
+    return list(seen.values())
 
 
 def _pgss(audit, fingerprint):
