@@ -33,6 +33,7 @@ psycopg and pglast are imported only by the functions that read a database.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional, Sequence
 
@@ -44,6 +45,11 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 # Trace findings that describe the instrumentation, not the users' time.
 HEALTH_KINDS = frozenset({"orphan_span", "missing_db_spans", "clock_skew", "broken_trace"})
 _PREREQUISITES = ("missing_extension", "extension_not_loaded", "missing_privilege")
+
+
+def round_down(value: float) -> float:
+    """To the microsecond, downwards: a figure shown as measured never rounds past what was measured."""
+    return math.floor(value * 1000.0) / 1000.0
 
 
 def severity_for(ms_per_min: Optional[float], floor: str = "low") -> str:
@@ -98,7 +104,7 @@ def figures_by_fingerprint(database: str, stats: Iterable) -> dict[str, Database
         entry[3] += stat.shared_blks_hit
         entry[4] += stat.shared_blks_read
     return {
-        key: DatabaseFigures(database, calls, round(total, 3), round(total / calls, 3) if calls else 0.0,
+        key: DatabaseFigures(database, calls, round_down(total), round(total / calls, 3) if calls else 0.0,
                              rows, hit, read)
         for key, (calls, total, rows, hit, read) in sums.items()
     }
@@ -184,10 +190,10 @@ def index_impact(index, database: Optional[str], traced: dict[str, StatementStat
         measured = figures.total_exec_ms * counted / figures.calls if figures is not None and figures.calls else 0.0
         ratio = min(max((effect.saving_pct or 0.0) / 100.0, 0.0), 1.0)
         rows.append(StatementImpact(effect.fingerprint, effect.query, effect.saving_pct, traced_calls,
-                                    figures.calls if figures else None, mean, counted, round(measured, 3),
-                                    round(min(measured * ratio, measured), 3)))
-    measured = round(sum(r.measured_ms for r in rows), 3)
-    predicted = round(min(sum(r.predicted_ms for r in rows), measured), 3)
+                                    figures.calls if figures else None, mean, counted, round_down(measured),
+                                    round_down(min(measured * ratio, measured))))
+    measured = round_down(sum(r.measured_ms for r in rows))
+    predicted = round_down(min(sum(r.predicted_ms for r in rows), measured))
     period_rate = None
     if pgss_period_s:
         period_rate = round(index.benefit_ms / (pgss_period_s / 60.0), 3) if pgss_period_s >= 1 else None

@@ -47,8 +47,9 @@ def test_the_built_in_problems_are_the_top_findings(demo):
     index = by_kind["missing_index"]
     assert index.index.table == "public.stock" and index.index.columns == ("sku",) and index.index.verified
     assert index.endpoints[0] == "GET /products/<sku>"
-    assert by_kind["n_plus_one"].endpoints == ("GET /orders/<int:customer_id>",)
-    assert "order_lines" in by_kind["n_plus_one"].statement
+    n_plus_ones = [f for f in report.findings if f.kind == "n_plus_one"]
+    assert ("GET /orders/<int:customer_id>",) in [f.endpoints for f in n_plus_ones]
+    assert all("order_lines" in f.statement for f in n_plus_ones)
     assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/<int:customer_id>",)
     assert all(f.impact_ms_per_min > 0 for f in top)
     # The index's figure is an estimate built from measured execution time, never above it.
@@ -56,7 +57,7 @@ def test_the_built_in_problems_are_the_top_findings(demo):
     assert index.estimated and impact.statements and impact.predicted_ms <= impact.measured_ms
     for statement in impact.statements:
         measured = _pgss(result.audit, statement.fingerprint)
-        assert statement.measured_ms <= measured.total_ms + 1e-6 and statement.predicted_ms <= statement.measured_ms
+        assert statement.measured_ms <= measured.total_ms and statement.predicted_ms <= statement.measured_ms
     assert index.impact_ms_per_min == pytest.approx(impact.predicted_ms / result.traces.totals.window_minutes,
                                                     rel=1e-3)
     # The index was applied in the demo's database and its effect measured on the endpoint it serves.
