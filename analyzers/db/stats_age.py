@@ -67,8 +67,10 @@ def index_usage_age(session: Session) -> StatsAge:
 
 
 def human_age(seconds: float) -> str:
+    """'5.2 hours', '7.0 days', '1 minute'."""
     if seconds >= DAY_S:
         return f"{seconds / DAY_S:.1f} days"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
-    return f"{seconds / 60:.0f} minutes"
+    minutes = round(seconds / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
