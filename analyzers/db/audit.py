@@ -19,7 +19,10 @@ advice).
 
 ``audit_databases`` audits each DSN in turn; a DSN that cannot be reached
 (refused, wrong password, not PostgreSQL, bad DSN) gets a ``DatabaseAudit``
-with ``error`` set (one line, password masked) and the others go on.
+with ``error`` set (one line, password masked) and the others go on. An
+unexpected error (a bug of ours) is caught the same way: in one part it is
+that part's ``check_failed`` finding, outside the parts that database's
+``error``; the other parts and databases are still audited.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Callable, Sequence
 
 import psycopg
 
-from takealook.analyzers.db.connection import Session, connect, mask_dsn
+from takealook.analyzers.db.connection import Session, connect, mask_dsn, mask_secrets, one_line
 from takealook.analyzers.db.exposure import exposure
 from takealook.analyzers.db.findings import Finding, check_failed, ordered
 from takealook.analyzers.db.index_advice import IndexAdvice, advise
@@ -83,6 +86,10 @@ def audit_databases(dsns: Sequence[str | None], options: AuditOptions | None = N
             if message.startswith(shown + ": "):
                 message = message[len(shown) + 2:]
             out.append(DatabaseAudit(dsn=shown, error=message))
+        except Exception as error:  # noqa: BLE001 - one database's failure must not lose the others' sections
+            message = mask_secrets(one_line(error), dsn)
+            out.append(DatabaseAudit(dsn=mask_dsn(dsn), error=f"unexpected {type(error).__name__}: {message} "
+                                                             "(a takealook bug: please report it)"))
     return AuditReport(tuple(out))
 
 
@@ -103,6 +110,10 @@ def _audit(session: Session, options: AuditOptions, progress: Progress | None) -
             return check()
         except psycopg.Error as error:
             findings.append(check_failed(name, session.describe_error(error)))
+            return default
+        except Exception as error:  # noqa: BLE001 - a bug of ours must cost one section, not the audit
+            findings.append(check_failed(name, f"unexpected {type(error).__name__}: "
+                                               f"{session.describe_error(error)} (a takealook bug: please report it)"))
             return default
         finally:
             session.end()

@@ -148,13 +148,14 @@ class Session:
         """Several statements, each tagged, no parameters, one round trip; the rows of each.
 
         pg_stat_statements records each statement of a multi-statement string
-        by its own text, so each needs its own tag.
+        by its own text, so each needs its own tag. Each goes on its own line, so
+        a ``--`` comment left in one can never swallow the ones after it.
         """
         try:
             self._begin()
             results = []
             with self.conn.cursor(row_factory=dict_row) as cur:
-                cur.execute("; ".join(f"{TAG} {sql}" for sql in statements), prepare=False)
+                cur.execute(";\n".join(f"{TAG} {sql}" for sql in statements), prepare=False)
                 while True:
                     results.append(cur.fetchall() if cur.description else [])
                     if not cur.nextset():

@@ -58,7 +58,7 @@ from takealook.analyzers.db.candidates import candidates_for, covering_index
 from takealook.analyzers.db.catalog import Catalog
 from takealook.analyzers.db.connection import Session, connect
 from takealook.analyzers.db import index_selection
-from takealook.analyzers.db.explain import Explainer
+from takealook.analyzers.db.explain import EXPLAIN_ERRORS, Explainer
 from takealook.analyzers.db.findings import Finding
 from takealook.analyzers.db.options import IndexOptions
 from takealook.analyzers.db.parse import ParsedStatement, parse_statement
@@ -127,14 +127,20 @@ def prepare_jobs(session: Session, catalog: Catalog, explainer: Explainer, items
         if progress:
             progress("parse and plan", number, len(items))
         parsed = parse_statement(item.text)
-        job_or_skip = _candidates(session, catalog, item, parsed, options)
+        try:
+            job_or_skip = _candidates(session, catalog, item, parsed, options)
+        except Exception as error:  # noqa: BLE001 - one odd statement is skipped, never the end of the advice
+            out.append(skipped(item, f"cannot analyse: unexpected {type(error).__name__}: "
+                                     f"{session.describe_error(error)} (a takealook bug: please report it)",
+                               "cannot_plan", parsed))
+            continue
         if isinstance(job_or_skip, SkippedStatement):
             out.append(job_or_skip)
             continue
         job = job_or_skip
         try:
             job.before = explainer.explain(parsed)
-        except psycopg.Error as error:
+        except EXPLAIN_ERRORS as error:
             out.append(job.skip(f"cannot plan: {session.describe_error(error)}", "cannot_plan"))
             continue
         if job.before.total_cost < options.min_cost:

@@ -27,7 +27,7 @@ import psycopg
 
 from takealook.analyzers.db.candidates import IndexCandidate
 from takealook.analyzers.db.catalog import Relation, quote_ident
-from takealook.analyzers.db.explain import Explainer, Plan
+from takealook.analyzers.db.explain import EXPLAIN_ERRORS, Explainer, Plan
 from takealook.analyzers.db.findings import Finding
 from takealook.analyzers.db.hypo import Hypo, missing_message
 from takealook.analyzers.db.advice_types import Job, SkippedStatement, SuggestedIndex
@@ -113,7 +113,7 @@ def _create(hypo: Hypo, candidates) -> dict[int, tuple]:
 def _explain(explainer: Explainer, job: Job, out: list) -> Plan | None:
     try:
         return explainer.explain(job.parsed)
-    except psycopg.Error as error:
+    except EXPLAIN_ERRORS as error:
         out.append(job.skip(f"cannot plan: {explainer.session.describe_error(error)}", "cannot_plan"))
         return None
 
