@@ -41,6 +41,7 @@ class Agent:
 
     def __init__(self, settings, pipeline, provider, instrumentations=()):
         from takealook import __version__
+        from takealook.agent.redact import Redactor
 
         self.settings = settings
         self.pipeline = pipeline
@@ -48,6 +49,8 @@ class Agent:
         self.scope = ("takealook.agent", __version__)
         self.tracer = provider.get_tracer("takealook.agent", __version__)
         self.instrumentations = list(instrumentations)
+        self.redactor = Redactor(settings.record_query_values, settings.record_query_names,
+                                 settings.record_path_values, settings.record_path_names)
 
 
 def start(**settings) -> bool:

@@ -27,12 +27,19 @@ takealook's own:
                                CPU and GIL) or "thread" (in-process background thread)
   TAKEALOOK_DISABLED_INSTRUMENTATIONS   comma list, e.g. "httpx,logging"
   TAKEALOOK_MAX_QUEUE          spans held for export at most (default 20000); beyond, dropped and counted
+  TAKEALOOK_RECORD_QUERY_VALUES    which query-string values are recorded (``redact`` has the rules):
+                               unset: numbers and paging/sorting words; "all": every value but
+                               secret-looking ones; "none": no value; "q,status": those names' values too
+  TAKEALOOK_RECORD_PATH_VALUES     which path segments are recorded: unset: ids and the routes' own words;
+                               "all": paths whole; "sku,slug": those route parameters' values too
+  TAKEALOOK_RECORD_USER_AGENT  "true": record the User-Agent header (user_agent.original); off by default
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
@@ -69,6 +76,11 @@ class AgentSettings:
     max_queue: int = 20000
     old_http_names: bool = False
     old_db_names: bool = False
+    record_query_values: str = "default"  # default | all | none
+    record_query_names: frozenset = frozenset()
+    record_path_values: str = "default"  # default | all
+    record_path_names: frozenset = frozenset()
+    record_user_agent: bool = False
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> "AgentSettings":
@@ -94,7 +106,12 @@ class AgentSettings:
             max_queue=_positive_int(env, "TAKEALOOK_MAX_QUEUE", 20000),
             old_http_names="http/dup" in env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
             old_db_names="database/dup" in env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
+            record_user_agent=_truthy(env.get("TAKEALOOK_RECORD_USER_AGENT")),
         )
+        query_mode, query_names = _record_values(env, "TAKEALOOK_RECORD_QUERY_VALUES", ("all", "none"))
+        path_mode, path_names = _record_values(env, "TAKEALOOK_RECORD_PATH_VALUES", ("all",))
+        settings = replace(settings, record_query_values=query_mode, record_query_names=query_names,
+                           record_path_values=path_mode, record_path_names=path_names)
         protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         if protocol and protocol.strip() != "http/protobuf":
             log.warning("takealook: OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; using http/protobuf", protocol)
@@ -203,6 +220,24 @@ def _export_mode(env: Mapping[str, str]) -> str:
         log.warning("takealook: TAKEALOOK_EXPORT=%r is not process or thread; using process", mode)
         return "process"
     return mode
+
+
+_VALUE_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
+
+def _record_values(env: Mapping[str, str], name: str, modes: tuple) -> tuple:
+    """(mode, names): a mode word, or a comma list of names whose values are recorded too."""
+    raw = env.get(name, "").strip()
+    if not raw or raw.lower() == "default":
+        return "default", frozenset()
+    if raw.lower() in modes:
+        return raw.lower(), frozenset()
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    bad = sorted(n for n in names if not _VALUE_NAME.fullmatch(n) or n in modes)
+    if bad:
+        log.warning("takealook: ignoring %s in %s (expected %s or a comma list of parameter names)",
+                    ", ".join(bad), name, " or ".join(modes))
+    return "default", frozenset(names - set(bad))
 
 
 def _disabled(env: Mapping[str, str]) -> frozenset:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
@@ -30,6 +29,8 @@ from opentelemetry.trace import (
     TraceState,
 )
 from opentelemetry.trace.status import Status, StatusCode
+
+from takealook.agent import errorscrub
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -89,7 +90,7 @@ class LeanSpan(trace.Span):
 
     __slots__ = ("trace_id", "span_id", "parent_id", "parent_remote", "name", "kind", "start_ns", "end_ns",
                  "attributes", "events", "links", "status_code", "status_text", "trace_state", "scope",
-                 "_context", "_on_end")
+                 "_context", "_on_end", "_error_text")
 
     def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, parent_remote: bool,
                  kind: int, attributes: Optional[dict], trace_state: Optional[TraceState], scope: tuple,
@@ -110,6 +111,7 @@ class LeanSpan(trace.Span):
         self.end_ns = 0
         self._context = None
         self._on_end = on_end
+        self._error_text = None
         self.start_ns = start_ns or time.time_ns()
 
     # -- the OpenTelemetry Span API
@@ -162,28 +164,44 @@ class LeanSpan(trace.Span):
         else:
             code = status
         if code is StatusCode.ERROR:
-            self.status_code, self.status_text = STATUS_ERROR, description or ""
+            self.status_code, self.status_text = STATUS_ERROR, self._scrubbed(description) if description else ""
         elif code is StatusCode.OK:
             self.status_code, self.status_text = STATUS_OK, ""
 
     def record_exception(self, exception: BaseException, attributes=None, timestamp: Optional[int] = None,
                          escaped: bool = False) -> None:
-        stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+        """The exception event, its message and stack trace without values (``errorscrub``)."""
+        if self.end_ns:
+            return
+        statement = self.attributes.get("db.query.text", "")
+        message = errorscrub.describe(exception, statement)
         event = {
-            "exception.type": type(exception).__qualname__ if type(exception).__module__ == "builtins"
-            else f"{type(exception).__module__}.{type(exception).__qualname__}",
-            "exception.message": str(exception)[:MAX_ATTRIBUTE_LENGTH],
-            "exception.stacktrace": stack[-MAX_ATTRIBUTE_LENGTH:],
+            "exception.type": errorscrub.qualified_name(type(exception)),
+            "exception.message": message[:MAX_ATTRIBUTE_LENGTH],
+            "exception.stacktrace": errorscrub.stacktrace(exception, statement)[-MAX_ATTRIBUTE_LENGTH:],
         }
         if attributes:
             event.update(attributes)
         self.add_event("exception", event, timestamp)
+        # OpenTelemetry's use_span() then sets the status to "Type: str(exception)": known by its text.
+        try:
+            self._error_text = (f"{type(exception).__name__}: {exception}", f"{type(exception).__name__}: {message}")
+        except Exception:
+            self._error_text = None
+
+    def _scrubbed(self, description: str) -> str:
+        known = self._error_text
+        if known is not None and description == known[0]:
+            return known[1][:512]
+        return errorscrub.scrub_text(description)[:512]
 
     def fail(self, error: BaseException, overwrite_type: bool = True) -> None:
         """Marks the span failed by ``error``: an exception event, ERROR status, ``error.type``."""
         self.record_exception(error)
         self.status_code = STATUS_ERROR
-        self.status_text = f"{type(error).__name__}: {error}"[:512]
+        known = self._error_text
+        self.status_text = (known[1] if known is not None else
+                            errorscrub.status_text(error, self.attributes.get("db.query.text", "")))[:512]
         if overwrite_type or "error.type" not in self.attributes:
             self.attributes["error.type"] = type(error).__qualname__
 

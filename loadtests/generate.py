@@ -17,7 +17,9 @@ What the suite holds:
   segments become ``{id}``, ``{uuid}``, ``{hex}``.
 - Task weights proportional to the observed requests (scaled to at most 1000).
 - Up to ``values`` real request paths per endpoint (query strings kept,
-  parameters whose names look secret dropped), sampled without replacement
+  parameters whose names look secret dropped; a path the agent recorded with a
+  ``REDACTED`` segment, a personal value it left out, is no value to replay, and
+  an endpoint left with none is not in the suite), sampled without replacement
   with requests at or above the endpoint's p90 duration ``slow_weight`` times
   as likely (``--slow-weight 3``: the slow ones are what you want to reproduce).
 - Headers: only ``accept``, ``accept-language`` and ``content-type`` when the
@@ -52,6 +54,7 @@ _NUMERIC = re.compile(r"^\d+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HEX = re.compile(r"^(?=.*\d)[0-9a-fA-F]{8,}$")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+_REDACTED = "REDACTED"  # what the agent records for a path segment it keeps out (a username, say)
 
 
 @dataclass(frozen=True)
@@ -200,13 +203,14 @@ def collect(traces: Iterable[Sequence[Span]], services: Sequence[str] = (), valu
                 entry.route = span.http_route or template
             attributes = span.attributes()
             query = _query(attributes)
-            value = (path + ("?" + query if query else "")) if path else None
+            replayable = path and _REDACTED not in path.split("/")
+            value = (path + ("?" + query if query else "")) if replayable else None
             entry.add(span, value, _headers(attributes))
     endpoints = []
     for (service, method, template), t in sorted(traffic.items()):
         durations = sorted(t.durations)
         sampled = t.sample(values, slow_weight)
-        if not sampled and "{" in template:
+        if not sampled and ("{" in template or _REDACTED in template.split("/")):
             continue  # no concrete path to send
         endpoints.append(Endpoint(
             service, method, template, t.route, t.count, _pct(durations, 0.5), _pct(durations, 0.95),

@@ -1,10 +1,8 @@
-"""What the instrumentations share: context propagation, suppression, URL redaction."""
+"""What the instrumentations share: context propagation and suppression (URLs: ``redact``)."""
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,10 +22,6 @@ except AttributeError:  # pragma: no cover - very old API
 _BAGGAGE = W3CBaggagePropagator()
 
 IN_CLIENT_CALL: ContextVar = ContextVar("takealook_in_client_call", default=False)
-
-# Query parameters whose values are secrets more often than not.
-_SENSITIVE = re.compile(
-    r"(?i)^(.*(token|secret|passw|pwd|auth|key|signature|sig|session|cookie|credential|code|jwt|bearer).*)$")
 
 
 def suppressed() -> bool:
@@ -71,29 +65,6 @@ def _is_default(propagator) -> bool:
         _default_checked.clear()
         _default_checked[id(propagator)] = known
     return known
-
-
-def redact_query(query: str) -> str:
-    """A query string with the values of sensitive-looking parameters replaced by REDACTED."""
-    if not query:
-        return query
-    parts = []
-    for item in query.split("&"):
-        key, sep, value = item.partition("=")
-        if sep and value and _SENSITIVE.match(key):
-            item = f"{key}=REDACTED"
-        parts.append(item)
-    return "&".join(parts)
-
-
-def clean_url(url: str) -> str:
-    """A URL without user:password@ and with sensitive query values redacted."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), ""))
 
 
 class EnvironGetter:

@@ -8,9 +8,10 @@ stay one span). urllib goes through ``http.client`` directly and is patched at
 ``AbstractHTTPHandler.do_open``. The caller's header dict is never modified:
 headers are copied before ``traceparent`` is added.
 
-Attributes: ``http.request.method``, ``url.full`` (credentials removed, secret
-query values redacted), ``server.address``/``server.port``,
-``http.response.status_code``, ``error.type``. No header is recorded.
+Attributes: ``http.request.method``, ``url.full`` (credentials and fragment
+removed; path and query keep ids and this app's words, ``REDACTED`` the rest:
+``redact``), ``server.address``/``server.port``, ``http.response.status_code``,
+``error.type``. No header is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 from opentelemetry.trace import SpanKind
 
 from takealook.agent.hooks import when_imported
-from takealook.agent.instrument.common import IN_CLIENT_CALL, clean_url, inject, suppressed
+from takealook.agent.instrument.common import IN_CLIENT_CALL, inject, suppressed
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -58,7 +59,7 @@ def _start(method: str, url: str, host: str, port):
         return None, None
     try:
         method = (method or "GET").upper()
-        attributes = {"http.request.method": method, "url.full": clean_url(url)}
+        attributes = {"http.request.method": method, "url.full": _agent.redactor.url(url)}
         if host:
             attributes["server.address"] = host
         if port:

@@ -5,7 +5,10 @@ from ``traceparent``/``tracestate``/``baggage``, attributes follow the stable
 HTTP semantic conventions (``http.request.method``, ``url.path``,
 ``http.route``, ``http.response.status_code``), the route is set by the
 framework's hook as soon as routing is done, and the span ends when the server
-closes the response. No request or response header is recorded.
+closes the response. No request or response header is recorded (``User-Agent``
+only with ``TAKEALOOK_RECORD_USER_AGENT=true``). ``url.query`` and ``url.path``
+keep ids and the app's own words, and ``REDACTED`` the rest (``redact``); the
+path is recorded when the span ends, shaped by the route matched.
 
 The outermost layer that sees a request makes its span (gunicorn's worker, or
 the framework's handler); inner layers find it in the environ and only add the
@@ -23,7 +26,8 @@ import logging
 from opentelemetry.trace import SpanKind
 
 from takealook.agent.hooks import when_imported
-from takealook.agent.instrument.common import attach, detach, extract_from_environ, redact_query
+from takealook.agent.instrument.common import attach, detach, extract_from_environ
+from takealook.agent.redact import REDACTED
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -53,6 +57,10 @@ def set_route(environ: dict, route: str) -> None:
     if isinstance(span, LeanSpan) and route:
         span.attributes["http.route"] = route
         span.name = f"{span.attributes.get('http.request.method', 'HTTP')} {route}"
+        try:  # now, before the view runs: its outgoing calls' paths keep this route's words
+            _agent.redactor.learn(route)
+        except Exception:
+            pass
 
 
 def traced_call(app, environ, start_response):
@@ -93,12 +101,11 @@ def _start(agent, environ):
     scheme = environ.get("wsgi.url_scheme", "http")
     attributes = {
         "http.request.method": method,
-        "url.path": environ.get("PATH_INFO") or "/",
         "url.scheme": scheme,
     }
     query = environ.get("QUERY_STRING")
     if query:
-        attributes["url.query"] = redact_query(query)
+        attributes["url.query"] = agent.redactor.query(query)
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
     if host:
         name, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
@@ -107,10 +114,10 @@ def _start(agent, environ):
             attributes["server.port"] = int(port)
     if environ.get("REMOTE_ADDR"):
         attributes["client.address"] = environ["REMOTE_ADDR"]
-    if environ.get("HTTP_USER_AGENT"):
+    if agent.settings.record_user_agent and environ.get("HTTP_USER_AGENT"):
         attributes["user_agent.original"] = environ["HTTP_USER_AGENT"][:256]
     if agent.settings.old_http_names:
-        attributes.update({"http.method": method, "http.target": attributes["url.path"], "http.scheme": scheme})
+        attributes.update({"http.method": method, "http.scheme": scheme})
     parent = extract_from_environ(environ)
     span = agent.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
     environ[SPAN_KEY] = span
@@ -121,6 +128,13 @@ def _finish(agent, span, code: int, environ, error) -> None:
     if not isinstance(span, LeanSpan) or span.end_ns:
         return
     attributes = span.attributes
+    try:  # by now the route is known: it says which segments are the app's words
+        path = agent.redactor.server_path(environ.get("PATH_INFO") or "/", attributes.get("http.route"))
+    except Exception:
+        path = "/" + REDACTED
+    attributes["url.path"] = path
+    if agent.settings.old_http_names:
+        attributes["http.target"] = path
     if code:
         attributes["http.response.status_code"] = code
         if agent.settings.old_http_names:

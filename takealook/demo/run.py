@@ -153,6 +153,8 @@ def _start_apps(collector_url: str, result: DemoResult, stack: ExitStack) -> Non
         "DEMO_GATEWAY_DSN": result.dsns["gateway"], "DEMO_ORDERS_DSN": result.dsns["orders"],
         "DEMO_INVENTORY_DSN": result.dsns["inventory"], "DEMO_ORDERS_URL": result.urls["orders"],
         "DEMO_INVENTORY_URL": result.urls["inventory"], "PYTHONUNBUFFERED": "1",
+        # SKUs and tiers are catalogue values, not personal ones: recorded, so the load test can replay them.
+        "TAKEALOOK_RECORD_PATH_VALUES": "sku,tier",
     })
     modules = {"gateway": "takealook.demo.apps.gateway:app", "orders": "takealook.demo.apps.orders.wsgi:application",
                "inventory": "takealook.demo.apps.inventory:app"}

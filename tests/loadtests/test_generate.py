@@ -163,3 +163,19 @@ def test_collect_over_plain_spans_and_service_filter():
     assert {(e.service, e.template, e.requests) for e in endpoints} == {("web", "/p/{id}", 1), ("api", "/q", 1)}
     only_web, _ = collect(traces, services=("web",))
     assert [e.template for e in only_web] == ["/p/{id}"]
+
+
+def test_paths_the_agent_redacted_are_not_replayed():
+    """A username the agent recorded as REDACTED is no value to send: such paths are not sampled, and an
+    endpoint with no other path is left out rather than replayed with the placeholder."""
+    from takealook.collector.model import Span
+
+    def span(sid, route, path):
+        return Span(sid * 32, sid * 16, None, "web", "x", "server", 0, 10_000_000, "unset", http_method="GET",
+                    http_route=route, url_path=path)
+
+    traces = [[span("1", "/users/<name>", "/users/REDACTED")], [span("2", "/users/<name>", "/users/REDACTED")],
+              [span("3", "/products/<sku>", "/products/SKU-1")], [span("4", "/products/<sku>", "/products/REDACTED")],
+              [span("5", None, "/REDACTED/REDACTED")]]
+    endpoints, _ = collect(traces)
+    assert [(e.template, e.values) for e in endpoints] == [("/products/{sku}", ("/products/SKU-1",))]

@@ -1,0 +1,192 @@
+"""URLs as the agent records them: ids and the app's own words kept, personal values ``REDACTED``.
+
+A request's URL carries what its user typed or is: a search term, an email in
+a query string, a username in a path (``/users/alice/profile``). What analyses
+need of it is its shape (which endpoint, which page of a list) and the ids a
+load test can replay, so that is what is kept (docs/agent.md, "What is
+recorded", says the same to users):
+
+Query strings (server ``url.query``, client ``url.full``). Parameter names are
+kept. A value is kept when it is a number, or when the parameter pages or sorts
+(``page``, ``per_page``, ``limit``, ``offset``, ``sort``, ``order``, ... see
+``PAGING``) and the value is a plain word such as ``-created_at``. Any other
+value is ``REDACTED``; so is every value of a parameter whose name looks secret
+(``token``, ``key``, ``password``, ``session``, ...) and a number whose name
+looks personal (``phone``, ``zip``, ``card``, ...). A parameter whose name is
+not a plain name (``alice@example.org`` as a bare key) is ``REDACTED`` whole.
+``TAKEALOOK_RECORD_QUERY_VALUES`` changes this: ``all`` keeps every value but the
+secret-looking ones, ``none`` keeps no value, a list of names keeps those
+parameters' values too.
+
+Paths (server ``url.path``, client ``url.full``). A segment is kept when it is
+an id (digits, a UUID, 8 to 24 hexadecimal digits with a digit among them) or
+a literal word of the request's route (``users`` and ``profile`` in
+``/users/<username>/profile``); any other segment is ``REDACTED``, and so is a
+route parameter whose name looks secret (``/reset/<token>``), id or not.
+Without a route (a 404, an outgoing call) the literal words of every route this
+process has served count. ``TAKEALOOK_RECORD_PATH_VALUES``: ``all`` keeps paths
+whole, a list of route parameter names keeps those parameters' values
+(``sku,slug``).
+
+Everything here runs once per request, so it is plain string work: a split, set
+lookups, one compiled regular expression for ids; routes are parsed once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Optional
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+REDACTED = "REDACTED"
+
+SECRET_NAME = re.compile(
+    r"(?i)(token|secret|passw|pwd|auth|key|signature|sig|session|cookie|credential|code|jwt|bearer|otp|nonce)")
+# Numbers under these names are personal (a phone number, a postcode, a card): whole words or long stems.
+_PERSONAL_STEMS = re.compile(r"(?i)(phone|mobile|birth|postcode|postal|passport|iban|ssn|social)")
+_PERSONAL_WORDS = frozenset(("tel", "zip", "zipcode", "dob", "pin", "card", "cvv", "cvc", "tax", "age"))
+PAGING = frozenset((
+    "page", "per_page", "perpage", "page_size", "pagesize", "limit", "offset", "start", "size",
+    "sort", "sort_by", "sortby", "sort_order", "order", "order_by", "orderby", "ordering", "direction", "dir",
+    "format", "fields", "expand", "include",
+))
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}", re.ASCII)
+_WORD_VALUE = re.compile(r"[A-Za-z0-9_.,:+\-]{1,64}", re.ASCII)
+_NUMBER = re.compile(r"-?\d{1,20}(?:\.\d{1,20})?", re.ASCII)
+_ID = re.compile(r"\d{1,20}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                 r"|(?=[a-fA-F]*\d)[0-9a-fA-F]{8,24}", re.ASCII)
+_PARAM = re.compile(r"<(?:[^<>:]*:)?([A-Za-z_]\w*)>|\(\?P<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)(?::[^}]*)?\}")
+_NOT_LITERAL = re.compile(r"[<>(){}\[\]\\^$*+?|]")
+_MAX_ROUTES = 2048
+_MAX_WORDS = 4096
+
+
+def is_id(segment: str) -> bool:
+    return _ID.fullmatch(segment) is not None
+
+
+def _personal_number_name(name: str) -> bool:
+    return bool(_PERSONAL_STEMS.search(name)) or any(part in _PERSONAL_WORDS for part in re.split(r"[^a-z]+", name))
+
+
+class _Route:
+    """A route parsed once: per segment its literal text or its parameter's name."""
+
+    __slots__ = ("segments", "words")
+
+    def __init__(self, route: str):
+        text = route.strip()
+        if text.startswith("/^") or text.startswith("^"):  # a Django regex route: its anchors are not words
+            text = text.replace("^", "", 1)
+        text = text[:-1] if text.endswith("$") else text
+        segments = []
+        for piece in text.split("/"):
+            unescaped = piece.replace("\\.", ".").replace("\\-", "-")
+            if not _NOT_LITERAL.search(unescaped):
+                segments.append((unescaped, None))
+                continue
+            match = _PARAM.search(piece)
+            name = next((g for g in match.groups() if g), "") if match else ""
+            segments.append((None, name.lower()))
+        self.segments = tuple(segments)
+        self.words = frozenset(s for s, _ in segments if s)
+
+
+class Redactor:
+    """The URL rules of one agent: its settings, and the words of the routes its process has served."""
+
+    def __init__(self, query_mode: str = "default", query_names: Iterable[str] = (), path_mode: str = "default",
+                 path_names: Iterable[str] = ()):
+        self.query_mode = query_mode
+        self.query_names = frozenset(n.lower() for n in query_names)
+        self.path_mode = path_mode
+        self.path_names = frozenset(n.lower() for n in path_names)
+        self._routes: dict = {}
+        self._words: set = set()
+
+    # -- query strings
+    def query(self, query: str) -> str:
+        """A query string with the values the rules do not keep replaced by REDACTED."""
+        if not query:
+            return query
+        return "&".join([self._parameter(item) for item in query.split("&")])
+
+    def _parameter(self, item: str) -> str:
+        raw_name, sep, value = item.partition("=")
+        name = unquote_plus(raw_name).lower() if ("%" in raw_name or "+" in raw_name) else raw_name.lower()
+        if not _PLAIN_NAME.fullmatch(name):
+            return REDACTED if item else item
+        if not value:
+            return item
+        if name in self.query_names:
+            return item
+        if SECRET_NAME.search(name):
+            return raw_name + "=" + REDACTED
+        mode = self.query_mode
+        if mode == "all":
+            return item
+        if mode != "none":
+            plain = unquote_plus(value) if ("%" in value or "+" in value) else value
+            if _NUMBER.fullmatch(plain) and not _personal_number_name(name):
+                return item
+            if name in PAGING and _WORD_VALUE.fullmatch(plain):
+                return item
+        return raw_name + "=" + REDACTED
+
+    # -- paths
+    def server_path(self, path: str, route: Optional[str]) -> str:
+        """The path of a request served, by the route the framework matched (None: no route)."""
+        if self.path_mode == "all" or not path:
+            return path
+        if not route:
+            return self._by_words(path, self._words)
+        parsed = self.learn(route)
+        segments = path.split("/")
+        if len(segments) != len(parsed.segments):  # a parameter spanning slashes (<path:p>): words alone
+            return self._by_words(path, parsed.words)
+        out = []
+        for actual, (literal, name) in zip(segments, parsed.segments):
+            if literal is not None:
+                out.append(actual if actual == literal or is_id(actual) else REDACTED)
+            elif not actual or name in self.path_names:
+                out.append(actual)
+            elif name and SECRET_NAME.search(name):
+                out.append(REDACTED)
+            else:
+                out.append(actual if is_id(actual) else REDACTED)
+        return "/".join(out)
+
+    def client_path(self, path: str) -> str:
+        """The path of an outgoing call: ids and the words of this process's routes."""
+        if self.path_mode == "all" or not path:
+            return path
+        return self._by_words(path, self._words)
+
+    def _by_words(self, path: str, words) -> str:
+        return "/".join([s if (not s or s in words or is_id(s)) else REDACTED for s in path.split("/")])
+
+    def learn(self, route: str) -> _Route:
+        """The route parsed (once); its literal words count for paths without a route from now on."""
+        parsed = self._routes.get(route)
+        if parsed is not None:
+            return parsed
+        parsed = _Route(route)
+        if len(self._routes) < _MAX_ROUTES:
+            self._routes[route] = parsed
+            if len(self._words) < _MAX_WORDS:
+                self._words.update(parsed.words)
+        return parsed
+
+    # -- whole URLs
+    def url(self, url: str) -> str:
+        """An outgoing call's URL: no user:password@, no fragment, path and query by the rules."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return ""
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, self.client_path(parts.path), self.query(parts.query), ""))
+
+
+# The rules with no setting and no route known: what URLs inside exception messages get.
+DEFAULT = Redactor()
