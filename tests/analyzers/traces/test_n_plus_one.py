@@ -98,3 +98,14 @@ def test_statements_that_do_not_parse_are_grouped_by_text():
         b.span("orders", "query", 1 + i * 12, 11, root, "client", db_system="postgresql", db_statement="CALL odd(")
     (finding,) = analyze([b.spans]).findings
     assert finding.kind == "n_plus_one" and finding.count == 5 and finding.fingerprint == ""
+
+
+def test_calls_whose_urls_the_agent_redacted_are_not_claimed_identical():
+    """/users/alice and /users/bob both arrive as /users/REDACTED: the same route, not the same call."""
+    b = TraceBuilder()
+    root = b.server("gateway", "GET", "/team", 0, 200)
+    for i in range(6):
+        b.call("gateway", "users", "GET", "http://users:8000/users/REDACTED?q=REDACTED", "/users/<name>",
+               10 + i * 20, 15, root)
+    findings = [f for f in analyze([b.spans]).findings if f.kind == "repeated_http"]
+    assert [(f.identical, f.count, f.call) for f in findings] == [(False, 6, "GET users /users/<name>")]
