@@ -113,6 +113,8 @@ def test_record_settings_from_environment(caplog):
     bad = AgentSettings.load({"TAKEALOOK_RECORD_QUERY_VALUES": "status,a b,q"})
     assert (bad.record_query_values, bad.record_query_names) == ("default", frozenset({"status", "q"}))
     assert "ignoring a b in TAKEALOOK_RECORD_QUERY_VALUES" in caplog.text
+    given = AgentSettings.load({}, record_query_values="all", record_path_names={"sku"}, record_user_agent=True)
+    assert (given.record_query_values, given.record_path_names, given.record_user_agent) == ("all", {"sku"}, True)
 
 
 # --------------------------------------------------------------------------- exception messages
