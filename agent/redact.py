@@ -59,10 +59,22 @@ _PARAM = re.compile(r"<(?:[^<>:]*:)?([A-Za-z_]\w*)>|\(\?P<([A-Za-z_]\w*)>|\{([A-
 _NOT_LITERAL = re.compile(r"[<>(){}\[\]\\^$*+?|]")
 _MAX_ROUTES = 2048
 _MAX_WORDS = 4096
+_MAX_NAMES = 1024
+# What a query parameter's name says (compared by identity).
+_NOT_PLAIN, _LISTED, _SECRET, _PAGING, _PERSONAL, _OTHER = "not plain", "listed", "secret", "paging", "personal", \
+    "other"
 
 
 def is_id(segment: str) -> bool:
-    return _ID.fullmatch(segment) is not None
+    if segment.isdigit() and segment.isascii():
+        return len(segment) <= 20
+    return len(segment) >= 8 and _ID.fullmatch(segment) is not None
+
+
+def _is_number(value: str) -> bool:
+    if value.isdigit() and value.isascii():
+        return len(value) <= 20
+    return _NUMBER.fullmatch(value) is not None
 
 
 def _personal_number_name(name: str) -> bool:
@@ -103,6 +115,7 @@ class Redactor:
         self.path_names = frozenset(n.lower() for n in path_names)
         self._routes: dict = {}
         self._words: set = set()
+        self._names: dict = {}
 
     # -- query strings
     def query(self, query: str) -> str:
@@ -112,26 +125,47 @@ class Redactor:
         return "&".join([self._parameter(item) for item in query.split("&")])
 
     def _parameter(self, item: str) -> str:
-        raw_name, sep, value = item.partition("=")
-        name = unquote_plus(raw_name).lower() if ("%" in raw_name or "+" in raw_name) else raw_name.lower()
-        if not _PLAIN_NAME.fullmatch(name):
+        raw_name, _, value = item.partition("=")
+        kind = self._names.get(raw_name)
+        if kind is None:
+            kind = self._name_kind(raw_name)
+        if kind is _NOT_PLAIN:
             return REDACTED if item else item
-        if not value:
+        if not value or kind is _LISTED:
             return item
-        if name in self.query_names:
-            return item
-        if SECRET_NAME.search(name):
+        if kind is _SECRET:
             return raw_name + "=" + REDACTED
         mode = self.query_mode
         if mode == "all":
             return item
         if mode != "none":
-            plain = unquote_plus(value) if ("%" in value or "+" in value) else value
-            if _NUMBER.fullmatch(plain) and not _personal_number_name(name):
+            if kind is not _PERSONAL and _is_number(value):
                 return item
-            if name in PAGING and _WORD_VALUE.fullmatch(plain):
-                return item
+            if kind is _PAGING:
+                plain = unquote_plus(value) if ("%" in value or "+" in value) else value
+                if _WORD_VALUE.fullmatch(plain):
+                    return item
         return raw_name + "=" + REDACTED
+
+    def _name_kind(self, raw_name: str) -> str:
+        """What a parameter's name says about its values; remembered (names repeat request after request)."""
+        name = unquote_plus(raw_name).lower() if ("%" in raw_name or "+" in raw_name) else raw_name.lower()
+        if not _PLAIN_NAME.fullmatch(name):
+            kind = _NOT_PLAIN
+        elif name in self.query_names:
+            kind = _LISTED
+        elif SECRET_NAME.search(name):
+            kind = _SECRET
+        elif name in PAGING:
+            kind = _PAGING
+        elif _personal_number_name(name):
+            kind = _PERSONAL
+        else:
+            kind = _OTHER
+        if len(self._names) >= _MAX_NAMES:
+            self._names.clear()  # many distinct names (made up by a client): start over rather than grow
+        self._names[raw_name] = kind
+        return kind
 
     # -- paths
     def server_path(self, path: str, route: Optional[str]) -> str:
@@ -180,12 +214,23 @@ class Redactor:
     # -- whole URLs
     def url(self, url: str) -> str:
         """An outgoing call's URL: no user:password@, no fragment, path and query by the rules."""
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return ""
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, self.client_path(parts.path), self.query(parts.query), ""))
+        scheme, sep, rest = url.partition("://")
+        if not sep or not scheme.isalpha():
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                return ""
+            netloc = parts.netloc.rpartition("@")[2]
+            return urlunsplit((parts.scheme, netloc, self.client_path(parts.path), self.query(parts.query), ""))
+        rest = rest.partition("#")[0]
+        path_at = len(rest)
+        for mark in "/?":
+            found = rest.find(mark)
+            if 0 <= found < path_at:
+                path_at = found
+        path, _, query = rest[path_at:].partition("?")
+        netloc = rest[:path_at].rpartition("@")[2]
+        return f"{scheme.lower()}://{netloc}{self.client_path(path)}{'?' + self.query(query) if query else ''}"
 
 
 # The rules with no setting and no route known: what URLs inside exception messages get.
