@@ -256,3 +256,22 @@ def test_a_wrapper_raised_from_a_database_error_gets_its_message(connections):
         stack = errorscrub.stacktrace(error)
     assert described == 'duplicate key value violates unique constraint "users_email_key" (SQLSTATE 23505)'
     assert "taken@example.org" not in stack and stack.count("SQLSTATE 23505") == 2
+
+
+# --------------------------------------------------------------------------- statement texts
+
+SQL_PLACES = [
+    "SELECT * FROM users WHERE email = '{v}'", "SELECT * FROM users WHERE note = E'{v}\\'s'",
+    "SELECT $${v}$$", "SELECT $tag${v}$tag$ FROM t", "SELECT 1 /* {v} */ FROM t", "SELECT 1 -- {v}\nFROM t",
+    "SELECT U&'{v}'", "INSERT INTO t VALUES ('{v}'' it''s', 2)", "SELECT * FROM t WHERE a = '{v}", "SELECT '{v}'::int",
+    "SELECT * FROM t WHERE a IN ('x', '{v}') AND b = $1 AND c = %s AND d = %(name)s",
+]
+
+
+@given(PLANTED, st.sampled_from(SQL_PLACES))
+@settings(max_examples=300)
+def test_literals_and_comments_never_survive_the_statement_scrub(value, place):
+    text, _ = scrub(place.format(v=value))
+    assert value not in text, text
+    for placeholder in ("$1", "%s", "%(name)s"):
+        assert (placeholder in place) == (placeholder in text) or placeholder == "%s"
