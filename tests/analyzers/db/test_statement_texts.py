@@ -219,3 +219,20 @@ def test_an_unexpected_error_costs_one_part_not_the_audit(texts_db, monkeypatch)
         assert [f.data["check"] for f in failed] == ["index advice"]
         assert "IndexError" in failed[0].detail
         assert database.statements is not None and database.tables is not None
+
+
+def test_an_unexpected_error_on_one_database_keeps_the_others(texts_db, monkeypatch):
+    from takealook.analyzers.db import audit as audit_module
+    from takealook.analyzers.db.options import AuditOptions
+
+    real = audit_module.audit_database
+
+    def first_fails(dsn, options=None, progress=None):
+        if dsn == "dbname=broken":
+            raise KeyError("plan")
+        return real(dsn, options, progress)
+
+    monkeypatch.setattr(audit_module, "audit_database", first_fails)
+    report = audit_module.audit_databases(["dbname=broken", texts_db], AuditOptions(advise=False))
+    broken, audited = report.databases
+    assert broken.error.startswith("unexpected KeyError") and audited.error is None and audited.statements
