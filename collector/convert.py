@@ -9,12 +9,18 @@ Invalid items are skipped, never the whole request:
 
 - a span whose trace id is not 16 bytes or all zero, whose span id is not 8
   bytes or all zero, whose parent id is neither empty nor 8 bytes, without a
-  start time, or ending before it starts;
+  start time, ending before it starts or at 2^63 ns (year 2262) or later,
+  or whose attributes, events, links or status are not valid protobuf;
 - a histogram point whose bucket counts do not match its bounds, without a
-  time, or with bounds that are not finite.
+  time, with a time or count of 2^63 or more, or with bounds that are not
+  finite.
 
-String attribute values longer than ``MAX_VALUE_CHARS`` are cut (and the
-answer says so) so one runaway attribute cannot fill the store. Only
+Every value is range-checked here, before the store: SQLite integers are
+signed 64-bit, and one value it cannot take would fail the whole
+transaction, i.e. every request committed with it. Strings longer than
+``MAX_VALUE_CHARS`` (attribute keys and values, span, event, scope and metric
+names, status messages) are cut, and the answer says so, so one runaway
+string cannot fill the store. Only
 histogram metrics are stored (the HTTP server duration, for RED when traces
 are sampled); points of other metric types are counted in ``ignored``.
 
@@ -36,6 +42,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
@@ -52,7 +59,13 @@ _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _UNSET = (0, "")  # status code and message of a span without a status
 _MAX_PROBLEMS = 3  # problems named in the partial-success message
-_CACHE_LIMIT = 8192  # entries per cache; cleared when full (cheap, and the hot sets come back at once)
+# Each cache is cleared when it holds this many entries or about this many
+# bytes (cheap, and the hot sets come back at once); the byte bound keeps
+# large values (a 60 KB statement per span) from holding memory unseen.
+_CACHE_LIMIT = 8192
+CACHE_BYTES = 16 << 20
+# SQLite's integers are signed 64-bit; OTLP's times and counts are unsigned.
+TIME_LIMIT = 1 << 63
 
 # Attribute sets get ids unique in this process, whatever converter made them:
 # a SpanStore remembers which row each id went to (see store.IngestBatch).
@@ -68,7 +81,7 @@ class Converted:
     batch: Optional[IngestBatch]  # None once stored (the writer lets the rows go)
     rejected: int = 0
     ignored: int = 0  # metric points of types the store does not keep
-    truncated: int = 0  # attribute values cut to MAX_VALUE_CHARS
+    truncated: int = 0  # strings cut to MAX_VALUE_CHARS
     problems: list[str] = field(default_factory=list)
 
     def reject(self, problem: str) -> None:
@@ -83,7 +96,8 @@ class Converted:
         if self.rejected:
             parts.append(f"rejected {self.rejected}: " + "; ".join(self.problems))
         if self.truncated:
-            parts.append(f"{self.truncated} attribute values longer than {MAX_VALUE_CHARS} characters were cut")
+            parts.append(f"{self.truncated} strings (attribute values, keys or names) longer than "
+                         f"{MAX_VALUE_CHARS} characters were cut")
         return "; ".join(parts)
 
 
@@ -118,18 +132,42 @@ class _Values:
         return None
 
     def attributes(self, kvs) -> dict:
-        return {kv.key: self.value(kv.value) for kv in kvs}
+        return {self.cut(kv.key): self.value(kv.value) for kv in kvs}
+
+    def cut(self, text: str) -> str:
+        if len(text) > MAX_VALUE_CHARS:
+            self.truncated += 1
+            return text[:MAX_VALUE_CHARS]
+        return text
+
+
+class _Cache:
+    """A dict bounded in entries and (approximate) bytes: cleared when either bound is reached."""
+
+    __slots__ = ("data", "bytes")
+
+    def __init__(self):
+        self.data: dict = {}
+        self.bytes = 0
+
+    def put(self, key, value, size: int):
+        if len(self.data) >= _CACHE_LIMIT or self.bytes + size > CACHE_BYTES:
+            self.data.clear()
+            self.bytes = 0
+        self.data[key] = value
+        self.bytes += size
+        return value
 
 
 class Converter:
     """Turns OTLP requests into ``IngestBatch``es, caching decoded attribute sets."""
 
     def __init__(self):
-        # (kind, serialized attributes...) -> (set id, attrsets row after the id, values cut)
-        self._sets: dict[tuple, tuple[int, tuple, int]] = {}
-        self._pairs: dict[bytes, tuple[str, Any, int, str]] = {}  # serialized KeyValue -> see _pair
-        self._resources: dict[bytes, tuple[str, str, str]] = {}  # -> (service, digest, JSON)
-        self._scopes: dict[bytes, str] = {}
+        # (kind, serialized attributes...) -> (set id, attrsets row after the id, strings cut)
+        self._sets = _Cache()
+        self._pairs = _Cache()  # serialized KeyValue -> see _pair
+        self._resources = _Cache()  # serialized Resource -> (service, digest, JSON)
+        self._scopes = _Cache()  # serialized InstrumentationScope -> name
 
     # -- traces ---------------------------------------------------------------
 
@@ -143,7 +181,7 @@ class Converter:
                 rows: list[tuple] = []
                 self._spans(scope_spans.spans, service, rows, out)
                 if rows:
-                    out.batch.spans.append((digest, self._scope(scope_spans.scope), rows))
+                    out.batch.spans.append((digest, self._scope(scope_spans.scope, out), rows))
         return out
 
     def _spans(self, spans, service: str, rows: list[tuple], out: Converted) -> None:
@@ -151,7 +189,7 @@ class Converter:
         # and each attribute read from a upb message costs about 0.1 µs. Spans
         # of one trace usually come one after the other (exporters batch them
         # as they end), so the per-trace work is done once per run of them.
-        sets, attribute_set = self._sets, self._attribute_set
+        get_set, attribute_set = self._sets.data.get, self._attribute_set
         traces, attrsets = out.batch.traces, out.batch.attrsets
         append, new_set = rows.append, attrsets.setdefault
         last_trace = trace_hex = info = None
@@ -160,13 +198,30 @@ class Converter:
             trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
             start, end = span.start_time_unix_nano, span.end_time_unix_nano
             if (len(span_id) != 8 or (parent and len(parent) != 8) or not start or end < start
-                    or span_id == _ZERO_SPAN):
+                    or end >= TIME_LIMIT or span_id == _ZERO_SPAN
+                    or trace_id != last_trace and (len(trace_id) != 16 or trace_id == _ZERO_TRACE)):
                 out.reject(_problem(span))
                 continue
+            kind = span.kind
+            if not 0 <= kind <= 5:
+                kind = 0
+            key = (kind, *span.attributes)
+            status, events, links = span.status, span.events, span.links
+            try:  # the nested messages were left serialized: decoding them is where a bad span shows
+                cached = get_set(key)
+                if cached is None:
+                    cached = attribute_set(key)
+                code, message = self._status(status, out) if status else _UNSET
+                events_text = self._events(events, out) if events else ""
+                links_text = self._links(links, out) if links else ""
+            except DecodeError:
+                out.reject("attributes, events, links or status are not valid protobuf")
+                continue
+            set_id, row_rest, cut = cached
+            new_set(set_id, row_rest)
+            if cut:
+                out.truncated += cut
             if trace_id != last_trace:
-                if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-                    out.reject(_problem(span))
-                    continue
                 if info is not None:
                     _extend(info, low, high)
                 last_trace, trace_hex = trace_id, trace_id.hex()
@@ -181,79 +236,71 @@ class Converter:
                     low = start
                 if end > high:
                     high = end
-            kind = span.kind
-            if not 0 <= kind <= 5:
-                kind = 0
-            key = (kind, *span.attributes)
-            cached = sets.get(key)
-            if cached is None:
-                cached = attribute_set(key)
-            set_id, row_rest, cut = cached
-            new_set(set_id, row_rest)
-            if cut:
-                out.truncated += cut
             if kind == KIND_SERVER and row_rest[2] is not None:  # http_route
                 info.endpoints.add((service, row_rest[2]))
-            status, events, links = span.status, span.events, span.links
-            code, message = self._status(status) if status else _UNSET
-            append((trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", span.name,
-                    kind, start, end - start, code, message, set_id,
-                    self._events(events, out) if events else "", self._links(links, out) if links else ""))
+            name = span.name
+            if len(name) > MAX_VALUE_CHARS:
+                name = name[:MAX_VALUE_CHARS]
+                out.truncated += 1
+            append((trace_hex, span_id.hex(), parent.hex() if parent and parent != _ZERO_SPAN else "", name,
+                    kind, start, end - start, code, message, set_id, events_text, links_text))
         if info is not None:
             _extend(info, low, high)
 
     def _attribute_set(self, key: tuple) -> tuple[int, tuple, int]:
-        """(set id, attrsets row after the id, values cut) of one (kind, attributes...) key."""
+        """(set id, attrsets row after the id, strings cut) of one (kind, attributes...) key."""
         attrs: dict[str, Any] = {}
         fragments = []
-        cut = 0
+        cut = size = 0
+        get_pair = self._pairs.data.get
         for raw in key[1:]:
-            pair = self._pairs.get(raw)
+            pair = get_pair(raw)
             if pair is None:
                 pair = self._pair(raw)
             attrs[pair[0]] = pair[1]
             fragments.append(pair[3])
             cut += pair[2]
+            size += len(raw)
         # The JSON object from the cached "key":value fragments, unless a key repeats.
         text = "{" + ",".join(fragments) + "}" if len(attrs) == len(fragments) else _dumps(attrs)
         # The kind is part of the key: server_address is derived for client spans only.
         entry = (next(_set_ids), (text, *typed_fields(attrs, key[0])), cut)
-        if len(self._sets) >= _CACHE_LIMIT:
-            self._sets.clear()
-        self._sets[key] = entry
-        return entry
+        return self._sets.put(key, entry, size + len(text))
 
     def _pair(self, raw: bytes) -> tuple[str, Any, int, str]:
-        """(key, value, values cut, JSON fragment) of a serialized KeyValue, cached."""
+        """(key, value, strings cut, JSON fragment) of a serialized KeyValue, cached."""
         kv = KeyValue.FromString(raw)
         key, any_value = kv.key, kv.value
+        cut = 0
+        if len(key) > MAX_VALUE_CHARS:
+            key, cut = key[:MAX_VALUE_CHARS], 1
         if any_value.WhichOneof("value") == "string_value":  # most values: no _Values needed
-            value, cut = any_value.string_value, 0
+            value = any_value.string_value
             if len(value) > MAX_VALUE_CHARS:
-                value, cut = value[:MAX_VALUE_CHARS], 1
+                value, cut = value[:MAX_VALUE_CHARS], cut + 1
             fragment = f"{_json_str(key)}:{_json_str(value)}"
         else:
             values = _Values()
             value = values.value(any_value)
-            cut = values.truncated
+            cut += values.truncated
             fragment = f"{_json_str(key)}:{_dumps(value)}"
-        pair = (key, value, cut, fragment)
-        if len(self._pairs) >= _CACHE_LIMIT:
-            self._pairs.clear()
-        self._pairs[raw] = pair
-        return pair
+        return self._pairs.put(raw, (key, value, cut, fragment), len(raw) + 2 * len(fragment))
 
     @staticmethod
-    def _status(raw: bytes) -> tuple[int, str]:
+    def _status(raw: bytes, out: Converted) -> tuple[int, str]:
         status = Status.FromString(raw)
-        return (status.code if 0 <= status.code <= 2 else 0), status.message
+        message = status.message
+        if len(message) > MAX_VALUE_CHARS:
+            message = message[:MAX_VALUE_CHARS]
+            out.truncated += 1
+        return (status.code if 0 <= status.code <= 2 else 0), message
 
     @staticmethod
     def _events(events, out: Converted) -> str:
         values = _Values()
         decoded = [OtlpSpan.Event.FromString(raw) for raw in events]
-        text = _dumps([{"name": e.name, "time_ns": e.time_unix_nano, "attributes": values.attributes(e.attributes)}
-                       for e in decoded])
+        text = _dumps([{"name": values.cut(e.name), "time_ns": e.time_unix_nano,
+                        "attributes": values.attributes(e.attributes)} for e in decoded])
         out.truncated += values.truncated
         return text
 
@@ -268,7 +315,7 @@ class Converter:
 
     def _resource(self, raw: bytes, out: Converted) -> tuple[str, str]:
         """(service, digest) of a serialized resource, registering it in the batch."""
-        known = self._resources.get(raw)
+        known = self._resources.data.get(raw)
         if known is None:
             values = _Values()
             attrs = values.attributes(Resource.FromString(raw).attributes)
@@ -277,21 +324,20 @@ class Converter:
                 service = UNKNOWN_SERVICE
             text = _dumps_sorted(attrs)
             digest = hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
-            known = (service, digest, text)
-            if len(self._resources) >= _CACHE_LIMIT:
-                self._resources.clear()
-            self._resources[raw] = known
+            # Cached with the strings it cut, so each request that repeats it says so.
+            known = self._resources.put(raw, (service, digest, text, values.truncated), len(raw) + 2 * len(text))
+        out.truncated += known[3]
         out.batch.resources.setdefault(known[1], (known[0], known[2]))
         return known[0], known[1]
 
-    def _scope(self, raw: bytes) -> str:
-        name = self._scopes.get(raw)
-        if name is None:
-            name = InstrumentationScope.FromString(raw).name if raw else ""
-            if len(self._scopes) >= _CACHE_LIMIT:
-                self._scopes.clear()
-            self._scopes[raw] = name
-        return name
+    def _scope(self, raw: bytes, out: Converted) -> str:
+        known = self._scopes.data.get(raw)
+        if known is None:
+            values = _Values()
+            name = values.cut(InstrumentationScope.FromString(raw).name) if raw else ""
+            known = self._scopes.put(raw, (name, values.truncated), len(raw) + len(name))
+        out.truncated += known[1]
+        return known[0]
 
     # -- metrics --------------------------------------------------------------
 
@@ -329,22 +375,31 @@ def _problem(span) -> str:
         return "parent_span_id must be empty or 8 bytes"
     if not span.start_time_unix_nano:
         return "start_time_unix_nano is missing"
-    return "end_time_unix_nano is before start_time_unix_nano"
+    if span.end_time_unix_nano < span.start_time_unix_nano:
+        return "end_time_unix_nano is before start_time_unix_nano"
+    return "times must be below 2^63 ns (the year 2262)"
 
 
 def _histogram(metric, service: str, digest: str, out: Converted) -> None:
     histogram = metric.histogram
     temporality = histogram.aggregation_temporality if 0 <= histogram.aggregation_temporality <= 2 else 0
+    values = _Values()
+    name, unit = values.cut(metric.name), values.cut(metric.unit)
+    out.truncated += values.truncated
+    label = name[:100]  # in problem messages
     for point in histogram.data_points:
         bounds, counts = list(point.explicit_bounds), list(point.bucket_counts)
         if counts and len(counts) != len(bounds) + 1:
-            out.reject(f"{metric.name}: bucket_counts must have one more entry than explicit_bounds")
+            out.reject(f"{label}: bucket_counts must have one more entry than explicit_bounds")
             continue
         if point.time_unix_nano == 0:
-            out.reject(f"{metric.name}: time_unix_nano is missing")
+            out.reject(f"{label}: time_unix_nano is missing")
+            continue
+        if point.time_unix_nano >= TIME_LIMIT or point.start_time_unix_nano >= TIME_LIMIT or point.count >= TIME_LIMIT:
+            out.reject(f"{label}: times and count must be below 2^63")
             continue
         if not all(math.isfinite(b) for b in bounds):
-            out.reject(f"{metric.name}: explicit_bounds must be finite numbers")
+            out.reject(f"{label}: explicit_bounds must be finite numbers")
             continue
         values = _Values()
         attrs = values.attributes(point.attributes)
@@ -352,7 +407,7 @@ def _histogram(metric, service: str, digest: str, out: Converted) -> None:
         method, route, status = metric_fields(attrs)
         total = point.sum if point.HasField("sum") and math.isfinite(point.sum) else 0.0
         out.batch.metrics.append([
-            service, metric.name, metric.unit, temporality, point.start_time_unix_nano, point.time_unix_nano,
+            service, name, unit, temporality, point.start_time_unix_nano, point.time_unix_nano,
             method, route, status, point.count, total, _dumps(bounds), _dumps(counts), _dumps_sorted(attrs),
             digest,
         ])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from typing import Any
 
 from google.protobuf import json_format
@@ -43,8 +44,14 @@ def traces_from_document(document: dict) -> ExportTraceServiceRequest:
     """An already-parsed JSON object (see ``otlp_json_traces``)."""
     try:
         return build_traces(document)
+    except BadRequest:
+        raise
     except RecursionError:
         raise BadRequest("body is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as error:
+        # A string protobuf cannot hold (a lone surrogate from a "\ud800" escape), a value
+        # out of range: the request is bad, whatever field it was in.
+        raise BadRequest(f"not an OTLP request: {_first_line(error)}") from None
 
 
 def metrics_from_document(document: dict) -> ExportMetricsServiceRequest:
@@ -64,8 +71,12 @@ def metrics_from_document(document: dict) -> ExportMetricsServiceRequest:
 def _load(body: bytes | str) -> dict:
     try:
         document = json.loads(body)
+    except RecursionError:
+        # json's C scanner recurses once per [ or {; Python's recursion limit stops it cleanly.
+        raise BadRequest(f"body is nested too deeply (more than about {sys.getrecursionlimit()} levels "
+                         f"of [ or {{)") from None
     except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(f"body is not valid JSON: {error}") from None
+        raise BadRequest(f"body is not valid JSON: {_first_line(error)}") from None
     if not isinstance(document, dict):
         raise BadRequest("body must be a JSON object (an OTLP export request)")
     return document
@@ -74,9 +85,13 @@ def _load(body: bytes | str) -> dict:
 def _parse(document: dict, message):
     try:
         return json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as error:
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BadRequest(f"not an OTLP request: {text[:300]}") from None
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError, OverflowError) as error:
+        raise BadRequest(f"not an OTLP request: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:300]
 
 
 def _list(holder: Any, keys: tuple[str, ...]) -> list:

@@ -75,15 +75,19 @@ def host_of(url: str) -> Optional[str]:
 
 
 def _status(attrs: dict[str, Any]) -> Optional[int]:
+    """The HTTP status code: an integer 100-999 or such a string of ASCII digits, else None.
+
+    Anything else is not a status code (a 20-digit string would not even fit
+    the store's integer column); the raw attribute is still kept."""
     value = attrs.get(HTTP_STATUS[0])
     if value is None:
         value = attrs.get(HTTP_STATUS[1])
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and len(value) == 3 and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and 100 <= value <= 999:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     return None
 
 

@@ -20,7 +20,9 @@ import errno
 import time
 from typing import Optional
 
+from takealook.collector.admission import MemoryBudget, body_budget
 from takealook.collector.grpc_receiver import GrpcReceiver
+from takealook.collector.http_clients import ClientLimits
 from takealook.collector.http_receiver import HttpReceiver, ReceiverConfig
 from takealook.collector.ingest import Ingest, IngestStats
 from takealook.collector.retention import Retention
@@ -28,6 +30,8 @@ from takealook.collector.settings import CollectorSettings
 from takealook.collector.store import SpanStore
 from takealook.collector.writer import Writer, WriterStats
 from takealook.errors import UsageError
+
+_GROUP_BYTES = 8 << 20  # bodies the writer converts and stores in one transaction, at most
 
 _BIND_REASONS = {
     errno.EADDRINUSE: "the port is in use (another collector running?)",
@@ -50,6 +54,8 @@ class Collector:
 
     def start(self) -> "Collector":
         s = self.settings
+        budget = MemoryBudget(body_budget(s.max_memory, s.max_body, _GROUP_BYTES, s.grpc is not None))
+        limits = ClientLimits(s.idle_timeout_s, s.header_timeout_s, s.body_grace_s, s.min_body_rate)
         # FULL: acknowledged spans survive a power loss. The writer then commits
         # without waiting for the disk and its syncer thread fsyncs before the
         # answer (writer.py).
@@ -59,14 +65,16 @@ class Collector:
         if s.retain_s or s.max_size:
             retention = Retention(max_age_ns=int(s.retain_s * 1e9) if s.retain_s else None, max_bytes=s.max_size,
                                   interval_s=s.retention_interval_s)
-        self._writer = Writer(store, max_queued_bytes=s.max_queued_bytes, retention=retention, durable=durable)
-        self._ingest = Ingest(self._writer, ack_timeout=s.ack_timeout_s)
+        self._writer = Writer(store, max_queued_bytes=s.max_queued_bytes, max_group_bytes=_GROUP_BYTES,
+                              retention=retention, durable=durable)
+        self._ingest = Ingest(self._writer, ack_timeout=s.ack_timeout_s, budget=budget)
         try:
             self._http = self._bind("--listen", s.http, lambda host, port: HttpReceiver(
-                host, port, self._ingest, ReceiverConfig(s.max_body, s.cors_origins, s.token), self.status))
+                host, port, self._ingest, ReceiverConfig(s.max_body, s.cors_origins, s.token, s.max_connections,
+                                                         limits), self.status))
             if s.grpc is not None:
                 self._grpc = self._bind("--grpc", s.grpc, lambda host, port: GrpcReceiver(
-                    host, port, self._ingest, s.max_body, s.token))
+                    host, port, self._ingest, s.max_body, s.token, limits))
         except BaseException:
             if self._http is not None:
                 self._http.stop_accepting()
@@ -133,6 +141,7 @@ class Collector:
         writer = self._writer
         received = writer.stats if writer else WriterStats()
         refused = self._ingest.stats if self._ingest else IngestStats()
+        budget = self._ingest.budget if self._ingest else None
         return {
             "service": "takealook collector",
             "store": str(self.settings.store),
@@ -147,8 +156,13 @@ class Collector:
             "refused_busy": refused.refused_busy,
             "timed_out": refused.timed_out,
             "bad_requests": refused.bad_requests,
+            "slow_clients": refused.slow_clients,
             "queued_bytes": writer.queued_bytes if writer else 0,
+            "body_bytes": budget.used if budget else 0,
+            "body_bytes_limit": budget.limit if budget else 0,
+            "connections": self._http.connections if self._http else 0,
             "traces_expired": received.traces_expired,
+            "durable": not (writer and writer.broken_error),
             "store_error": received.last_error,
         }
 

@@ -19,6 +19,7 @@ TOKEN_ENV = "TAKEALOOK_COLLECTOR_TOKEN"
 DEFAULT_HTTP = ("127.0.0.1", 4318)
 DEFAULT_GRPC = ("127.0.0.1", 4317)
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -33,7 +34,14 @@ class CollectorSettings:
     retain_s: Optional[float] = None  # drop traces older than this
     max_size: Optional[int] = None  # drop the oldest traces beyond this many bytes
     max_queued_bytes: int = 64 << 20  # request bodies waiting for the writer before 429
-    ack_timeout_s: float = 5.0  # a request waits this long for its commit, then 503
+    ack_timeout_s: float = 5.0  # a request waits this long for its commit, then 503 (and is not stored)
+    max_memory: int = DEFAULT_MAX_MEMORY  # resident memory bound; see admission.py
+    max_connections: int = 512  # HTTP connections at once (a thread each); more are answered 503
+    # Slow clients (see http_clients.py): idle keep-alive, request headers, body grace and minimum rate.
+    idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    body_grace_s: float = 10.0
+    min_body_rate: int = 64 * 1024  # bytes/s
     synchronous: str = "FULL"  # SQLite synchronous: FULL survives power loss, NORMAL a process kill
     retention_interval_s: float = 60.0
 

@@ -13,13 +13,27 @@ All CPU work happens in this one thread on purpose: with the GIL,
 conversion in the handler threads ran no faster and cost more CPU, because
 every SQLite call releases the GIL and the threads handed it back and forth.
 
-Backpressure: ``submit`` returns None when the queue already holds
-``max_queued_bytes`` of bodies, and the receiver answers 429 /
-RESOURCE_EXHAUSTED with a retry delay; memory stays bounded whatever the
-clients do. A store that cannot be written for a while (locked by another
-program, disk full) keeps the bodies queued and retries with backoff; their
-submitters time out and answer 503 (the spans are stored later, and a
-client's retry is harmless: the store ignores spans it already has).
+Backpressure: ``submit`` refuses a body (returns None) when the queue already
+holds ``max_queued_bytes``, or when, at the rate the writer has been storing,
+the bodies ahead of it would not be stored within the submitter's ack
+timeout; the receiver answers 429 / RESOURCE_EXHAUSTED with a retry delay.
+A submitter whose body is still queued when its timeout comes *withdraws*
+it (``withdraw``): it is taken off the queue and never stored, so a request
+is either acknowledged or refused, never stored and then refused (its
+client would send it again). A body the writer has already taken is
+waited for: its outcome comes within one write. A store that cannot be
+written for a while (locked by another program, disk full) is retried with
+backoff; meanwhile bodies wait and are withdrawn.
+
+One request never fails the others committed with it: when the store
+refuses a group for what a request contains (not for a lock or a full disk),
+each request is written alone and only the guilty one fails.
+
+After a failed fsync nothing more is acknowledged (``broken``), as
+PostgreSQL does: the kernel may have dropped the pages it could not write
+and a later fsync could succeed without them, so no later answer could be
+trusted. Every request from then on is refused, saying the collector must be
+restarted.
 
 Retention runs in this thread too, one small transaction at a time between
 groups, so it never stalls ingest for long.
@@ -38,37 +52,21 @@ from typing import Optional
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from takealook.collector.convert import Converted, Converter
+from takealook.collector.convert import Converter
 from takealook.collector.retention import Retention
 from takealook.collector.store import SpanStore
+from takealook.collector.syncer import Syncer
+from takealook.collector.ticket import COMMITTED, QUEUED, WITHDRAWN, WRITING, DurabilityLost, Ticket
 
 log = logging.getLogger("takealook.collector")
 
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+_BUSY_TIMEOUT_MS = 250  # one write attempt on a locked store: short, the writer retries anyway
+_RATE_DECAY = 0.8  # weight of the past in the storing rate (per group)
+_PRIOR_RATE = 8 << 20  # bytes/s of protobuf bodies stored, before any is measured
+# SQLite extended result codes of a failed fsync (sqlite3.h): SQLITE_IOERR_FSYNC, SQLITE_IOERR_DIR_FSYNC.
+_FSYNC_ERRORS = (1034, 1290)
 TRACES, METRICS = "traces", "metrics"
-
-
-class Ticket:
-    """A submitted request body; ``wait`` until it is committed, found invalid, or failed."""
-
-    __slots__ = ("kind", "body", "size", "_done", "converted", "invalid", "error")
-
-    def __init__(self, kind: str, body: bytes):
-        self.kind, self.body, self.size = kind, body, len(body)
-        self._done = threading.Event()
-        self.converted: Optional[Converted] = None  # set once converted
-        self.invalid: Optional[str] = None  # why the body is not an OTLP request
-        self.error: Optional[BaseException] = None  # the store refused it
-
-    def wait(self, timeout: float) -> bool:
-        """True once finished (check ``invalid`` and ``error``); False on timeout."""
-        return self._done.wait(timeout)
-
-    def _finish(self) -> None:
-        self.body = b""  # the memory goes now, not when the submitter lets go
-        self._done.set()
-
-
 @dataclass
 class WriterStats:
     requests: int = 0
@@ -82,55 +80,9 @@ class WriterStats:
     points_stored: int = 0
     commits: int = 0
     failed_writes: int = 0
+    isolated_failures: int = 0  # requests the store refused, written alone so the others were stored
     last_error: str = ""
     traces_expired: int = 0
-
-
-class _Syncer:
-    """The thread that makes committed groups durable (``store.sync``) and then acknowledges them.
-
-    Groups committed while an fsync runs share the next one, as requests share
-    a commit. An fsync that fails (the disk refused) fails its groups: their
-    spans are committed but perhaps not on disk, so their clients hear so.
-    """
-
-    def __init__(self, store: SpanStore, finish):
-        self._store, self._finish = store, finish
-        self._pending: list[list[Ticket]] = []
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="takealook-sync", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def add(self, group: list[Ticket]) -> None:
-        with self._cond:
-            self._pending.append(group)
-            self._cond.notify()
-
-    def stop(self, timeout: float) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                groups, self._pending = self._pending, []
-            error: Optional[BaseException] = None
-            try:
-                self._store.sync()
-            except OSError as failure:
-                log.error("cannot make the span store durable: %s", failure)
-                error = failure
-            for group in groups:
-                self._finish(group, error)
 
 
 class Writer:
@@ -146,14 +98,19 @@ class Writer:
         self.max_group_bytes = max_group_bytes
         self.retention = retention
         self.stats = WriterStats()
+        self.broken_error: Optional[DurabilityLost] = None
         self._converter = Converter()
         self._queue: deque[Ticket] = deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._deadline = 0.0
+        # Bytes stored and seconds spent storing them, both decayed per group: the storing rate.
+        # It starts from a modest guess (a third of what one core does) until groups are measured.
+        self._rate_bytes, self._rate_seconds = float(_PRIOR_RATE), 1.0
         self._thread = threading.Thread(target=self._run, name="takealook-writer", daemon=True)
-        self._syncer = _Syncer(store, self._finish) if durable else None
+        self._syncer = Syncer(self) if durable else None
+        store.conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
     @property
     def queued_bytes(self) -> int:
@@ -168,31 +125,67 @@ class Writer:
         if self._syncer is not None:
             self._syncer.start()
 
-    def submit(self, kind: str, body: bytes) -> Optional[Ticket]:
-        """Queue a serialized Export*ServiceRequest; None when the queue is full or the writer is stopping."""
+    def expected_wait(self, size: int) -> float:
+        """Seconds until a body of ``size`` bytes submitted now would be stored, at the recent rate
+        (0 when the writer is idle: such a body is always taken)."""
+        if not self._queued:
+            return 0.0
+        rate = self._rate_bytes / self._rate_seconds
+        return (self._queued + size) / rate + (self._syncer.seconds if self._syncer else 0.0)
+
+    def submit(self, kind: str, body: bytes, within: Optional[float] = None) -> Optional[Ticket]:
+        """Queue a serialized Export*ServiceRequest; None when the queue is full, the body would not
+        be stored ``within`` seconds, or the writer is stopping or broken."""
         ticket = Ticket(kind, body)
         with self._cond:
-            if self._stopping:
+            if self._stopping or self.broken_error is not None:
                 return None
             # A body larger than the whole queue is still taken when the queue is empty.
-            if self._queued and self._queued + ticket.size > self.max_queued_bytes:
+            if self._queued and (self._queued + ticket.size > self.max_queued_bytes
+                                 or within is not None and self.expected_wait(ticket.size) > within):
                 return None
             self._queue.append(ticket)
             self._queued += ticket.size
-            self._cond.notify()
+            self._cond.notify_all()
         return ticket
+
+    def withdraw(self, ticket: Ticket) -> bool:
+        """Take a body that its submitter gave up on off the queue: True if it will never be stored;
+        False if it is already stored (or failed): ``ticket.wait`` for the outcome."""
+        with self._cond:
+            while ticket.state == WRITING:  # one write attempt: it ends within the busy timeout
+                self._cond.wait(1.0)
+            if ticket.state != QUEUED:
+                return False
+            self._queue.remove(ticket)
+            self._queued -= ticket.size
+            ticket.state = WITHDRAWN
+            ticket.body = b""
+            return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new bodies, commit the queued ones (for up to ``timeout`` s), close the store."""
         with self._cond:
             self._stopping = True
             self._deadline = time.monotonic() + timeout
-            self._cond.notify()
+            self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout + 5)
         if self._syncer is not None:
             self._syncer.stop(timeout + 5)
         self.store.close()
+
+    def lose_durability(self, failure: BaseException) -> DurabilityLost:
+        """Stop acknowledging for good (a failed fsync); returns the error every request now gets."""
+        with self._cond:
+            if self.broken_error is None:
+                self.broken_error = DurabilityLost(
+                    f"the span store {self.store.path} is no longer durable: an fsync failed ({failure}); "
+                    "nothing more is acknowledged: restart the collector")
+                log.error("%s", self.broken_error)
+                self.stats.last_error = str(self.broken_error)
+            self._cond.notify_all()
+            return self.broken_error
 
     # -- the thread -----------------------------------------------------------
 
@@ -205,40 +198,25 @@ class Writer:
             if not group:
                 self._retention_step()
                 continue
-            valid = self._convert(group)
-            if not valid:
-                self._finish(self._dequeue(group), None)
+            if self.broken_error is not None:
+                self.finish(self._dequeue(group), self.broken_error)
                 continue
             try:
-                result = self.store.write([t.converted.batch for t in valid])
-            except sqlite3.OperationalError as error:  # locked, busy, disk full: try again
-                self._note_error(error)
-                if self._give_up():
-                    self._finish(self._dequeue(group), error)
-                else:
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            except Exception as error:  # a batch the store refuses: do not wedge the queue on it
-                self._note_error(error)
-                self._finish(self._dequeue(group), error)
-                continue
-            backoff = _BACKOFF_MIN
-            stats = self.stats
-            stats.spans_stored += result.spans_new
-            stats.spans_duplicate += result.spans_duplicate
-            stats.points_stored += result.points_new
-            stats.commits += 1
-            stats.last_error = ""
-            self._dequeue(group)
-            if self._syncer is not None:
-                self._syncer.add(group)
+                retry = self._store_group(group)
+            except Exception as error:  # a bug of ours: answer the group, keep the thread alive
+                log.exception("cannot store a group of requests")
+                self.finish(self._dequeue([t for t in group if t.state == WRITING]), error)
+                retry = False
+            if retry:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
             else:
-                self._finish(group, None)
-            self._retention_step()
+                backoff = _BACKOFF_MIN
+                self._retention_step()
 
     def _next_group(self) -> Optional[list[Ticket]]:
-        """Queued tickets to write (left in the queue until done); [] for idle time; None to exit."""
+        """Queued tickets to write, marked WRITING (left in the queue until done); [] for idle time;
+        None to exit."""
         with self._cond:
             if not self._queue and not self._stopping:
                 self._cond.wait(timeout=1.0 if self.retention else None)
@@ -248,9 +226,60 @@ class Writer:
             for ticket in self._queue:
                 if group and size + ticket.size > self.max_group_bytes:
                     break
+                ticket.state = WRITING
                 group.append(ticket)
                 size += ticket.size
             return group
+
+    def _store_group(self, group: list[Ticket]) -> bool:
+        """Convert and store ``group``; True when the store is locked or full and the group waits."""
+        began = time.monotonic()
+        valid = self._convert(group)
+        if not valid:
+            self.finish(self._dequeue(group), None)
+            return False
+        try:
+            result = self.store.write([t.converted.batch for t in valid])
+        except sqlite3.OperationalError as error:  # locked, busy, disk full: try again
+            if getattr(error, "sqlite_errorcode", None) in _FSYNC_ERRORS:
+                self.finish(self._dequeue(group), self.lose_durability(error))
+                return False
+            self._note_error(error)
+            if self._give_up():
+                self.finish(self._dequeue(group), error)
+                return False
+            self._requeue(group)
+            return True
+        except Exception as error:  # a request the store refuses: write each alone, only it fails
+            self._note_error(error)
+            self._store_alone(group, valid)
+            return False
+        self._count(result)
+        self._measure(sum(t.size for t in group), time.monotonic() - began)
+        self._committed(self._dequeue(group))
+        return False
+
+    def _store_alone(self, group: list[Ticket], valid: list[Ticket]) -> None:
+        stored = []
+        for ticket in valid:
+            try:
+                self._count(self.store.write([ticket.converted.batch]))
+            except sqlite3.Error as error:
+                if isinstance(error, sqlite3.OperationalError):
+                    break  # the store itself is failing: the rest waits for the next attempt
+                ticket.invalid = f"the span store cannot take this request: {error}"
+            except (ValueError, TypeError, OverflowError) as error:
+                ticket.invalid = f"the span store cannot take this request: {error}"
+            else:
+                stored.append(ticket)
+                continue
+            self.stats.isolated_failures += 1
+            log.warning("%s", ticket.invalid)
+        done = {id(t) for t in stored} | {id(t) for t in group if t.invalid is not None}
+        self._requeue([t for t in group if id(t) not in done])
+        finished = self._dequeue([t for t in group if id(t) in done])
+        self.finish([t for t in finished if t.invalid is not None], None)
+        self._committed(stored)
 
     def _convert(self, group: list[Ticket]) -> list[Ticket]:
         """Convert the group's bodies not yet converted (a retried group keeps its conversions)."""
@@ -272,29 +301,73 @@ class Writer:
                 stats.invalid_requests += 1
                 ticket.invalid = f"body is not a valid OTLP {ticket.kind} protobuf message"
                 continue
+            except (ValueError, TypeError, OverflowError, RecursionError) as error:
+                # Decoded, but a value the converter does not expect: this request alone is refused.
+                log.warning("cannot convert a request: %s: %s", type(error).__name__, error)
+                stats.invalid_requests += 1
+                ticket.invalid = f"cannot read this OTLP {ticket.kind} request: {type(error).__name__}: {error}"
+                continue
             ticket.converted = converted
         return [t for t in group if t.converted is not None]
 
-    def _dequeue(self, group: list[Ticket]) -> list[Ticket]:
-        """Take the group (the queue's first tickets) off the queue; their bodies are no longer needed."""
+    def _count(self, result) -> None:
+        stats = self.stats
+        stats.spans_stored += result.spans_new
+        stats.spans_duplicate += result.spans_duplicate
+        stats.points_stored += result.points_new
+        stats.commits += 1
+        stats.last_error = "" if self.broken_error is None else stats.last_error
+
+    def _measure(self, size: int, seconds: float) -> None:
+        self._rate_bytes = self._rate_bytes * _RATE_DECAY + size
+        self._rate_seconds = self._rate_seconds * _RATE_DECAY + max(seconds, 1e-6)
+
+    def _committed(self, tickets: list[Ticket]) -> None:
+        """Acknowledge committed tickets: now, or once the syncer has made them durable."""
+        if not tickets:
+            return
+        if self._syncer is not None:
+            with self._cond:
+                for ticket in tickets:
+                    ticket.state = COMMITTED
+                self._cond.notify_all()
+            self._syncer.add(tickets)
+        else:
+            self.finish(tickets, None)
+
+    def _requeue(self, tickets: list[Ticket]) -> None:
+        """Tickets whose write attempt failed: queued again (their submitters may withdraw them)."""
         with self._cond:
-            for _ in group:
-                self._queue.popleft()
-            self._queued -= sum(t.size for t in group)
-        for ticket in group:
+            for ticket in tickets:
+                ticket.state = QUEUED
+            self._cond.notify_all()
+
+    def _dequeue(self, tickets: list[Ticket]) -> list[Ticket]:
+        """Take ``tickets`` off the queue; their bodies are no longer needed."""
+        members = {id(t) for t in tickets}
+        with self._cond:
+            queue = self._queue
+            while queue and id(queue[0]) in members:
+                members.discard(id(queue.popleft()))
+            if members:  # not all at the front (a group partly stored): the rare, slow way
+                self._queue = queue = deque(t for t in queue if id(t) not in members)
+            self._queued -= sum(t.size for t in tickets)
+        for ticket in tickets:
             ticket.body = b""
             if ticket.converted is not None:
                 ticket.converted.batch = None  # its rows are stored; the answer needs only the counts
-        return group
+        return tickets
 
-    def _finish(self, group: list[Ticket], error: Optional[BaseException]) -> None:
+    def finish(self, group: list[Ticket], error: Optional[BaseException]) -> None:
         """Wake the submitters of ``group`` (committed, invalid, or failed with ``error``)."""
         if error is not None:
             self.stats.failed_writes += 1
-        for ticket in group:
-            if ticket.invalid is None:
-                ticket.error = error
-            ticket._finish()
+        with self._cond:
+            for ticket in group:
+                if ticket.invalid is None and ticket.error is None:
+                    ticket.error = error
+                ticket._finish()
+            self._cond.notify_all()
 
     def _note_error(self, error: BaseException) -> None:
         message = f"cannot write the span store {self.store.path}: {error}"
@@ -306,7 +379,7 @@ class Writer:
         return self._stopping and time.monotonic() > self._deadline
 
     def _retention_step(self) -> None:
-        if self.retention is None:
+        if self.retention is None or self.broken_error is not None:
             return
         try:
             self.stats.traces_expired += self.retention.step(self.store)

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     add_store_option(parser)
     parser.add_argument("--max-body", default="8MiB", metavar="SIZE",
                         help="largest request accepted, compressed or not (default 8MiB)")
+    parser.add_argument("--max-memory", default="512MiB", metavar="SIZE",
+                        help="keep the collector's resident memory under this (default 512MiB); request bodies "
+                             "beyond what fits are refused with 429 and Retry-After")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="browser origin allowed to post OTLP, e.g. https://app.example.com; "
                              "repeatable; '*' allows any")
@@ -58,6 +61,7 @@ def settings_from_args(args: argparse.Namespace):
         http=parse_address(args.listen, "--listen"),
         grpc=grpc,
         max_body=parse_size(args.max_body, "--max-body"),
+        max_memory=parse_size(args.max_memory, "--max-memory"),
         cors_origins=tuple(args.cors_origin),
         token=args.token or os.environ.get(TOKEN_ENV) or None,
         retain_s=parse_duration(args.retain, "--retain") if args.retain else None,

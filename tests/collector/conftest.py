@@ -112,3 +112,24 @@ def raw_request(spans: int, service: str = "loadgen", seed: int | None = None) -
 
 def _random_bytes(rng: random.Random, size: int) -> bytes:
     return rng.randbytes(size) if hasattr(rng, "randbytes") else os.urandom(size)
+
+
+def big_request(size: int, seed: int) -> ExportTraceServiceRequest:
+    """A request of about ``size`` bytes: traces of 20 spans, each span with its own ~900-byte
+    attribute value (so nothing is cached and converting it costs what a real large body does)."""
+    rng = random.Random(seed)
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="big")))
+    spans = resource_spans.scope_spans.add().spans
+    filler = "x" * 900
+    number = 0
+    while number * 960 < size - 20 * 960:
+        trace_id = _random_bytes(rng, 16)
+        for _ in range(20):
+            span = spans.add(trace_id=trace_id, span_id=_random_bytes(rng, 8), name="GET /big", kind=2,
+                             start_time_unix_nano=1_700_000_000_000_000_000 + number,
+                             end_time_unix_nano=1_700_000_000_000_100_000 + number)
+            span.attributes.append(KeyValue(key="filler", value=AnyValue(string_value=f"{filler}{number}")))
+            number += 1
+    return request

@@ -53,15 +53,22 @@ def test_acknowledgement_waits_for_the_fsync(tmp_path):
         writer.stop()
 
 
-def test_a_failed_fsync_fails_the_request(tmp_path):
+def test_after_a_failed_fsync_nothing_is_acknowledged(tmp_path):
     store = _GatedStore(tmp_path / "spans.db", failure=OSError(errno.EIO, "Input/output error"))
     store.gate.set()
     writer = Writer(store, durable=True)
     writer.start()
     try:
-        answer = Ingest(writer, ack_timeout=10).traces(raw_request(20, seed=3).SerializeToString())
-        assert answer.outcome == "failed" and "Input/output error" in answer.message
-        assert writer.stats.failed_writes == 1
+        ingest = Ingest(writer, ack_timeout=10)
+        answer = ingest.traces(raw_request(20, seed=3).SerializeToString())
+        assert answer.outcome == "broken"
+        assert "Input/output error" in answer.message and "restart the collector" in answer.message
+        # As PostgreSQL does: no later fsync is trusted, so nothing is acknowledged any more.
+        store.failure = None
+        later = ingest.traces(raw_request(20, seed=4).SerializeToString())
+        assert later.outcome == "broken" and later.message == answer.message
+        assert ingest.refusal(100).outcome == "broken"
+        assert store.syncs == 1 and writer.stats.spans_stored == 20
     finally:
         writer.stop()
 
