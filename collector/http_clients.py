@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
+import sys
 import threading
 import time
 import zlib
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Callable
+
+log = logging.getLogger("takealook.collector")
 
 _IDLE, _HEADERS, _BODY = "idle", "headers", "body"
 _RETRY_AFTER_S = 1
@@ -97,6 +101,13 @@ class CappedServer(ThreadingHTTPServer):
     def _release(self) -> None:
         with self._count_lock:
             self.connections -= 1
+
+    def handle_error(self, request, client_address):
+        # A client that resets or abandons its connection is ordinary on a network, not worth a
+        # traceback on stderr (socketserver's default) under the status line.
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            log.error("error while serving %s", client_address[0], exc_info=True)
 
 
 class CappedServer6(CappedServer):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -45,6 +46,8 @@ from takealook.collector.http_clients import (
 )
 from takealook.collector.ingest import BUSY_MEMORY, RETRY_AFTER_S, Answer, Ingest
 from takealook.collector.otlp_json import BadRequest, parse_metrics, parse_traces
+
+log = logging.getLogger("takealook.collector")
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -181,7 +184,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reservation is None:
             return self._refuse(BUSY_MEMORY, encoding, size)
         with reservation, self.exporting:
-            self._export(encoding, size, content_encoding in ("gzip", "x-gzip"), reservation)
+            try:
+                self._export(encoding, size, content_encoding in ("gzip", "x-gzip"), reservation)
+            except Exception:  # a bug of ours: this request alone fails, with an answer
+                log.exception("cannot answer a request to %s", self.path)
+                self._fail(500, "the collector failed on this request; see its log", encoding, close=True)
 
     def do_OPTIONS(self):
         origin = self.headers.get("Origin")

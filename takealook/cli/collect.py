@@ -3,7 +3,8 @@
 Prints where it listens on stderr, then (on a terminal, without ``--quiet``)
 a status line: spans/s, stored, rejected, refused. SIGTERM and SIGINT stop it
 gracefully: it stops accepting, answers requests in progress, commits what it
-acknowledged and closes the store. Options: docs/collector.md.
+acknowledged and closes the store. It exits 1 if an fsync failed while it ran
+(it then acknowledged nothing more). Options: docs/collector.md.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"takealook collect: stopped; {status['spans_stored']} spans and {status['points_stored']} "
               f"metric points stored in {settings.store}", file=sys.stderr)
+    if not status["durable"]:  # said in the log when it happened; said again where scripts look
+        print(f"takealook collect: {status['store_error']}", file=sys.stderr)
+        return 1
     return 0
 
 
