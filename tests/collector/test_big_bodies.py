@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -20,8 +21,9 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from takealook.collector.admission import JSON_FACTOR, fixed_bytes
 from tests.collector.conftest import JSON, PROTOBUF, big_request, post, raw_request, start_collector
-from tests.conftest import BIN
+from tests.conftest import BIN, wait_for
 
 BODY = 8_000_000
 MiB = 1 << 20
@@ -144,5 +146,32 @@ def test_after_a_failed_fsync_nothing_is_acknowledged_and_it_says_so(tmp_path, c
                 export(raw_request(5, seed=6), timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "no longer durable" in refused.value.details()
+    finally:
+        collector.stop()
+
+
+def test_a_body_that_does_not_fit_is_refused_before_it_is_read_and_the_connection_kept(tmp_path):
+    max_body = 64 * 1024
+    budget = 700 * 1024  # room for one JSON body of max_body (10x while parsed), not one more protobuf one
+    collector = start_collector(tmp_path, grpc=None, max_body=max_body, body_grace_s=3.0,
+                                max_memory=fixed_bytes(max_body, 8 * MiB, grpc=False) + budget)
+    port = collector.http_port
+    small = raw_request(5, seed=7).SerializeToString()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as holder:
+            holder.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n" % max_body)  # ... and no body yet
+            wait_for(lambda: collector.status()["body_bytes"] == JSON_FACTOR * max_body, message="the reservation")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("POST", "/v1/traces", body=b"\x00" * max_body, headers=PROTOBUF)
+            refused = connection.getresponse()
+            assert refused.status == 429 and refused.getheader("Retry-After") == "1"
+            assert b"memory" in refused.read()
+            connection.request("POST", "/v1/traces", body=small, headers=PROTOBUF)  # same connection
+            assert connection.getresponse().status == 200
+            connection.close()
+            # The holder sends too slowly: it loses its connection and its reservation.
+            wait_for(lambda: collector.status()["body_bytes"] == 0, timeout=30, message="the reservation released")
+            assert collector.status()["slow_clients"] == 1
     finally:
         collector.stop()
