@@ -16,13 +16,13 @@ Invalid items are skipped, never the whole request:
   finite.
 
 Every value is range-checked here, before the store: SQLite integers are
-signed 64-bit, and one value it cannot take would fail the whole
-transaction, i.e. every request committed with it. Strings longer than
-``MAX_VALUE_CHARS`` (attribute keys and values, span, event, scope and metric
-names, status messages) are cut, and the answer says so, so one runaway
-string cannot fill the store. Only
-histogram metrics are stored (the HTTP server duration, for RED when traces
-are sampled); points of other metric types are counted in ``ignored``.
+signed 64-bit, and one value it cannot take would fail the whole transaction,
+i.e. every request committed with it. Strings longer than ``MAX_VALUE_CHARS``
+(attribute keys and values; span, event, scope and metric names; status
+messages) are cut, and the answer says so, so one runaway string cannot fill
+the store. Only histogram metrics are stored (the HTTP server duration, for
+RED when traces are sampled); points of other metric types are counted in
+``ignored``.
 
 Speed: spans are decoded with the wire-compatible types of ``lite.py``, which
 leave attributes serialized; each distinct attribute set is decoded, mapped
