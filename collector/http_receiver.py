@@ -5,8 +5,8 @@ Answers follow the OTLP/HTTP spec: 200 with an Export*ServiceResponse
 empty bodies, 401 without the bearer token (when one is configured), 404 for
 other paths, 405 for other methods, 408 for a body sent too slowly, 413 over
 ``max_body`` (compressed or not), 415 for other content types or encodings,
-429 / 503 with ``Retry-After`` under overload, and 503 once an fsync failed. Error
-bodies are a ``google.rpc.Status`` in the request's encoding.
+429 / 503 with ``Retry-After`` under overload, 503 once an fsync failed.
+Error bodies are a ``google.rpc.Status`` in the request's encoding.
 
 ``GET /`` answers a small JSON status (counts), for health checks. CORS
 preflights (``OPTIONS``) from an allowed origin get 204 with the allow
@@ -57,7 +57,6 @@ _OUTCOME_STATUS = {"invalid": 400, "busy": 429, "timeout": 503, "stopping": 503,
 _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 _ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization"
 _WRITE_TIMEOUT_S = 10.0  # sending an answer; a client that does not read it loses its connection
-
 
 
 class ReceiverConfig:

@@ -264,11 +264,9 @@ class Writer:
         for ticket in valid:
             try:
                 self._count(self.store.write([ticket.converted.batch]))
-            except sqlite3.Error as error:
-                if isinstance(error, sqlite3.OperationalError):
-                    break  # the store itself is failing: the rest waits for the next attempt
-                ticket.invalid = f"the span store cannot take this request: {error}"
-            except (ValueError, TypeError, OverflowError) as error:
+            except sqlite3.OperationalError:
+                break  # the store itself is failing: the rest waits for the next attempt
+            except Exception as error:  # what this request holds: it alone is refused
                 ticket.invalid = f"the span store cannot take this request: {error}"
             else:
                 stored.append(ticket)
