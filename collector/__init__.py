@@ -11,8 +11,8 @@ Importing this package stays cheap: the receiver (protobuf, gRPC) is imported
 only by ``takealook.collector.server`` and the ``collect`` command.
 """
 
-from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, SpanEvent, SpanLink
+from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, SpanEvent, SpanLink, TraceSpans
 from takealook.collector.read import StoreReader, StoreSummary, open_store
 
 __all__ = ["KINDS", "STATUSES", "MetricPoint", "Span", "SpanEvent", "SpanLink", "StoreReader", "StoreSummary",
-           "open_store"]
+           "TraceSpans", "open_store"]

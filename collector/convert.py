@@ -24,6 +24,10 @@ the store. Only histogram metrics are stored (the HTTP server duration, for
 RED when traces are sampled); points of other metric types are counted in
 ``ignored``.
 
+Load-test traffic is recognised by its ``tracestate`` entry
+(``takealook=load:<run label>``, ``takealook.loadmark``): the trace's summary
+carries the run label, so readers can leave load tests out or pick one run.
+
 Speed: spans are decoded with the wire-compatible types of ``lite.py``, which
 leave attributes serialized; each distinct attribute set is decoded, mapped
 (semantic conventions, SQL fingerprint) and JSON-encoded once, then reused
@@ -51,6 +55,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from takealook.collector.lite import TraceRequest
 from takealook.collector.semconv import metric_fields, typed_fields
 from takealook.collector.store import IngestBatch, TraceInfo
+from takealook.loadmark import label_of
 
 MAX_VALUE_CHARS = 65536
 UNKNOWN_SERVICE = "unknown_service"
@@ -231,6 +236,12 @@ class Converter:
                 else:
                     info.services.add(service)
                 low, high = start, end
+                # Every span of a load-test request inherits the mark: reading it
+                # once per run of a trace's spans is enough, and costs nothing on
+                # spans without a tracestate.
+                state = span.trace_state
+                if state and info.load is None:
+                    info.load = label_of(state)
             else:
                 if start < low:
                     low = start

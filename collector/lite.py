@@ -9,8 +9,10 @@ resource and scope stay *serialized bytes*. The converter then decodes each
 distinct attribute set once and reuses the result (the spans of one endpoint
 repeat the same ``db.statement``, ``http.route``, ``server.address``...).
 
-Fields not declared here (trace_state, flags, dropped counts, schema_url) are
-skipped by the parser as unknown fields.
+``trace_state`` is read (as text) because load-test traffic is marked there
+(``takealook=load:<run label>``, see ``convert.load_label``). Fields not
+declared here (flags, dropped counts, schema_url) are skipped by the parser as
+unknown fields.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _MESSAGES = {
     "Span": [
         ("trace_id", 1, _BYTES, _ONE, None),
         ("span_id", 2, _BYTES, _ONE, None),
+        ("trace_state", 3, _STRING, _ONE, None),
         ("parent_span_id", 4, _BYTES, _ONE, None),
         ("name", 5, _STRING, _ONE, None),
         ("kind", 6, _INT32, _ONE, None),

@@ -95,6 +95,21 @@ class Span:
         return [SpanLink(link["trace_id"], link["span_id"], link.get("attributes", {})) for link in raw]
 
 
+class TraceSpans(list):
+    """One trace's spans (``Span``, sorted by start), as ``iter_traces`` yields them: a plain list
+    that also says whether the trace is load-test traffic.
+
+    ``load`` is the run label the trace's requests were marked with
+    (``takealook.loadmark``), None for real traffic.
+    """
+
+    __slots__ = ("load",)
+
+    def __init__(self, spans=(), load: Optional[str] = None):
+        super().__init__(spans)
+        self.load = load
+
+
 @dataclass(frozen=True, slots=True)
 class MetricPoint:
     """One histogram data point, e.g. of ``http.server.request.duration``.

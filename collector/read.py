@@ -12,6 +12,14 @@ Readers open the file read-only and never block the collector writing to it
 ``iter_traces`` pages through traces with short queries, so a long report does
 not pin one old snapshot.
 
+Load-test traffic (requests marked by ``takealook load run``, see
+``takealook.loadmark``) is stored like any other, with its run label per trace.
+The trace reads take ``load``: ``True`` (the default) returns every trace,
+``False`` leaves load tests out, a run label returns that run's traces only.
+Analyses pass ``False`` unless the user asks otherwise; ``load_runs()`` says
+what they left out. Each trace ``iter_traces`` yields is a ``TraceSpans``: a
+list of spans whose ``load`` attribute is its run label (None: real traffic).
+
 Everything returned is a ``takealook.collector.model.Span`` or ``MetricPoint``;
 semantic-convention names are already resolved into their typed fields.
 Times are nanoseconds since the epoch; ``since_ns`` is inclusive, ``until_ns``
@@ -28,9 +36,9 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
-from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, new_span
+from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, TraceSpans, new_span
 from takealook.collector.schema import (
     ATTRSET_SELECT, METRIC_COLUMNS, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
     connect_reader,
@@ -38,6 +46,9 @@ from takealook.collector.schema import (
 from takealook.errors import InputError
 
 DEFAULT_BATCH = 500  # traces fetched per query by iter_traces
+# Which load-test traffic a read returns: True all traffic, False none of it, a run label only that run's.
+Load = Union[bool, str]
+LOAD_ATTRIBUTE = "takealook.load"  # on the agent's metric points of load-test requests
 _ATTRSET_CACHE = 50_000  # attribute sets a reader remembers (cleared when full)
 
 
@@ -70,17 +81,20 @@ _METRIC_SELECT = "SELECT " + ", ".join(METRIC_COLUMNS) + " FROM metric_points"
 
 # Keyset pagination over traces by (start_ns, tkey): each page is one short query.
 _TRACE_PAGE = """
-SELECT start_ns, tkey, trace_id FROM traces
+SELECT start_ns, tkey, trace_id, {load} FROM traces
 WHERE (start_ns, tkey) > (?, ?) AND start_ns < ? {filters}
 ORDER BY start_ns, tkey
 LIMIT ?
 """
-_TKEY_OF = "SELECT tkey, trace_id FROM traces WHERE trace_id = ?"
+_TKEY_OF = "SELECT tkey, trace_id, {load} FROM traces WHERE trace_id = ?"
 _TRACE_COUNT = "SELECT count(*) FROM traces WHERE start_ns >= ? AND start_ns < ? {filters}"
 # services: "\na\nb\n"; endpoints: "\nservice\troute\n" (see schema.py).
 _SERVICE_FILTER = " AND instr(services, char(10) || ? || char(10)) > 0"
 _ROUTE_FILTER = " AND instr(endpoints, char(9) || ? || char(10)) > 0"
 _ENDPOINT_FILTER = " AND instr(endpoints, char(10) || ? || char(9) || ? || char(10)) > 0"
+
+_LOAD_RUNS = ("SELECT load, count(*) FROM traces WHERE load IS NOT NULL AND start_ns >= ? AND start_ns < ? "
+              "GROUP BY load ORDER BY load")
 
 _ROOTS = SPAN_SELECT_WITH_TRACE_ID + """
 WHERE s.parent_span_id IS NULL AND s.start_ns >= ? AND s.start_ns < ? {filters}
@@ -101,6 +115,8 @@ class StoreReader:
         self._resources: dict[int, tuple[str, str]] = {}  # id -> (service, attributes JSON)
         self._scopes: dict[int, str] = {}
         self._attrsets: dict[int, tuple] = {}  # id -> (http_method, ..., db_fingerprint, attributes)
+        # Stores of schema version 1 have no traces.load: everything in them reads as real traffic.
+        self._has_load = any(row[1] == "load" for row in self._conn.execute("PRAGMA table_info(traces)"))
 
     # -- life cycle ---------------------------------------------------------
 
@@ -131,53 +147,78 @@ class StoreReader:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT service FROM resources ORDER BY service")]
 
     def count_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
-                     service: Optional[str] = None, route: Optional[str] = None) -> int:
+                     service: Optional[str] = None, route: Optional[str] = None, load: Load = True) -> int:
         """How many traces ``iter_traces`` with the same filters yields (for progress bars)."""
         filters, params = _trace_filters(service, route)
-        sql = _TRACE_COUNT.format(filters=filters)
-        return self._conn.execute(sql, (_lo(since_ns), _hi(until_ns), *params)).fetchone()[0]
+        load_filter, load_params = self._load_filter(load)
+        sql = _TRACE_COUNT.format(filters=filters + load_filter)
+        return self._conn.execute(sql, (_lo(since_ns), _hi(until_ns), *params, *load_params)).fetchone()[0]
+
+    def load_runs(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None) -> dict[str, int]:
+        """Traces of load tests that started in the window, per run label (sorted by label)."""
+        if not self._has_load:
+            return {}
+        return dict(self._conn.execute(_LOAD_RUNS, (_lo(since_ns), _hi(until_ns))).fetchall())
+
+    def _load_filter(self, load: Load, column: str = "load") -> tuple[str, list]:
+        if load is True:
+            return "", []
+        if not self._has_load:  # nothing in the store is marked
+            return ("", []) if load is False else (" AND 0", [])
+        if load is False:
+            return f" AND {column} IS NULL", []
+        if not isinstance(load, str) or not load:
+            raise ValueError("load must be True, False or a run label")
+        return f" AND {column} = ?", [load]
 
     # -- traces -------------------------------------------------------------
 
     def iter_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
                     service: Optional[str] = None, route: Optional[str] = None,
-                    batch: int = DEFAULT_BATCH) -> Iterator[list[Span]]:
+                    batch: int = DEFAULT_BATCH, load: Load = True) -> Iterator[TraceSpans]:
         """Whole traces that started in [since_ns, until_ns), oldest first.
 
         ``service``: traces with at least one span of that service. ``route``:
         traces with a server span whose http_route is ``route`` (of ``service``
-        when both are given). Each item is one trace's spans sorted by start
-        time (a trace may still be arriving while you read it). ``batch`` is how
-        many traces are fetched per query; memory stays about ``batch`` traces.
+        when both are given). ``load``: see the module docstring. Each item is
+        one trace's spans sorted by start time (a trace may still be arriving
+        while you read it), a list with the trace's load-test run label as
+        ``.load``. ``batch`` is how many traces are fetched per query; memory
+        stays about ``batch`` traces.
         """
         if batch < 1:
             raise ValueError("batch must be at least 1")
         filters, params = _trace_filters(service, route)
-        page_sql = _TRACE_PAGE.format(filters=filters)
+        load_filter, load_params = self._load_filter(load)
+        page_sql = _TRACE_PAGE.format(filters=filters + load_filter, load="load" if self._has_load else "NULL")
         last: tuple[int, int] = (_lo(since_ns), -1)
         hi = _hi(until_ns)
         while True:
-            page = self._conn.execute(page_sql, (*last, hi, *params, batch)).fetchall()
+            page = self._conn.execute(page_sql, (*last, hi, *params, *load_params, batch)).fetchall()
             if not page:
                 return
-            trace_ids = {tkey: trace_id for _, tkey, trace_id in page}
+            trace_ids = {tkey: trace_id for _, tkey, trace_id, _ in page}
             by_trace = self._spans_of(trace_ids)
-            for _, tkey, _ in page:
+            for _, tkey, _, label in page:
                 spans = by_trace.get(tkey)
                 if spans:  # retention may have removed it between the two queries
+                    spans.load = label
                     yield spans
             if len(page) < batch:
                 return
             last = page[-1][:2]
 
-    def trace(self, trace_id: str) -> list[Span]:
-        """The spans of one trace sorted by start time; [] when the store does not have it."""
-        row = self._conn.execute(_TKEY_OF, (trace_id.strip().lower(),)).fetchone()
+    def trace(self, trace_id: str) -> TraceSpans:
+        """The spans of one trace sorted by start time (load tests' too); empty when the store does not have it."""
+        row = self._conn.execute(_TKEY_OF.format(load="load" if self._has_load else "NULL"),
+                                 (trace_id.strip().lower(),)).fetchone()
         if row is None:
-            return []
-        return self._spans_of({row[0]: row[1]}).get(row[0], [])
+            return TraceSpans()
+        spans = self._spans_of({row[0]: row[1]}).get(row[0], TraceSpans())
+        spans.load = row[2]
+        return spans
 
-    def _spans_of(self, trace_ids: dict[int, str]) -> dict[int, list[Span]]:
+    def _spans_of(self, trace_ids: dict[int, str]) -> dict[int, TraceSpans]:
         """Spans of the traces ``trace_ids`` (tkey -> trace id), grouped by tkey and sorted by start."""
         # Building thousands of tuples and spans triggers the cycle collector
         # over and over (it scans everything the caller holds, each time), which
@@ -191,19 +232,19 @@ class StoreReader:
             if paused:
                 gc.enable()
 
-    def _build_page(self, trace_ids: dict[int, str]) -> dict[int, list[Span]]:
+    def _build_page(self, trace_ids: dict[int, str]) -> dict[int, TraceSpans]:
         keys = list(trace_ids)
         # Rows come grouped by trace (the IN lookup walks the (tkey, span_id)
         # index in order); sorting by start inside a trace is cheap in SQLite.
         sql = f"{SPAN_SELECT} WHERE tkey IN ({','.join('?' * len(keys))}) ORDER BY tkey, start_ns"
         rows = self._conn.execute(sql, keys).fetchall()
         spans = self._build(rows, trace_ids)
-        out: dict[int, list[Span]] = {}
+        out: dict[int, TraceSpans] = {}
         current, group = None, None
         for row, span in zip(rows, spans):
             if row[0] != current:
                 current = row[0]
-                group = out[current] = []
+                group = out[current] = TraceSpans()
             group.append(span)
         return out
 
@@ -234,10 +275,10 @@ class StoreReader:
     # -- spans --------------------------------------------------------------
 
     def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
-                   service: Optional[str] = None, route: Optional[str] = None) -> Iterator[Span]:
+                   service: Optional[str] = None, route: Optional[str] = None, load: Load = True) -> Iterator[Span]:
         """Spans without a parent (the user-facing requests), by start time, filtered by
-        their own service and http_route."""
-        filters, params = "", []
+        their own service and http_route, and by their trace's ``load`` mark."""
+        filters, params = self._load_filter(load, "t.load")
         if service is not None:
             filters += " AND s.resource_id IN (SELECT id FROM resources WHERE service = ?)"
             params.append(service)
@@ -269,10 +310,18 @@ class StoreReader:
     # -- metrics ------------------------------------------------------------
 
     def metric_points(self, name: Optional[str] = None, since_ns: Optional[int] = None,
-                      until_ns: Optional[int] = None, service: Optional[str] = None) -> Iterator[MetricPoint]:
+                      until_ns: Optional[int] = None, service: Optional[str] = None,
+                      load: Load = True) -> Iterator[MetricPoint]:
         """Histogram points (e.g. ``http.server.request.duration``) whose time is in the window,
-        ordered by time. ``unit`` says whether sum and bounds are seconds or milliseconds."""
+        ordered by time. ``unit`` says whether sum and bounds are seconds or milliseconds.
+
+        ``load``: the agent records load-test requests in series of their own, with the run
+        label as attribute ``takealook.load``; False leaves them out, a label keeps only its own.
+        """
         where, params = ["time_ns >= ?", "time_ns < ?"], [_lo(since_ns), _hi(until_ns)]
+        if load is not True:  # the attribute's key in the stored JSON; the label is checked below
+            where.append("instr(attributes, ?) " + ("= 0" if load is False else "> 0"))
+            params.append(f'"{LOAD_ATTRIBUTE}"')
         if name is not None:
             where.append("name = ?")
             params.append(name)
@@ -284,6 +333,8 @@ class StoreReader:
             if r[14] not in self._resources:
                 self._load_origins()
             origin = self._resources.get(r[14], (_UNKNOWN, "{}"))
+            if isinstance(load, str) and json.loads(r[13]).get(LOAD_ATTRIBUTE) != load:
+                continue
             yield MetricPoint(r[0], r[1], r[2], TEMPORALITIES[r[3]], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
                               tuple(json.loads(r[11])), tuple(json.loads(r[12])), r[13], origin[1])
 

@@ -12,7 +12,8 @@ Tables:
   retention work on whole traces without scanning spans. ``services`` and
   ``endpoints`` are newline-delimited lists with a newline at both ends
   (``"\\ngateway\\norders\\n"``, ``"\\norders\\t/api/orders/<id>\\n"``) so
-  ``instr()`` finds an exact item.
+  ``instr()`` finds an exact item. ``load`` is the run label of a load test
+  whose requests were marked (``takealook.loadmark``), NULL for real traffic.
 - ``spans``: one row per span, keyed by its trace's ``tkey``: ids, name, kind
   and status (as OTLP enum numbers), times, events and links as JSON text
   (NULL when empty, like the status message), and references to a
@@ -33,7 +34,12 @@ table is that one B-tree, so an insert writes one tree, not a table and an
 index, and a trace's spans are read from adjacent pages); it makes re-sent
 and re-imported spans harmless. Stores created before this layout (a rowid
 table with a unique index on the same columns) have the same columns and
-are read and written the same way. Attribute sets are deduplicated by the writer's memory (a restarted
+are read and written the same way.
+
+Versions: 1 had no ``traces.load``; a writer that opens a version 1 store adds
+the column (NULL: everything stored before was real traffic, as far as anyone
+can tell) and sets version 2; a reader of a version 1 store sees no load
+traffic. Attribute sets are deduplicated by the writer's memory (a restarted
 writer may store a set twice, which readers do not notice).
 """
 
@@ -45,7 +51,7 @@ from urllib.parse import quote
 
 from takealook.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # "TkLk": marks the file as a takealook store (PRAGMA application_id).
 APPLICATION_ID = 0x546B4C6B
 
@@ -107,7 +113,8 @@ CREATE TABLE IF NOT EXISTS traces (
     end_ns       INTEGER NOT NULL,
     services     TEXT NOT NULL,
     endpoints    TEXT NOT NULL,
-    received_ns  INTEGER NOT NULL
+    received_ns  INTEGER NOT NULL,
+    load         TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_ns);
 CREATE TABLE IF NOT EXISTS spans (
@@ -172,6 +179,8 @@ def connect_writer(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
         version = _check_version(conn, path)
         if version == 0:
             _create(conn)
+        elif version < SCHEMA_VERSION:
+            _migrate(conn)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the trace-id index hot
@@ -200,6 +209,26 @@ def _create(conn: sqlite3.Connection) -> None:
                     conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+# Each step takes a store from the version before it to its own; run in order, in one transaction.
+_MIGRATIONS = {
+    2: ("ALTER TABLE traces ADD COLUMN load TEXT",),
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated it
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

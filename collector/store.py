@@ -39,6 +39,7 @@ class TraceInfo:
     end_ns: int
     services: set[str] = field(default_factory=set)
     endpoints: set[tuple[str, str]] = field(default_factory=set)  # (service, route) of server spans
+    load: Optional[str] = None  # the load-test run label its spans were marked with
 
 
 @dataclass
@@ -93,12 +94,14 @@ _INSERT_POINT = (f"INSERT OR IGNORE INTO metric_points ({', '.join(METRIC_COLUMN
                  f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))})")
 _INSERT_RESOURCE = "INSERT OR IGNORE INTO resources (digest, service, attributes) VALUES (?, ?, ?)"
 _RESOURCE_ID = "SELECT id FROM resources WHERE digest = ?"
-_TRACES_OF = ("SELECT tkey, trace_id, start_ns, end_ns, services, endpoints FROM traces "
+_TRACES_OF = ("SELECT tkey, trace_id, start_ns, end_ns, services, endpoints, load FROM traces "
               "WHERE trace_id IN ({marks})")
 _UPSERT_TRACE = """
-INSERT INTO traces (tkey, trace_id, start_ns, end_ns, services, endpoints, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO traces (tkey, trace_id, start_ns, end_ns, services, endpoints, received_ns, load)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tkey) DO UPDATE SET start_ns = excluded.start_ns, end_ns = excluded.end_ns,
-    services = excluded.services, endpoints = excluded.endpoints, received_ns = excluded.received_ns
+    services = excluded.services, endpoints = excluded.endpoints, received_ns = excluded.received_ns,
+    load = excluded.load
 """
 _MAX_TKEY = "SELECT max(tkey) FROM traces"
 _MAX_ATTRSET = "SELECT max(id) FROM attrsets"
@@ -252,9 +255,10 @@ class SpanStore:
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             sql = _TRACES_OF.format(marks=",".join("?" * len(chunk)))
-            for tkey, trace_id, start_ns, end_ns, services, endpoints in self.conn.execute(sql, chunk):
+            for tkey, trace_id, start_ns, end_ns, services, endpoints, load in self.conn.execute(sql, chunk):
                 tkeys[trace_id] = tkey
                 info = traces[trace_id]
+                info.load = info.load or load
                 info.start_ns = min(info.start_ns, start_ns)
                 info.end_ns = max(info.end_ns, end_ns)
                 info.services.update(s for s in services.split("\n") if s)
@@ -268,7 +272,7 @@ class SpanStore:
         now = time.time_ns()
         self.conn.executemany(_UPSERT_TRACE, (
             (tkeys[trace_id], trace_id, info.start_ns, info.end_ns, _join(sorted(_clean(s) for s in info.services)),
-             _join(sorted(f"{_clean(s)}\t{_clean(r)}" for s, r in info.endpoints)), now)
+             _join(sorted(f"{_clean(s)}\t{_clean(r)}" for s, r in info.endpoints)), now, info.load)
             for trace_id, info in traces.items()
         ))
         return tkeys
@@ -285,8 +289,9 @@ def _sync_folder(path: Path) -> None:
 def _merge(into: dict[str, TraceInfo], trace_id: str, info: TraceInfo) -> None:
     known = into.get(trace_id)
     if known is None:
-        into[trace_id] = TraceInfo(info.start_ns, info.end_ns, set(info.services), set(info.endpoints))
+        into[trace_id] = TraceInfo(info.start_ns, info.end_ns, set(info.services), set(info.endpoints), info.load)
         return
+    known.load = known.load or info.load
     known.start_ns = min(known.start_ns, info.start_ns)
     known.end_ns = max(known.end_ns, info.end_ns)
     known.services |= info.services
