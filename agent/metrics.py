@@ -6,6 +6,10 @@ conventions, in seconds, with the buckets those conventions advise. Recording a
 request is a dict lookup, a bisect and a few additions under a lock; the deltas
 are handed to the pipeline every export interval and encoded elsewhere.
 This is what gives rates and error ratios (RED) when traces are sampled.
+
+Requests of a load test (their ``tracestate`` carries ``takealook=load:<run
+label>``) go to series of their own with the attribute ``takealook.load`` set to
+the label, so analyses can leave them out as they leave out the traces.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from bisect import bisect_left
 
 NAME = "http.server.request.duration"
+LOAD_ATTRIBUTE = "takealook.load"
 UNIT = "s"
 # Bucket bounds from the HTTP semantic conventions (http.server.request.duration).
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -26,8 +31,8 @@ class ServerDurationHistogram:
         self._series: dict = {}
         self._since = time.time_ns()
 
-    def record(self, seconds: float, method: str, route: str, status: int, scheme: str) -> None:
-        key = (method, route, status, scheme)
+    def record(self, seconds: float, method: str, route: str, status: int, scheme: str, load: str = "") -> None:
+        key = (method, route, status, scheme, load)
         index = bisect_left(BOUNDS, seconds)
         with self._lock:
             series = self._series.get(key)
@@ -48,10 +53,12 @@ class ServerDurationHistogram:
             series, self._series = self._series, {}
             since, self._since = self._since, now
         points = []
-        for (method, route, status, scheme), (count, total, low, high, buckets) in series.items():
+        for (method, route, status, scheme, load), (count, total, low, high, buckets) in series.items():
             attributes = {"http.request.method": method, "http.response.status_code": status, "url.scheme": scheme}
             if route:
                 attributes["http.route"] = route
+            if load:
+                attributes[LOAD_ATTRIBUTE] = load
             points.append((NAME, UNIT, attributes, since, now, count, total, low, high, tuple(buckets), BOUNDS))
         return points
 

@@ -147,9 +147,17 @@ def _finish(agent, span, code: int, environ, error) -> None:
     span.end()
     try:
         agent.pipeline.histogram.record((span.end_ns - span.start_ns) / 1e9, attributes["http.request.method"],
-                                        attributes.get("http.route", ""), code or 500, attributes["url.scheme"])
+                                        attributes.get("http.route", ""), code or 500, attributes["url.scheme"],
+                                        _load_label(span))
     except Exception:
         pass
+
+
+def _load_label(span: LeanSpan) -> str:
+    """The run label of a load-test request (``tracestate: takealook=load:<label>``), else ''."""
+    state = span.trace_state
+    value = state.get("takealook") if state else None
+    return value[5:] if value and value.startswith("load:") else ""
 
 
 def _trace_headers(span: LeanSpan) -> list:

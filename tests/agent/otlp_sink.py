@@ -92,6 +92,7 @@ class OtlpSink:
                     found.append({
                         "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
                         "parent_span_id": span.parent_span_id.hex() or None, "name": span.name,
+                        "trace_state": span.trace_state,
                         "kind": span.kind, "start": span.start_time_unix_nano, "end": span.end_time_unix_nano,
                         "status": span.status.code, "status_message": span.status.message,
                         "attributes": _attributes(span.attributes), "resource": resource,

@@ -288,3 +288,55 @@ def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
         assert headers["tracestate"] == "vendor=1"
         assert sorted(headers["baggage"].replace(" ", "").split(",")) == ["plan=gold", "tenant=acme"]
     assert seen[0]["x-caller"] == "kept"
+
+
+def test_a_load_test_mark_reaches_every_span_outbound_calls_and_metrics(tmp_path, sink):
+    """tracestate takealook=load:<label> rides on every span of the request, on its outbound calls, and
+    puts the request's duration in a metric series of its own."""
+    seen: list[dict] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        run_script(tmp_path, f"""
+            import sqlite3
+            import takealook.agent
+            takealook.agent.start(service_name="web")
+            import requests
+            from flask import Flask
+            app = Flask(__name__)
+            @app.route("/go")
+            def go():
+                requests.get("{url}/next")
+                return "done"
+            marked = {{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                      "tracestate": "takealook=load:run-7,vendor=1"}}
+            for headers in (marked, {{}}):
+                with app.test_client().get("/go", headers=headers) as response:  # closing it ends the span
+                    assert response.status_code == 200
+            takealook.agent.shutdown()
+        """, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+    finally:
+        server.shutdown()
+    marked = [s for s in sink.wait_for_spans(lambda spans: len(spans) >= 4)
+              if s["trace_id"] == "0af7651916cd43dd8448eb211c80319c"]
+    assert len(marked) == 2 and {s["trace_state"] for s in marked} == {"takealook=load:run-7,vendor=1"}
+    assert [h.get("tracestate") for h in seen] == ["takealook=load:run-7,vendor=1", None]
+    from tests.conftest import wait_for
+
+    wait_for(lambda: sum(p["count"] for p in sink.points) == 2, 15, message="two requests in the metrics")
+    by_load = {p["attributes"].get("takealook.load"): p["count"] for p in sink.points
+               if p["name"] == "http.server.request.duration"}
+    assert by_load == {"run-7": 1, None: 1}
