@@ -5,7 +5,9 @@
 
 ``traces`` is any iterable of traces, each a sequence of ``Span`` of one
 trace (the store's ``iter_traces`` yields exactly that; tests build them by
-hand). Each trace is indexed once (``TraceView``) and handed to every
+hand). A trace with a ``load`` attribute set (the store's ``TraceSpans``) is
+load-test traffic: analysed like the rest, except that its top span, whose
+parent is the load generator's, is not an orphan. Each trace is indexed once (``TraceView``) and handed to every
 analysis; only aggregates are kept, plus the slowest trace of each endpoint
 for its waterfall, so memory does not grow with the number of spans.
 
@@ -135,7 +137,7 @@ class TraceAnalysis:
         self.endpoints.add(view)
         self.public.add(view)
         self.statements.add(view)
-        self.health.add(view)
+        self.health.add(view, bool(getattr(spans, "load", None)))
         if view.entry is None:
             self.without_entry += 1
             return

@@ -4,7 +4,9 @@
   queue, a sampler that disagrees, a caller that propagates ``traceparent``
   but exports nothing: a browser, a proxy). Counted per service; ``entry``
   orphans are the top span of their trace (an uninstrumented caller),
-  ``inner`` ones lost a parent mid-trace (lost spans).
+  ``inner`` ones lost a parent mid-trace (lost spans). The top span of a
+  load-test request is not one: its parent is the load generator's, which
+  exports nothing by design.
 - ``missing_db_spans``: a service with server spans but not one database span:
   if it uses PostgreSQL, its driver is not instrumented.
 - ``clock_skew``: a child span starting before its parent in another service by
@@ -93,10 +95,13 @@ class HealthAggregator:
             group = table[key] = {"top": TopSlowest(self.settings.evidence_traces), "endpoints": {}, **start}
         return group
 
-    def add(self, view: TraceView) -> None:
+    def add(self, view: TraceView, load: bool = False) -> None:
+        """``load``: the trace is load-test traffic, whose top span's parent is the load generator."""
         label = view.entry.label if view.entry is not None else ""
         by_id = view.by_id
         for span in view.orphans:
+            if load and span is view.root:
+                continue
             group = self._group(self.orphans, span.service, spans=0, entry=0, inner=0, traces=set())
             group["spans"] += 1
             group["entry" if span is view.root else "inner"] += 1

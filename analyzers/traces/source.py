@@ -12,6 +12,10 @@ that entered by that endpoint, written as the report names it (``GET
 /``). Metric points of the HTTP server duration in the window supply request
 rates when traces are sampled.
 
+``load`` says which load-test traffic to analyse (``takealook.loadmark``):
+``False`` (the default) none of it, ``True`` all of it with the rest, a run
+label that run alone. What was left out is said in the report's notes.
+
 Errors are ``InputError`` with what to do: no store, a newer or foreign file,
 an empty store (from the read API), or no trace in the window or for the
 endpoint (from here, naming what the store does have).
@@ -24,6 +28,7 @@ import multiprocessing
 import os
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +37,7 @@ from takealook.analyzers.traces.rates import SERVER_DURATION_METRICS
 from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.trace import Entry
 from takealook.collector import open_store
+from takealook.collector.read import Load
 from takealook.errors import InputError
 
 Progress = Callable[[int, int], None]  # (traces done, traces in all)
@@ -54,7 +60,8 @@ def endpoint_matcher(endpoint: Optional[str]) -> Optional[Callable[[Entry], bool
 
 def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, window: Optional[Window] = None,
                   service: Optional[str] = None, endpoint: Optional[str] = None,
-                  progress: Optional[Progress] = None, jobs: Optional[int] = None) -> tuple[TraceAnalysis, TraceReport]:
+                  progress: Optional[Progress] = None, jobs: Optional[int] = None,
+                  load: Load = False) -> tuple[TraceAnalysis, TraceReport]:
     """The analysis (for joins done afterwards) and its report over the store at ``path``.
 
     ``jobs``: processes reading the store side by side, each a slice of the window
@@ -64,34 +71,61 @@ def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, 
     window = window or Window()
     analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
     try:
-        return _analyze(Path(path), analysis, window, service, endpoint, progress, jobs)
+        return _analyze(Path(path), analysis, window, _Filters(service, endpoint, load), progress, jobs)
     except sqlite3.DatabaseError as error:  # a damaged file, or one a different takealook wrote
         raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
                          "written by this version?") from error
 
 
-def _analyze(path: Path, analysis: TraceAnalysis, window: Window, service, endpoint, progress,
+class _Filters:
+    """What selects the traces besides the window (plain values: they travel to worker processes)."""
+
+    def __init__(self, service: Optional[str], endpoint: Optional[str], load: Load):
+        self.service, self.endpoint, self.load = service, endpoint, load
+
+
+def _analyze(path: Path, analysis: TraceAnalysis, window: Window, filters: _Filters, progress,
              jobs: Optional[int]) -> tuple[TraceAnalysis, TraceReport]:
+    service = filters.service
     with open_store(path) as store:
-        total = store.count_traces(window.since_ns, window.until_ns, service=service)
+        total = store.count_traces(window.since_ns, window.until_ns, service=service, load=filters.load)
         summary = store.summary()
+        runs = store.load_runs(window.since_ns, window.until_ns)
+    if isinstance(filters.load, str) and filters.load not in runs:
+        raise InputError(f"no traces of load run {filters.load!r} in {path} in that time; "
+                         + (f"load runs there: {', '.join(runs)}" if runs else "it holds no load-test traffic"))
     if jobs is None:
         jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
     parallel = jobs > 1 and summary.start_ns is not None
     if parallel:  # with no connection open here: SQLite handles must not cross a fork
-        _read_in_parallel(path, analysis, _slices(window, summary, jobs), service, endpoint, progress, total)
+        _read_in_parallel(path, analysis, _slices(window, summary, jobs), filters, progress, total)
     with open_store(path, allow_empty=True) as store:
         if not parallel:
-            _read(store, analysis, window, service, progress, total)
+            _read(store, analysis, window, filters, progress, total)
         for name in SERVER_DURATION_METRICS:
-            analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service))
+            analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service,
+                                                           load=filters.load))
         if analysis.traces == 0:
-            raise InputError(_nothing_found(summary, window, service, endpoint, analysis))
-    return analysis, analysis.result()
+            raise InputError(_nothing_found(summary, window, filters, analysis, runs))
+    report = analysis.result()
+    return analysis, replace(report, notes=report.notes + _load_notes(filters.load, runs))
 
 
-def _read(store, analysis: TraceAnalysis, window: Window, service, progress, total: int, done: int = 0) -> None:
-    for spans in store.iter_traces(window.since_ns, window.until_ns, service=service):
+def _load_notes(load: Load, runs: dict[str, int]) -> tuple[str, ...]:
+    if load is False and runs:
+        listed = ", ".join(f"{label} ({count})" for label, count in runs.items())
+        return (f"left out {sum(runs.values())} traces of load tests (runs: {listed}); --include-load takes them "
+                "in, --load-run LABEL analyses one run alone",)
+    if load is True and runs:
+        return (f"{sum(runs.values())} of the traces are load-test traffic ({', '.join(runs)})",)
+    if isinstance(load, str):
+        return (f"only the traces of load run {load!r}",)
+    return ()
+
+
+def _read(store, analysis: TraceAnalysis, window: Window, filters: _Filters, progress, total: int,
+          done: int = 0) -> None:
+    for spans in store.iter_traces(window.since_ns, window.until_ns, service=filters.service, load=filters.load):
         analysis.add_trace(spans)
         done += 1
         if progress is not None and done % 1000 == 0:
@@ -111,15 +145,14 @@ def _slices(window: Window, summary, jobs: int) -> list[Window]:
     return [Window(cuts[k], cuts[k + 1]) for k in range(jobs)]
 
 
-def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window], service, endpoint, progress,
+def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window], filters: _Filters, progress,
                       total: int) -> None:
     # fork where there is one: the workers start at once with everything imported.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     done = 0
     with ProcessPoolExecutor(max_workers=len(slices), mp_context=context) as pool:
-        futures = [pool.submit(_analyze_slice, str(path), analysis.settings, part, service, endpoint)
-                   for part in slices]
+        futures = [pool.submit(_analyze_slice, str(path), analysis.settings, part, filters) for part in slices]
         for future in futures:  # in time order, so "first seen" stays the earliest
             part = future.result()
             analysis.merge(part)
@@ -128,16 +161,20 @@ def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window],
                 progress(done, total)
 
 
-def _analyze_slice(path: str, settings: Settings, window: Window, service, endpoint) -> TraceAnalysis:
+def _analyze_slice(path: str, settings: Settings, window: Window, filters: _Filters) -> TraceAnalysis:
     """One worker's share: its slice of the window, analysed; returned to be merged (pickled)."""
-    analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
+    analysis = TraceAnalysis(settings, window, endpoint_matcher(filters.endpoint))
     with open_store(path, allow_empty=True) as store:
-        _read(store, analysis, window, service, None, 0)
+        _read(store, analysis, window, filters, None, 0)
     analysis.entry_filter = None  # a closure: it does not travel between processes
     return analysis
 
 
-def _nothing_found(summary, window: Window, service, endpoint, analysis: TraceAnalysis) -> str:
+def _nothing_found(summary, window: Window, filters: _Filters, analysis: TraceAnalysis, runs: dict) -> str:
+    service, endpoint = filters.service, filters.endpoint
+    if filters.load is False and runs and analysis.read == 0:
+        return (f"the only traces in that time are load-test traffic ({', '.join(runs)}): pass --include-load, "
+                "or --load-run LABEL for one run")
     if summary.spans == 0:
         return (f"the span store {summary.path} has metric points but no spans yet: "
                 "check that the apps export traces to `takealook collect`")

@@ -32,6 +32,23 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """``--include-load`` / ``--load-run LABEL``: which load-test traffic an analysis of the store reads."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--include-load", action="store_true",
+                       help="analyse the traffic of load tests too (left out by default)")
+    group.add_argument("--load-run", metavar="LABEL", help="analyse the traffic of this load run alone")
+
+
+def load_filter(args: argparse.Namespace):
+    """The store's ``load`` argument for the options of ``add_load_options``: False, True or a run label."""
+    if args.load_run is not None:
+        if not args.load_run.strip():
+            raise UsageError("--load-run needs a run label")
+        return args.load_run.strip()
+    return bool(args.include_load)
+
+
 def store_path(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "store", None) or os.environ.get(STORE_ENV) or DEFAULT_STORE)
 

@@ -5,7 +5,8 @@ it exists (``--store``, ``$TAKEALOOK_STORE`` or ``.takealook/spans.db``); a
 store named explicitly that does not exist is an error, the default one is
 skipped with a note. ``--dsn`` (repeatable) audits databases, read-only;
 ``--before``/``--after`` name load runs (labels under ``.takealook/runs`` or
-folders).
+folders). Traffic of load tests is left out of the trace findings unless
+``--include-load`` or ``--load-run LABEL``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 
 from takealook.analyzers.db.options import AuditOptions
-from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.cli.common import (
+    add_load_options, add_output_options, add_store_option, emit, load_filter, require, store_path,
+)
 from takealook.cli.db import AUDIT_FLAGS
 from takealook.cli.flags import add_flags, build
 from takealook.errors import UsageError
@@ -32,6 +35,7 @@ def register(subparsers) -> None:
                     "pg_stat_statements figures, the suggested index and the measured before/after.")
     add_store_option(parser)
     parser.add_argument("--since", metavar="WHEN", help="only traces after: 1h, 30m, 2024-05-01T10:00")
+    add_load_options(parser)
     parser.add_argument("--dsn", action="append", default=[], metavar="DSN",
                         help="audit this database too (repeatable; read-only)")
     add_flags(parser, AuditOptions, STATS_AGE_FLAGS)
@@ -58,6 +62,8 @@ def run(args) -> int:
     traces = _traces(store, args) if use_store else None
     if not use_store:
         notes.append(f"no span store at {store}: trace findings are left out")
+    else:
+        notes += traces.notes  # what the trace analysis left out (load-test traffic, a database not joined)
     audit = _audit(args.dsn, build(AuditOptions, args, STATS_AGE_FLAGS)) if args.dsn else None
     comparison = _comparison(args) if args.before else None
     report = combined.build(traces, audit, comparison)
@@ -78,7 +84,8 @@ def _traces(store: Path, args):
 
     now = time.time_ns()
     since = parse_when(args.since, now, "--since")
-    return analyze_store(store, Settings(), Window(since, now if since is not None else None))[1]
+    return analyze_store(store, Settings(), Window(since, now if since is not None else None),
+                         load=load_filter(args))[1]
 
 
 def _audit(dsns: list, options: AuditOptions):

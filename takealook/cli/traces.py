@@ -5,7 +5,9 @@ time: endpoints as users feel them, critical paths, and findings ranked by
 milliseconds of user-visible time per minute of traffic. ``--since``/``--until``
 take a duration back from now (``90s``, ``15m``, ``1h``, ``2d``) or a time
 (``2024-05-01T10:00``, ``2024-05-01 10:00:00+02:00``; UTC when no zone is
-given). ``--dsn`` (repeatable) joins the statements to pg_stat_statements of
+given). Traffic of load tests (``takealook load run``) is left out unless
+``--include-load`` (all of it, with the rest) or ``--load-run LABEL`` (one
+run alone). ``--dsn`` (repeatable) joins the statements to pg_stat_statements of
 those databases, read-only. The thresholds have flags of their own.
 """
 
@@ -19,7 +21,9 @@ import time
 
 from takealook.analyzers.traces.settings import Settings
 from takealook.cli import traces_import
-from takealook.cli.common import add_output_options, add_store_option, emit, require, store_path
+from takealook.cli.common import (
+    add_load_options, add_output_options, add_store_option, emit, load_filter, require, store_path,
+)
 from takealook.cli.flags import Flag, add_flags, build
 from takealook.errors import UsageError
 
@@ -53,6 +57,7 @@ def register(subparsers) -> None:
     rep.add_argument("--until", metavar="WHEN", help="only traces that started before (same forms as --since)")
     rep.add_argument("--service", metavar="S", help="only traces that touch service S")
     rep.add_argument("--endpoint", metavar="E", help='only traces that entered by E ("GET /orders/<id>" or a route)')
+    add_load_options(rep)
     rep.add_argument("--dsn", action="append", default=[], metavar="DSN",
                      help="join statements to pg_stat_statements of this database (read-only; repeatable)")
     rep.add_argument("--advise-indexes", action="store_true",
@@ -105,7 +110,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     analysis, report = analyze_store(store_path(args), settings, window, service=args.service,
-                                     endpoint=args.endpoint, progress=_progress_line(), jobs=args.jobs)
+                                     endpoint=args.endpoint, progress=_progress_line(), jobs=args.jobs,
+                                     load=load_filter(args))
     if args.dsn:
         report = _join_databases(analysis, report, args)
     for note in report.notes:

@@ -73,9 +73,12 @@ def otlp_request(traces):
 
     from takealook.collector.model import KINDS, STATUSES
 
+    from takealook import loadmark
+
     request = ExportTraceServiceRequest()
     by_resource: dict[tuple, object] = {}
     for spans in traces:
+        label = getattr(spans, "load", None)  # a TraceSpans of a load test: every span carries the mark
         for s in spans:
             key = (s.service, s.resource_json)
             scope_spans = by_resource.get(key)
@@ -90,6 +93,8 @@ def otlp_request(traces):
             out.span_id = bytes.fromhex(s.span_id)
             if s.parent_span_id:
                 out.parent_span_id = bytes.fromhex(s.parent_span_id)
+            if label:
+                out.trace_state = loadmark.entry(label)
             out.name = s.name
             out.kind = KINDS.index(s.kind)
             out.start_time_unix_nano = s.start_ns

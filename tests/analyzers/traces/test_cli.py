@@ -175,3 +175,62 @@ def test_parallel_readers_give_the_same_report(shop_store):
     three = _report("--store", str(shop_store), "--format", "json", "--jobs", "3")
     assert one.returncode == 0 and three.returncode == 0, three.stderr
     assert json.loads(one.stdout) == json.loads(three.stdout)
+
+
+def _no_ids(value):
+    if isinstance(value, dict):
+        return {k: _no_ids(v) for k, v in value.items() if "trace_id" not in k}
+    if isinstance(value, list):
+        return [_no_ids(v) for v in value]
+    return value
+
+
+def _load_run(label: str, n: int, offset_ms: float):
+    """Load-test traces of one run: health checks whose top span's parent is the load generator's."""
+    from takealook.collector.model import TraceSpans
+
+    traces = []
+    for i in range(n):
+        b = TraceBuilder(offset_ms=offset_ms + i * 100)
+        root = b.server("gateway", "GET", "/health", 0, 1, parent_span_id=f"{i + 1:016x}")
+        b.sql("gateway", "SELECT 1", 0.2, 0.5, root)
+        traces.append(TraceSpans(b.spans, load=label))
+    return traces
+
+
+@pytest.fixture(scope="module")
+def shop_with_load(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shop_load") / "spans.db"
+    write_store(path, _shop() + _load_run("before-1", 30, 1000) + _load_run("after-1", 20, 2000))
+    return path
+
+
+def test_load_test_traffic_is_left_out_unless_asked(shop_with_load, shop_store):
+    real = _report("--store", str(shop_with_load), "--format", "json")
+    assert real.returncode == 0, real.stderr
+    assert "left out 50 traces of load tests (runs: after-1 (20), before-1 (30))" in real.stderr
+    # The report of the same traffic stored without load tests (trace ids differ: the builder numbers them).
+    without = json.loads(_report("--store", str(shop_store), "--format", "json").stdout)
+    assert _no_ids(json.loads(real.stdout)) == {**_no_ids(without), "notes": json.loads(real.stdout)["notes"]}
+    both = json.loads(_report("--store", str(shop_with_load), "--format", "json", "--include-load").stdout)
+    assert both["totals"]["traces"] == 12 + 50
+    assert {e["route"]: e["requests"] for e in both["endpoints"]}["/health"] == 6 + 50
+    # The load generator's span is the parent of every load request's top span: no orphan finding.
+    assert "orphan_span" not in {f["kind"] for f in both["findings"]}
+    one = _report("--store", str(shop_with_load), "--format", "json", "--load-run", "after-1")
+    data = json.loads(one.stdout)
+    assert data["totals"]["traces"] == 20 and [e["route"] for e in data["endpoints"]] == ["/health"]
+    assert data["findings"] == [] and "only the traces of load run 'after-1'" in one.stderr
+    missing = _report("--store", str(shop_with_load), "--load-run", "nope")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "no traces of load run 'nope'" in missing.stderr and "load runs there: after-1, before-1" in missing.stderr
+    both_flags = _report("--store", str(shop_with_load), "--include-load", "--load-run", "x")
+    assert both_flags.returncode == 2 and "not allowed with" in both_flags.stderr
+
+
+def test_a_store_with_only_load_traffic_says_how_to_see_it(tmp_path):
+    path = tmp_path / "spans.db"
+    write_store(path, _load_run("only", 5, 0))
+    out = _report("--store", str(path))
+    assert out.returncode == 2 and "the only traces in that time are load-test traffic (only)" in out.stderr
+    assert _report("--store", str(path), "--include-load").returncode == 0
