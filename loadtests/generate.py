@@ -1,9 +1,12 @@
 """``load generate``: write a plain, readable locustfile from the traces in the store.
 
 ``from_store(path, since_ns, ...)`` reads whole traces through the collector's
-read API (``takealook.collector.open_store``); ``collect(traces, ...)`` does the
-work over any iterable of traces (lists of ``Span``), and ``render(...)``
-writes the suite. Nothing here imports locust; the suite imports it.
+read API (``takealook.collector.open_store``), real traffic only unless asked
+(``load``: load tests' own traffic is left out, as in every analysis);
+``collect(traces, ...)`` does the work over any iterable of traces (lists of
+``Span``); ``select`` leaves out what a suite must not replay by default, and
+``suitefile.render`` writes the suite. Nothing here imports locust; the suite
+imports it.
 
 What the suite holds:
 
@@ -17,16 +20,27 @@ What the suite holds:
   segments become ``{id}``, ``{uuid}``, ``{hex}``.
 - Task weights proportional to the observed requests (scaled to at most 1000).
 - Up to ``values`` real request paths per endpoint (query strings kept,
-  parameters whose names look secret dropped; a path the agent recorded with a
-  ``REDACTED`` segment, a personal value it left out, is no value to replay, and
-  an endpoint left with none is not in the suite), sampled without replacement
-  with requests at or above the endpoint's p90 duration ``slow_weight`` times
-  as likely (``--slow-weight 3``: the slow ones are what you want to reproduce).
+  parameters whose names look secret or whose values the agent redacted
+  dropped; a path the agent recorded with a ``REDACTED`` segment, a personal
+  value it left out, is no value to replay, and an endpoint left with none is
+  not in the suite), each with a weight: how many real requests used it,
+  requests at or above the endpoint's p90 duration counting ``slow_weight``
+  times (``--slow-weight 3``: the slow ones are what you want to reproduce).
+  The values kept are drawn by weight without replacement, so a path one
+  request used does not get a task's traffic to itself; the suite draws by
+  weight.
 - Headers: only ``accept``, ``accept-language`` and ``content-type`` when the
-  spans recorded them; never cookies, authorization or API keys. Bodies are not
-  in traces: POST/PUT/PATCH tasks send none and say so in a comment.
-- One ``HttpUser`` class per entry service, weighted by its traffic; the
-  ``--host`` given is written into the classes (``load run --host`` overrides).
+  spans recorded them; never cookies, authorization or API keys (the user
+  gives those as ``--header`` or a login, with ``${VAR}`` from the
+  environment). Bodies are not in traces.
+- Left out (``Suite.left_out`` says which and why): writes (POST, PUT, PATCH,
+  DELETE) unless ``include_writes`` (replaying writes on a real system is the
+  user's decision), the login endpoints when the suite logs in by itself,
+  logout endpoints, and paths the agent redacted that cannot be replayed.
+- One ``TakealookUser`` class per entry service (``users.py``: logs in, marks
+  its traffic, counts "not logged in" as a failure), weighted by its traffic;
+  the ``--host`` given is written into the classes (``load run --host``
+  overrides).
 
 The file runs as is with ``locust -f SUITE.py --host URL``.
 """
@@ -38,13 +52,13 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 from urllib.parse import parse_qsl, urlencode
 
 from takealook.collector import Span
 from takealook.errors import InputError
+from takealook.loadtests.suitefile import SuiteOptions, render
 
-MAX_WEIGHT = 1000
 MAX_CANDIDATES = 5000  # requests remembered per endpoint to sample values from
 SAFE_HEADERS = ("accept", "accept-language", "content-type")
 _SECRET = re.compile(r"(pass|secret|token|key|auth|session|sig|cookie|credential)", re.I)
@@ -53,8 +67,11 @@ _DJANGO_RE = re.compile(r"\(\?P<([a-zA-Z_][a-zA-Z0-9_]*)>[^)]*\)")
 _NUMERIC = re.compile(r"^\d+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HEX = re.compile(r"^(?=.*\d)[0-9a-fA-F]{8,}$")
-_BODY_METHODS = ("POST", "PUT", "PATCH")
-_REDACTED = "REDACTED"  # what the agent records for a path segment it keeps out (a username, say)
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+_LOGOUT = re.compile(r"(^|/)(log[-_]?out|sign[-_]?out|sign[-_]?off)(/|$)", re.I)
+# What the agent records for a value it keeps out (a username in a path, a search term); such a
+# path cannot be replayed, such a query parameter is dropped.
+REDACTED = "REDACTED"
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,12 @@ class Endpoint:
     requests: int
     p50_ms: float
     p95_ms: float
-    values: tuple[str, ...]  # real paths (with query), sampled
+    values: tuple[tuple[str, float], ...]  # (real path with query, weight), sampled; heaviest first
     headers: tuple[tuple[str, str], ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.template}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class Suite:
     text: str
     endpoints: tuple[Endpoint, ...]
     traces: int
+    left_out: tuple[tuple[str, str], ...] = ()  # (endpoint, why)
 
 
 def route_template(route: str) -> str:
@@ -122,7 +144,8 @@ def _query(attributes: dict) -> str:
     if query is None:
         target = attributes.get("http.target") or ""
         query = target.split("?", 1)[1] if "?" in target else ""
-    pairs = [(k, v) for k, v in parse_qsl(str(query), keep_blank_values=True) if not _SECRET.search(k)]
+    pairs = [(k, v) for k, v in parse_qsl(str(query), keep_blank_values=True)
+             if not _SECRET.search(k) and REDACTED not in v]
     return urlencode(pairs)
 
 
@@ -160,23 +183,20 @@ class _Traffic:
             if slot < MAX_CANDIDATES:
                 self.candidates[slot] = (value, duration)
 
-    def sample(self, values: int, slow_weight: float) -> tuple[str, ...]:
+    def sample(self, values: int, slow_weight: float) -> tuple[tuple[str, float], ...]:
+        """Up to ``values`` distinct paths with their weights (requests, slow ones ``slow_weight`` times)."""
         if not self.candidates:
             return ()
         ordered = sorted(d for _, d in self.candidates)
         p50, p90 = ordered[len(ordered) // 2], ordered[int(0.9 * (len(ordered) - 1))]
-        # Slow: at or above p90 and above the median (a flat distribution has no slow requests).
-        weight = [slow_weight if d >= p90 and d > p50 else 1.0 for _, d in self.candidates]
+        weights: dict[str, float] = defaultdict(float)
+        for value, duration in self.candidates:
+            # Slow: at or above p90 and above the median (a flat distribution has no slow requests).
+            weights[value] += slow_weight if duration >= p90 and duration > p50 else 1.0
         # Weighted sampling without replacement (Efraimidis & Spirakis 2006): key u^(1/w), keep the largest.
-        keyed = [(self.rng.random() ** (1.0 / w), v) for w, (v, _) in zip(weight, self.candidates)]
-        keyed.sort(reverse=True)
-        chosen: list[str] = []
-        for _, value in keyed:
-            if value not in chosen:
-                chosen.append(value)
-            if len(chosen) >= values:
-                break
-        return tuple(chosen)
+        keyed = sorted(((self.rng.random() ** (1.0 / w), v) for v, w in sorted(weights.items())), reverse=True)
+        chosen = [(value, round(weights[value], 2)) for _, value in keyed[:values]]
+        return tuple(sorted(chosen, key=lambda pair: (-pair[1], pair[0])))
 
 
 def collect(traces: Iterable[Sequence[Span]], services: Sequence[str] = (), values: int = 20,
@@ -203,19 +223,36 @@ def collect(traces: Iterable[Sequence[Span]], services: Sequence[str] = (), valu
                 entry.route = span.http_route or template
             attributes = span.attributes()
             query = _query(attributes)
-            replayable = path and _REDACTED not in path.split("/")
+            replayable = path and REDACTED not in path.split("/")
             value = (path + ("?" + query if query else "")) if replayable else None
             entry.add(span, value, _headers(attributes))
     endpoints = []
     for (service, method, template), t in sorted(traffic.items()):
         durations = sorted(t.durations)
         sampled = t.sample(values, slow_weight)
-        if not sampled and ("{" in template or _REDACTED in template.split("/")):
+        if not sampled and ("{" in template or REDACTED in template.split("/")):
             continue  # no concrete path to send
         endpoints.append(Endpoint(
             service, method, template, t.route, t.count, _pct(durations, 0.5), _pct(durations, 0.95),
-            sampled or (template,), max(t.headers, key=t.headers.get) if t.headers else ()))
+            sampled or ((template, float(t.count)),), max(t.headers, key=t.headers.get) if t.headers else ()))
     return endpoints, count
+
+
+def select(endpoints: Sequence[Endpoint], options: SuiteOptions) -> tuple[list[Endpoint], list[tuple[str, str]]]:
+    """The endpoints a suite replays, and the others with why they are left out."""
+    kept, left_out = [], []
+    login_paths = options.login.paths() if options.login is not None else ()
+    for e in endpoints:
+        path = e.template.split("?")[0]
+        if any(path.rstrip("/") == p.rstrip("/") for p in login_paths):
+            left_out.append((e.label, "the login: each user logs in by itself"))
+        elif _LOGOUT.search(path):
+            left_out.append((e.label, "logs the user out"))
+        elif e.method in WRITE_METHODS and not options.include_writes:
+            left_out.append((e.label, "a write: --include-writes replays writes"))
+        else:
+            kept.append(e)
+    return kept, left_out
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -223,100 +260,23 @@ def _pct(ordered: list[float], q: float) -> float:
 
 
 def from_store(store: Path, since_ns: Optional[int], services: Sequence[str] = (), host: Optional[str] = None,
-               values: int = 20, slow_weight: float = 1.0, seed: int = 1) -> Suite:
+               values: int = 20, slow_weight: float = 1.0, seed: int = 1,
+               options: Optional[SuiteOptions] = None, load: Union[bool, str] = False) -> Suite:
+    """The suite from the traces in ``store``; ``load`` as in the read API (False: real traffic only)."""
     from takealook.collector import open_store
 
+    options = options or SuiteOptions()
     with open_store(store) as reader:
-        endpoints, traces = collect(reader.iter_traces(since_ns=since_ns), services, values, slow_weight, seed)
+        endpoints, traces = collect(reader.iter_traces(since_ns=since_ns, load=load), services, values,
+                                    slow_weight, seed)
+        runs = reader.load_runs(since_ns) if load is False and not endpoints else {}
     if not endpoints:
-        raise InputError(f"no entry HTTP requests in {store}"
-                         + (" for those services" if services else "") + " in that time: widen --since or "
-                         "check that the backends run under takealook-run")
+        hint = (f"only load-test traffic ({', '.join(runs)}) is there: pass --include-load" if runs else
+                "widen --since or check that the backends run under takealook-run")
+        raise InputError(f"no entry HTTP requests in {store}" + (" for those services" if services else "")
+                         + f" in that time: {hint}")
+    kept, left_out = select(endpoints, options)
+    if not kept:
+        raise InputError(f"every endpoint in {store} was left out ({'; '.join(f'{e}: {why}' for e, why in left_out)})")
     source = f"{traces} traces in {store}"
-    return Suite(render(endpoints, host, source, slow_weight), tuple(endpoints), traces)
-
-
-# --------------------------------------------------------------------------- the locustfile
-
-
-def _identifier(text: str, taken: set[str]) -> str:
-    base = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or "root"
-    if base[0].isdigit():
-        base = "_" + base
-    name, n = base, 2
-    while name in taken:
-        name, n = f"{base}_{n}", n + 1
-    taken.add(name)
-    return name
-
-
-def _weights(endpoints: Sequence[Endpoint]) -> list[int]:
-    top = max(e.requests for e in endpoints)
-    scale = min(1.0, MAX_WEIGHT / top)
-    return [max(1, round(e.requests * scale)) for e in endpoints]
-
-
-def render(endpoints: Sequence[Endpoint], host: Optional[str], source: str, slow_weight: float = 1.0) -> str:
-    by_service: dict[str, list[Endpoint]] = defaultdict(list)
-    for e in endpoints:
-        by_service[e.service].append(e)
-    total = sum(e.requests for e in endpoints)
-    lines = [
-        f'"""Locust suite generated by `takealook load generate` from {source}.',
-        "",
-        "Endpoints, task weights (observed requests) and parameter values come from real",
-        "traffic" + (f"; requests at or above each endpoint's p90 were sampled {slow_weight:g}x as often." if
-                     slow_weight != 1 else "."),
-        "It is a plain locustfile: edit it freely. Run it with",
-        "    takealook load run THIS_FILE --host URL --label NAME",
-        "or  locust -f THIS_FILE --host URL",
-        '"""',
-        "",
-        "import random",
-        "",
-        "from locust import HttpUser, between, task",
-        "",
-    ]
-    names: set[str] = set()
-    value_names = {}
-    for e in endpoints:
-        if len(e.values) > 1:
-            constant = _identifier(f"{e.service}_{e.method}_{e.template}", names).upper()
-            value_names[id(e)] = constant
-            lines.append(f"# {e.method} {e.template}: paths of real requests")
-            lines.append(f"{constant} = [")
-            lines.extend(f"    {v!r}," for v in e.values)
-            lines.append("]")
-            lines.append("")
-    classes: set[str] = set()
-    for service, group in sorted(by_service.items()):
-        count = sum(e.requests for e in group)
-        cls = _identifier(service, classes).title().replace("_", "") + "User"
-        lines += ["", f"class {cls}(HttpUser):",
-                  f'    """Entry endpoints of {service}: {count} of {total} requests observed."""', ""]
-        lines.append(f"    weight = {max(1, round(100 * count / total))}")
-        if host:
-            lines.append(f"    host = {host.rstrip('/')!r}")
-        lines.append("    wait_time = between(0.5, 2)")
-        methods: set[str] = set()
-        for e, weight in zip(group, _weights(group)):
-            lines += _task(e, weight, _identifier(f"{e.method}_{e.template}", methods), value_names.get(id(e)))
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _task(e: Endpoint, weight: int, name: str, constant: Optional[str]) -> list[str]:
-    path = f"random.choice({constant})" if constant else repr(e.values[0])
-    args = [path, f"name={e.template!r}"]
-    if e.headers:
-        args.append(f"headers={dict(e.headers)!r}")
-    out = ["", f"    @task({weight})", f"    def {name}(self):",
-           f'        """{e.method} {e.route}: {e.requests} requests, p50 {e.p50_ms:.0f} ms, '
-           f'p95 {e.p95_ms:.0f} ms."""']
-    if e.method in _BODY_METHODS:
-        out.append("        # Traces do not carry request bodies: add one (json=...) if the endpoint needs it.")
-    method = e.method.lower()
-    if method in ("get", "post", "put", "patch", "delete", "head", "options"):
-        out.append(f"        self.client.{method}({', '.join(args)})")
-    else:
-        out.append(f"        self.client.request({e.method!r}, {', '.join(args)})")
-    return out
+    return Suite(render(kept, host, source, slow_weight, options, left_out), tuple(kept), traces, tuple(left_out))

@@ -36,6 +36,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
 from locust import User, task
+from locust.exception import StopUser
 from locust.runners import WorkerRunner
 from locust.user.task import TaskSet
 
@@ -138,6 +139,8 @@ class Driver:
                 self._execute(user, self.random.choice(user_class.tasks), user, 0)
         except gevent.GreenletExit:
             raise
+        except StopUser:  # the user cannot go on (its login failed): it is not reused
+            user = None
         except Exception as error:  # a failing task is the suite's bug: report it as Locust does
             logger.exception("takealook open model: task failed")
             self.env.events.user_error.fire(user_instance=user, exception=error, tb=error.__traceback__)

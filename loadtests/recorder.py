@@ -7,9 +7,15 @@ another part: importing locust monkey-patches the process with gevent.
 What it does, on every Locust process:
 
 - Wraps ``HttpSession.request`` and ``FastHttpSession.request`` so each request
-  carries a fresh ``traceparent`` (sampled) unless the suite set one, and
-  remembers the trace id; a ``traceresponse`` header from the server wins (the
+  carries a fresh ``traceparent`` (sampled) unless the suite set one, and the
+  run's mark in ``tracestate`` (``marking.py``: the agent carries it to every
+  span, and analyses leave load traffic out); each redirect hop of an
+  ``HttpSession`` gets a ``traceparent`` of its own. It remembers the trace id;
+  a ``traceresponse`` header from the server (on the first hop) wins (the
   agent's traces then join each load-test request).
+- A suite that finds no user can log in (``users.py``) says why; that reason
+  goes into ``recording.json`` as ``stopped_because`` (workers send it to the
+  master, which stops the run).
 - Listens to Locust's ``request`` event and turns each request into a raw
   sample row (``samples.py``). Requests still in flight when the test stops
   (after the drain) are recorded too, as failed ``unfinished when the run
@@ -27,7 +33,7 @@ What it does, on every Locust process:
   on the way are counted in ``recording.json``, never silently missing.
 
 Options added to Locust's command line: ``--takealook-dir``,
-``--takealook-warmup``, ``--takealook-duration`` and, for the open model (see
+``--takealook-warmup``, ``--takealook-duration``, ``--takealook-label`` and, for the open model (see
 ``open_model.py``), ``--takealook-rate``, ``--takealook-arrivals``,
 ``--takealook-max-in-flight``.
 """
@@ -50,6 +56,8 @@ from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
+from takealook.loadtests import marking
+from takealook.loadtests.marking import STOP_MESSAGE, STOP_REASON
 from takealook.loadtests.samples import SAMPLES_FILE, UNFINISHED, SampleWriter
 
 RECORDING_FILE = "recording.json"
@@ -71,24 +79,11 @@ CURRENT: dict[Any, tuple[str, str, float, Optional[float], str]] = {}
 # --------------------------------------------------------------------------- trace context
 
 
-def _parse_traceparent(value: str) -> Optional[str]:
-    parts = value.strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32:
-        return parts[1].lower()
-    return None
-
-
 def _with_trace(original: Callable) -> Callable:
     @functools.wraps(original)
     def request(self, method, url, *args, **kwargs):
         headers = dict(kwargs.get("headers") or {})
-        given = next((v for k, v in headers.items() if k.lower() == "traceparent"), None)
-        trace_id = _parse_traceparent(given) if given else None
-        if trace_id is None:
-            # os.urandom, not random: Locust forks its workers (--processes), which
-            # would otherwise share one random state and send the same trace ids.
-            trace_id = os.urandom(16).hex()
-            headers["traceparent"] = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+        trace_id = marking.mark(headers, marking.run_label(self))
         kwargs["headers"] = headers
         context = dict(kwargs.get("context") or {})
         context[TRACE_KEY] = trace_id
@@ -111,6 +106,7 @@ def _with_trace(original: Callable) -> Callable:
 for _session in (HttpSession, FastHttpSession):
     if not getattr(_session.request, "takealook_wrapped", False):
         _session.request = _with_trace(_session.request)
+marking.install(HttpSession)
 
 
 # --------------------------------------------------------------------------- recording
@@ -163,9 +159,11 @@ class Recorder:
         context = context or {}
         start = start_time if start_time is not None else time.time() - (response_time or 0) / 1000.0
         trace_id = context.get(TRACE_KEY, "")
-        headers = getattr(response, "headers", None)
+        # The request the suite named is the first hop; later hops are traces of their own.
+        history = getattr(response, "history", None)
+        headers = getattr(history[0] if history else response, "headers", None)
         if headers:
-            server_trace = _parse_traceparent(headers.get("traceresponse") or "")
+            server_trace = marking.trace_id_of(headers.get("traceresponse") or "")
             trace_id = server_trace or trace_id
         scheduled = context.get(SCHEDULED_KEY)
         row = (
@@ -274,6 +272,7 @@ class Recorder:
         self.closed = True
         lost = sum(max(0, self.announced[w] - self.received.get(w, 0)) for w in self.announced)
         self._update_recording({
+            "stopped_because": getattr(self.env, STOP_REASON, None),
             "samples": self.writer.count,
             "unfinished": self.unfinished,
             "samples_lost": lost,
@@ -315,6 +314,12 @@ class Recorder:
     def on_flushed(self, environment, msg, **_ignored) -> None:  # master
         self.announced[msg.node_id] = max(self.announced.get(msg.node_id, 0), int(msg.data["sent"]))
         self._flushed.add(msg.node_id)
+
+    def on_stop_request(self, environment, msg, **_ignored) -> None:  # master
+        if getattr(environment, STOP_REASON, None) is None:
+            setattr(environment, STOP_REASON, str(msg.data.get("reason") or "a worker stopped the run"))
+            environment.process_exit_code = 2
+            gevent.spawn(environment.runner.quit)
 
     def _collect_from_workers(self) -> None:
         workers = [client.id for client in self.env.runner.clients.all]
@@ -370,6 +375,7 @@ def recorder_of(environment) -> Recorder:
 @events.init_command_line_parser.add_listener
 def _add_options(parser, **_ignored) -> None:
     parser.add_argument("--takealook-dir", default="", help="takealook: run folder to record samples into")
+    parser.add_argument("--takealook-label", default="", help="takealook: run label marked on every request")
     parser.add_argument("--takealook-warmup", type=float, default=0.0, help="takealook: warm-up seconds")
     parser.add_argument("--takealook-duration", type=float, default=0.0, help="takealook: measured seconds")
     parser.add_argument("--takealook-rate", type=float, default=0.0,
@@ -391,5 +397,6 @@ def _on_init(environment, **_ignored) -> None:
     if recorder.is_master:
         environment.runner.register_message("takealook_samples", recorder.on_samples)
         environment.runner.register_message("takealook_flushed", recorder.on_flushed)
+        environment.runner.register_message(STOP_MESSAGE, recorder.on_stop_request)
     elif recorder.is_worker:
         environment.runner.register_message("takealook_flush", recorder.on_flush_request)

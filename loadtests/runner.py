@@ -7,6 +7,12 @@ reads ``progress.json`` for the progress line, and writes ``run.json`` at the
 end (see ``runs.py``). Locust's own options pass through: ``--processes``,
 ``--master``/``--expect-workers``, and anything after ``--locust``.
 
+Every request is marked with the run's label (``--takealook-label``, see
+``marking.py``) so analyses of the traces keep load traffic apart. Before
+Locust starts, every ``${VAR}`` the suite reads (its login and headers) must be
+set in the environment. A suite that finds no user can log in stops the run;
+``run_load`` then raises ``InputError`` with the reason.
+
 Locust runs for warm-up + duration + drain seconds. The drain lets requests in
 flight at the end of the window finish, so the slowest requests are not the
 ones cut off; requests due after the window are recorded but not measured.
@@ -96,13 +102,23 @@ def check_host(host: str, timeout: float = 3.0) -> None:
 
 
 def check_suite(suite: Path) -> None:
-    """Fail early on a suite that is missing or does not compile (an import error shows when Locust loads it)."""
+    """Fail early on a suite that is missing, does not compile (an import error shows when Locust loads
+    it), or reads an environment variable that is not set."""
     if not suite.is_file():
         raise InputError(f"suite {suite} does not exist")
+    source = suite.read_bytes()
     try:
-        compile(suite.read_bytes(), str(suite), "exec")
+        compile(source, str(suite), "exec")
     except SyntaxError as error:
         raise InputError(f"suite {suite} does not import: SyntaxError at line {error.lineno}: {error.msg}") from error
+    from takealook.loadtests.login import missing_variables
+
+    missing = missing_variables(source.decode("utf-8", "replace"), os.environ)
+    if missing:
+        names = " and ".join("${" + name + "}" for name in missing)
+        exports = " ".join(f"{name}=..." for name in missing)
+        raise InputError(f"suite {suite} reads {names} from the environment, and "
+                         f"{'it is' if len(missing) == 1 else 'they are'} not set: export {exports} and run again")
 
 
 def locust_command(request: RunRequest, folder: Path) -> list[str]:
@@ -113,7 +129,8 @@ def locust_command(request: RunRequest, folder: Path) -> list[str]:
                "--host", request.host, "--run-time", f"{total}s", "--only-summary",
                "--csv", str(folder / "locust"), "--html", str(folder / "locust.html"),
                "--exit-code-on-error", "0", "--stop-timeout", "0",
-               "--takealook-dir", str(folder), "--takealook-warmup", str(request.warmup_s),
+               "--takealook-dir", str(folder), "--takealook-label", request.label,
+               "--takealook-warmup", str(request.warmup_s),
                "--takealook-duration", str(request.duration_s)]
     workers = request.processes or (request.expect_workers if request.master else None) or 1
     if request.processes:
@@ -173,6 +190,8 @@ def run_load(request: RunRequest, progress: Optional[Callable[[dict], None]] = N
     write_meta(folder, meta)
     if interrupted:
         raise KeyboardInterrupt
+    if meta.get("stopped_because"):
+        raise InputError(f"{meta['stopped_because']} (the run stopped; what it recorded is in {folder})")
     if proc.returncode not in (0, None):
         raise TakealookError(f"Locust exited with {proc.returncode}: {_last_error(folder)} (see {folder / LOG_FILE}); "
                              f"what it recorded is in {folder}")

@@ -36,8 +36,8 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     """``--include-load`` / ``--load-run LABEL``: which load-test traffic an analysis of the store reads."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--include-load", action="store_true",
-                       help="analyse the traffic of load tests too (left out by default)")
-    group.add_argument("--load-run", metavar="LABEL", help="analyse the traffic of this load run alone")
+                       help="read the traffic of load tests too (left out by default)")
+    group.add_argument("--load-run", metavar="LABEL", help="read the traffic of this load run alone")
 
 
 def load_filter(args: argparse.Namespace):

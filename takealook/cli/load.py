@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from takealook.cli.common import add_output_options, add_store_option, emit, store_path
+from takealook.cli.common import add_load_options, add_output_options, add_store_option, emit, load_filter, store_path
 from takealook.errors import MissingExtra, UsageError
 
 RUNS_ENV = "TAKEALOOK_RUNS"
@@ -239,19 +239,104 @@ def compare_command(args) -> int:
 # --------------------------------------------------------------------------- generate
 
 
+_GENERATE_EPILOG = """\
+examples of logging in (${VAR} is read from the environment when the suite runs, never written into it):
+  --login-form /accounts/login/ --form username='${LOAD_USER}' --form password='${LOAD_PASSWORD}'
+  --login-json "POST /api/auth/token/" --body '{"username": "${API_USER}", "password": "${API_PASSWORD}"}'
+      --token-from token --token-header "Authorization: Token {token}"
+"""
+
+
 def _register_generate(verbs) -> None:
-    sub = verbs.add_parser("generate", help="write a locustfile from the traces in the store")
+    sub = verbs.add_parser("generate", help="write a locustfile from the traces in the store",
+                           description="Write a plain locustfile from the real traffic in the span store: one task "
+                                       "per entry endpoint, weighted by traffic, with real parameter values.",
+                           epilog=_GENERATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_store_option(sub)
     sub.add_argument("--host", help="default host written into the suite")
     sub.add_argument("--since", default="24h", help="use traces from this far back (default 24h)")
     sub.add_argument("--service", action="append", help="only entry endpoints of this service (repeatable)")
+    add_load_options(sub)
     sub.add_argument("--slow-weight", type=float, default=1.0,
-                     help="sample parameter values of slow requests this many times more often (default 1)")
+                     help="count requests at or above their endpoint's p90 this many times when weighting "
+                          "parameter values (default 1)")
     sub.add_argument("--values", type=int, default=20, help="parameter values kept per endpoint (default 20)")
     sub.add_argument("--seed", type=int, default=1, help="seed of the value sampling (default 1)")
+    sub.add_argument("--include-writes", action="store_true",
+                     help="replay POST/PUT/PATCH/DELETE endpoints too (left out by default)")
+    sub.add_argument("--header", action="append", default=[], metavar='"NAME: VALUE"',
+                     help="send this header with every request (repeatable; ${VAR} from the environment)")
+    login = sub.add_argument_group("logging in (each simulated user logs in first, and again after a 401)")
+    login.add_argument("--login-form", metavar="PATH", help="the login page: its form is posted with --form fields "
+                                                            "and its hidden inputs (the CSRF token)")
+    login.add_argument("--form", action="append", default=[], metavar="NAME=VALUE",
+                       help="a field of the login form (repeatable)")
+    login.add_argument("--login-json", metavar='"METHOD PATH"', help="a JSON login endpoint, sent --body")
+    login.add_argument("--body", metavar="JSON", help="with --login-json: the JSON body")
+    login.add_argument("--token-from", metavar="DOTTED.PATH",
+                       help="with --login-json: where the token is in the answer (user.token, access)")
+    login.add_argument("--token-header", metavar="TEMPLATE",
+                       help='with --token-from: the header that carries it (default "Authorization: Bearer {token}")')
     sub.add_argument("-o", "--output", required=True, metavar="SUITE.py", help="the locustfile to write")
     sub.add_argument("--force", action="store_true", help="overwrite SUITE.py if it exists")
     sub.set_defaults(run=generate_command)
+
+
+def suite_options(args):
+    """The login, headers and writes options of ``load generate``, checked; UsageError says what is wrong."""
+    import json
+
+    from takealook.errors import InputError
+    from takealook.loadtests import login as logins
+    from takealook.loadtests.suitefile import FormLogin, JsonLogin, SuiteOptions
+
+    if args.login_form and args.login_json:
+        raise UsageError("give one way to log in: --login-form or --login-json, not both")
+    if args.form and not args.login_form:
+        raise UsageError("--form gives fields of the login form: add --login-form PATH")
+    if (args.body or args.token_from or args.token_header) and not args.login_json:
+        raise UsageError("--body, --token-from and --token-header go with --login-json \"METHOD PATH\"")
+    if args.token_header and not args.token_from:
+        raise UsageError("--token-header needs --token-from: where the token is in the login answer")
+    try:
+        headers = tuple(logins.parse_header(text) for text in args.header)
+        login = None
+        if args.login_form:
+            if not args.login_form.startswith("/"):
+                raise UsageError(f"--login-form {args.login_form!r}: give the path of the login page, e.g. /accounts/login/")
+            if not args.form:
+                raise UsageError("--login-form needs the fields to fill: --form username='${LOAD_USER}' "
+                                 "--form password='${LOAD_PASSWORD}'")
+            login = FormLogin(args.login_form, tuple(logins.parse_field(text) for text in args.form))
+        elif args.login_json:
+            method, path = logins.parse_request_line(args.login_json)
+            body = args.body or "{}"
+            try:
+                json.loads(body)
+            except ValueError as error:
+                raise UsageError(f"--body is not JSON ({error}); put ${{VAR}} inside quotes: "
+                                 "'{\"password\": \"${API_PASSWORD}\"}'") from None
+            template = args.token_header or "Authorization: Bearer {token}"
+            if args.token_from:
+                logins.check_token_header(template)
+                if not all(args.token_from.split(".")):
+                    raise UsageError(f"--token-from {args.token_from!r}: a dotted path such as user.token")
+            login = JsonLogin(method, path, body, args.token_from, template if args.token_from else None)
+    except InputError as error:
+        raise UsageError(str(error)) from None
+    return SuiteOptions(headers, login, args.include_writes)
+
+
+def _clear_text_secrets(options) -> list[str]:
+    """Login fields and headers that look secret and are written into the suite as they are."""
+    from takealook.loadtests.login import variables
+    from takealook.loadtests.suitefile import FormLogin
+
+    pairs = list(options.headers)
+    if isinstance(options.login, FormLogin):
+        pairs += list(options.login.fields)
+    return [name for name, value in pairs
+            if re.search(r"pass|secret|token|key|auth|cookie", name, re.I) and value and not variables(value)]
 
 
 def generate_command(args) -> int:
@@ -265,8 +350,18 @@ def generate_command(args) -> int:
         raise UsageError(f"{args.output} exists (you may have edited it); pass --force to overwrite it")
     if args.values < 1 or args.slow_weight <= 0:
         raise UsageError("--values must be at least 1 and --slow-weight above 0")
+    options = suite_options(args)
     suite = generate.from_store(store_path(args), since_ns, tuple(args.service or ()), args.host,
-                                args.values, args.slow_weight, args.seed)
+                                args.values, args.slow_weight, args.seed, options, load_filter(args))
     write_text(args.output, suite.text)
     print(f"{len(suite.endpoints)} endpoints from {suite.traces} traces", file=sys.stderr)
+    for label, why in suite.left_out:
+        print(f"takealook: left out {label}: {why}", file=sys.stderr)
+    for name in _clear_text_secrets(options):
+        print(f"takealook: note: {name} is written into {args.output} as given; "
+              f"use ${{VAR}} to read it from the environment instead", file=sys.stderr)
+    names = options.variables()
+    if names:
+        print(f"takealook: the suite reads {', '.join('$' + n for n in names)} from the environment when it runs",
+              file=sys.stderr)
     return 0

@@ -33,6 +33,10 @@ def _span(trace, span, parent, name, kind, start, ms, attrs):
             "attributes": [_attr(k, v) for k, v in attrs.items()], "status": {}}
 
 
+KINDS = ["orders"] * 60 + ["cart"] * 30 + ["items"] * 10
+random.Random(5).shuffle(KINDS)
+
+
 def crafted_traces(now_ns):
     """100 traces: 60 GET /orders/<int:id> (id 999 slow), 30 POST /cart, 10 GET /items/<uuid> (no route).
 
@@ -40,9 +44,7 @@ def crafted_traces(now_ns):
     """
     rng = random.Random(5)
     gateway, orders = [], []
-    kinds = ["orders"] * 60 + ["cart"] * 30 + ["items"] * 10
-    rng.shuffle(kinds)
-    for i, kind in enumerate(kinds):
+    for i, kind in enumerate(KINDS):
         trace, root, client, inner = f"{i + 1:032x}", f"{i + 1:016x}", f"{i + 1001:016x}", f"{i + 2001:016x}"
         start = now_ns + i * 10**8
         slow = kind == "orders" and i % 10 == 0
@@ -102,7 +104,7 @@ def test_route_templates():
 def test_generate_writes_entries_weights_values_and_no_secrets(store, tmp_path):
     suite = tmp_path / "suite.py"
     out = subprocess.run([script("takealook"), "load", "generate", "--store", store, "-o", suite,
-                          "--slow-weight", "50", "--values", "5", "--host", "http://127.0.0.1:1"],
+                          "--slow-weight", "50", "--values", "5", "--host", "http://127.0.0.1:1", "--include-writes"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     text = suite.read_text()
@@ -111,7 +113,11 @@ def test_generate_writes_entries_weights_values_and_no_secrets(store, tmp_path):
     assert "name='/orders/{id}'" in text and "name='/cart'" in text and "name='/items/{uuid}'" in text
     assert "@task(60)" in text and "@task(30)" in text and "@task(10)" in text
     assert "/api/orders" not in text  # the call between services is not an entry
-    assert "/orders/999?page=2" in text  # the slow request's value, over-weighted 50x
+    # The slow request's value, its requests counted 50x: the heaviest of the endpoint's values.
+    slow = sum(1 for i, kind in enumerate(KINDS) if kind == "orders" and i % 10 == 0)
+    assert f"('/orders/999?page=2', {50 * slow})," in text
+    assert text.index("/orders/999?page=2") < min(text.index(f"'/orders/{n}?page=2'") for n in range(1, 51)
+                                                  if f"'/orders/{n}?page=2'" in text)
     assert "'accept': 'application/json'" in text
     assert "request bodies" in text  # the POST says the traces had no body
     # Not overwriting a suite someone may have edited.
@@ -122,8 +128,8 @@ def test_generate_writes_entries_weights_values_and_no_secrets(store, tmp_path):
 
 def test_generated_suite_runs_and_hits_routes_in_proportion(store, tmp_path):
     suite = tmp_path / "suite.py"
-    subprocess.run([script("takealook"), "load", "generate", "--store", store, "-o", suite], check=True,
-                   capture_output=True)
+    subprocess.run([script("takealook"), "load", "generate", "--store", store, "-o", suite, "--include-writes"],
+                   check=True, capture_output=True)
     runs = tmp_path / "runs"
     with DelayServer() as server:
         out = subprocess.run([script("takealook"), "load", "run", suite, "--host", server.url, "--label", "gen",

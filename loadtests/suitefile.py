@@ -1,0 +1,196 @@
+"""The locustfile ``load generate`` writes: plain Python a user reads and edits.
+
+``render(endpoints, host, source, slow_weight, options, left_out)`` returns the
+text. The suite imports ``takealook.loadtests.users`` (logging in, headers,
+the load-test mark, "not logged in" as a failure) and nothing else of ours.
+
+``SuiteOptions`` holds what the user gave on the command line: headers sent
+with every request, one way to log in (``FormLogin``: a form page and its
+fields; ``JsonLogin``: a request, a JSON body, where the token is in the
+answer and the header that carries it), and whether writes are replayed.
+Values keep their ``${VAR}`` references: the suite reads them from the
+environment when it runs; a password is never written into the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+from takealook.loadtests.login import variables
+
+if TYPE_CHECKING:
+    from takealook.loadtests.generate import Endpoint
+
+MAX_WEIGHT = 1000
+
+
+@dataclass(frozen=True)
+class FormLogin:
+    path: str
+    fields: tuple[tuple[str, str], ...]
+
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class JsonLogin:
+    method: str
+    path: str
+    body: str  # JSON text
+    token_from: Optional[str] = None
+    token_header: Optional[str] = None
+
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    headers: tuple[tuple[str, str], ...] = ()
+    login: Union[FormLogin, JsonLogin, None] = None
+    include_writes: bool = False
+
+    def variables(self) -> list[str]:
+        """The ``${VAR}`` the suite will read from the environment, in order."""
+        texts = [value for _, value in self.headers]
+        if isinstance(self.login, FormLogin):
+            texts += [value for _, value in self.login.fields]
+        elif isinstance(self.login, JsonLogin):
+            texts.append(self.login.body)
+        return variables("\n".join(texts))
+
+
+def _identifier(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or "root"
+    if base[0].isdigit():
+        base = "_" + base
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _weights(endpoints: Sequence["Endpoint"]) -> list[int]:
+    top = max(e.requests for e in endpoints)
+    scale = min(1.0, MAX_WEIGHT / top)
+    return [max(1, round(e.requests * scale)) for e in endpoints]
+
+
+def _number(weight: float) -> str:
+    return f"{weight:g}"
+
+
+def render(endpoints: Sequence["Endpoint"], host: Optional[str], source: str, slow_weight: float = 1.0,
+           options: Optional[SuiteOptions] = None, left_out: Sequence[tuple[str, str]] = ()) -> str:
+    options = options or SuiteOptions()
+    by_service: dict[str, list] = defaultdict(list)
+    for e in endpoints:
+        by_service[e.service].append(e)
+    total = sum(e.requests for e in endpoints)
+    uses_pick = any(len(e.values) > 1 for e in endpoints)
+    lines = _docstring(source, slow_weight, options, left_out) + _imports(options, uses_pick) + _settings(options)
+    names: set[str] = set()
+    value_names = {}
+    for e in endpoints:
+        if len(e.values) > 1:
+            constant = _identifier(f"{e.service}_{e.method}_{e.template}", names).upper()
+            value_names[id(e)] = constant
+            lines.append(f"# {e.method} {e.template}: paths of real requests, and how often real traffic used each")
+            lines.append(f"{constant} = [")
+            lines.extend(f"    ({path!r}, {_number(weight)})," for path, weight in e.values)
+            lines += ["]", ""]
+    classes: set[str] = set()
+    for service, group in sorted(by_service.items()):
+        count = sum(e.requests for e in group)
+        cls = _identifier(service, classes).title().replace("_", "") + "User"
+        lines += ["", f"class {cls}(TakealookUser):",
+                  f'    """Entry endpoints of {service}: {count} of {total} requests observed."""', "",
+                  f"    weight = {max(1, round(100 * count / total))}"]
+        if host:
+            lines.append(f"    host = {host.rstrip('/')!r}")
+        lines.append("    wait_time = between(0.5, 2)")
+        if options.login is not None:
+            lines.append("    login = LOGIN")
+        if options.headers:
+            lines.append("    headers = HEADERS")
+        methods: set[str] = set()
+        for e, weight in zip(group, _weights(group)):
+            lines += _task(e, weight, _identifier(f"{e.method}_{e.template}", methods), value_names.get(id(e)))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _docstring(source: str, slow_weight: float, options: SuiteOptions, left_out) -> list[str]:
+    lines = [
+        f'"""Locust suite generated by `takealook load generate` from {source}.',
+        "",
+        "Endpoints, task weights (observed requests) and parameter values come from real traffic;",
+        "each value is drawn as often as real requests used it" + (
+            f" (requests at or above their endpoint's p90 count {slow_weight:g}x)." if slow_weight != 1 else "."),
+    ]
+    login = options.login
+    if isinstance(login, FormLogin):
+        lines.append(f"Each user logs in through the form at {login.path} (hidden inputs such as the CSRF token")
+        lines.append("are copied from the page) and again when the server says it is logged out.")
+    elif isinstance(login, JsonLogin):
+        lines.append(f"Each user logs in with {login.method} {login.path}"
+                     + (f" and sends the token ({login.token_from}) in every request" if login.token_from else "")
+                     + ",")
+        lines.append("again after a 401.")
+    names = options.variables()
+    if names:
+        lines.append(f"Read from the environment when the suite runs: {', '.join('$' + n for n in names)}.")
+    lines.append("A 401/403 or a redirect to a login page is a failure (\"not logged in\").")
+    for label, why in left_out:
+        lines.append(f"Left out: {label} ({why}).")
+    lines += ["It is a plain locustfile: edit it freely. Run it with",
+              "    takealook load run THIS_FILE --host URL --label NAME",
+              "or  locust -f THIS_FILE --host URL", '"""', ""]
+    return lines
+
+
+def _imports(options: SuiteOptions, uses_pick: bool) -> list[str]:
+    ours = ["TakealookUser"] + (["pick"] if uses_pick else [])
+    if options.login is not None:
+        ours.insert(0, type(options.login).__name__)
+    return ["from locust import between, task", "", f"from takealook.loadtests.users import {', '.join(ours)}", ""]
+
+
+def _settings(options: SuiteOptions) -> list[str]:
+    lines = []
+    login = options.login
+    if isinstance(login, FormLogin):
+        lines.append(f"LOGIN = FormLogin({login.path!r}, {dict(login.fields)!r})")
+    elif isinstance(login, JsonLogin):
+        args = [repr(login.method), repr(login.path), repr(json.loads(login.body))]
+        if login.token_from:
+            args.append(f"token_from={login.token_from!r}")
+            if login.token_header:
+                args.append(f"token_header={login.token_header!r}")
+        lines.append(f"LOGIN = JsonLogin({', '.join(args)})")
+    if options.headers:
+        lines.append(f"HEADERS = {dict(options.headers)!r}")
+    return lines + [""] if lines else lines
+
+
+def _task(e: "Endpoint", weight: int, name: str, constant: Optional[str]) -> list[str]:
+    path = f"pick({constant})" if constant else repr(e.values[0][0])
+    args = [path, f"name={e.template!r}"]
+    if e.headers:
+        args.append(f"headers={dict(e.headers)!r}")
+    out = ["", f"    @task({weight})", f"    def {name}(self):",
+           f'        """{e.method} {e.route}: {e.requests} requests, p50 {e.p50_ms:.0f} ms, '
+           f'p95 {e.p95_ms:.0f} ms."""']
+    if e.method in ("POST", "PUT", "PATCH"):
+        out.append("        # Traces do not carry request bodies: add one (json=...) if the endpoint needs it.")
+    method = e.method.lower()
+    if method in ("get", "post", "put", "patch", "delete", "head", "options"):
+        out.append(f"        self.client.{method}({', '.join(args)})")
+    else:
+        out.append(f"        self.client.request({e.method!r}, {', '.join(args)})")
+    return out
