@@ -15,9 +15,18 @@ measurement window count (no warm-up, no drain).
 ``paired=True``: ``before[i]`` ran at the same time as ``after[i]`` (two hosts
 side by side); run-to-run noise is then read from the pairs' differences.
 
+An endpoint is never called faster when its error rate rose by more than the
+error floor: a request that fails at once (a 401, a redirect to the login
+page) is fast, so a change that breaks an endpoint would look like a speed-up.
+Its verdict is then ``more errors``, and ``regressions`` counts it.
+
 ``regressions(comparison, threshold_pct)`` lists what ``--fail-on-regression``
 gates on: a ``slower`` (or ``more errors``) verdict whose change exceeds the
-threshold.
+threshold, and any endpoint whose verdict is ``more errors``.
+
+``failing_endpoints(run)`` lists the endpoints of one run that failed more than
+``FAILURE_WARNING`` of their requests, with their most frequent error, for the
+warning ``load run`` prints.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from takealook.loadtests import stats
 from takealook.loadtests.runs import Run
 
 OVERALL = "(all requests)"
+FAILURE_WARNING = 0.05  # load run warns about endpoints failing more than this share of requests
 _PSEUDO_METHOD = "TASK"  # open-model tasks that ended without a request of their own
 
 
@@ -125,7 +135,8 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
             a = [s[name] for s in sides["after"] if name in s]
         changes = stats.compare(b, a, stats.METRICS, noise_floor_pct, error_floor_pts, resamples,
                                 stats.seed_for(name, seed), confidence, paired=paired and len(b) >= 2)
-        return EndpointComparison(name, stats.summarize(b), stats.summarize(a), changes, changes[metric].verdict,
+        return EndpointComparison(name, stats.summarize(b), stats.summarize(a), changes,
+                                  _verdict(changes, metric, error_floor_pts),
                                   tuple(v for s in b for v in s.latencies_ms),
                                   tuple(v for s in a for v in s.latencies_ms))
 
@@ -142,8 +153,18 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
     )
 
 
+def _verdict(changes, metric: str, error_floor_pts: float) -> str:
+    """The verdict of ``metric``, unless the error rate rose beyond the floor and it would not say so."""
+    verdict = changes[metric].verdict
+    errors = changes["errors"].change_pct
+    if metric != "errors" and verdict != stats.SLOWER and errors is not None and errors > error_floor_pts:
+        return stats.MORE_ERRORS
+    return verdict
+
+
 def regressions(comparison: Comparison, threshold_pct: float) -> list[Regression]:
-    """Endpoints (and the overall line) whose ``metric`` got worse beyond the threshold, interval above zero."""
+    """Endpoints (and the overall line) whose ``metric`` got worse beyond the threshold, interval above zero,
+    and those whose verdict is ``more errors`` (their error-rate change, in points)."""
     metric = comparison.metric
     worse = stats.MORE_ERRORS if metric == "errors" else stats.SLOWER
     found = []
@@ -151,7 +172,28 @@ def regressions(comparison: Comparison, threshold_pct: float) -> list[Regression
         change = endpoint.changes[metric]
         if change.verdict == worse and change.change_pct is not None and change.change_pct > threshold_pct:
             found.append(Regression(endpoint.name, metric, change.change_pct, threshold_pct))
+        elif metric != "errors" and endpoint.verdict == stats.MORE_ERRORS:
+            errors = endpoint.changes["errors"]
+            found.append(Regression(endpoint.name, "errors", errors.change_pct or 0.0, comparison.error_floor_pts))
     return found
+
+
+def failing_endpoints(run: Run, share: float = FAILURE_WARNING) -> list[tuple[str, float, str]]:
+    """(endpoint, failure rate, most frequent error) of the endpoints failing more than ``share`` of requests."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for sample in run.measured():
+        tally = counts[sample.endpoint]
+        tally[0] += 1
+        if sample.failed:
+            tally[1] += 1
+            errors[sample.endpoint][sample.error] += 1
+    out = []
+    for name, (requests, failed) in sorted(counts.items()):
+        if requests and failed / requests > share:
+            top = max(errors[name].items(), key=lambda kv: kv[1])[0]
+            out.append((name, failed / requests, top))
+    return out
 
 
 def _info(run: Run, side: str) -> RunInfo:

@@ -168,7 +168,7 @@ class _Progress:
 
 def _print_run_summary(args, folder: Path) -> None:
     from takealook.loadtests import stats
-    from takealook.loadtests.compare import OVERALL, endpoint_series
+    from takealook.loadtests.compare import OVERALL, endpoint_series, failing_endpoints
     from takealook.loadtests.runs import load_run
     from takealook.report import load as report
 
@@ -176,10 +176,16 @@ def _print_run_summary(args, folder: Path) -> None:
     series = endpoint_series(run)
     names = sorted(n for n in series if n != OVERALL) + ([OVERALL] if OVERALL in series else [])
     summaries = [(name, stats.summarize([series[name]])) for name in names]
-    emit(args, lambda: report.run_document(run.label, str(folder), run.meta, summaries),
+    failing = failing_endpoints(run)
+    # Loud on stderr too: the summary may go to a file, and a failing endpoint makes every figure wrong.
+    for name, rate, error in failing:
+        print(f"takealook: {report.failing_text(name, rate, error)}", file=sys.stderr)
+    top_error = {name: error for name, _, error in failing}
+    emit(args, lambda: report.run_document(run.label, str(folder), run.meta, summaries, failing),
          lambda: {"schema_version": 1, "run": run.label, "folder": str(folder),
                   "meta": {k: v for k, v in run.meta.items() if k != "schema_version"},
-                  "endpoints": [{"name": n, **vars(s)} for n, s in summaries]})
+                  "endpoints": [{"name": n, **vars(s), "top_error": top_error.get(n)} for n, s in summaries],
+                  "warnings": [report.failing_text(*f) for f in failing]})
 
 
 # --------------------------------------------------------------------------- compare

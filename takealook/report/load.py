@@ -85,7 +85,7 @@ def _verdict_row(e: EndpointComparison, metric: str) -> list:
     else:
         before, after, unit = chosen.before, chosen.after, "%"
     mdc = None if chosen.min_detectable_pct is None else f"{chosen.min_detectable_pct:.1f}{unit.strip()}"
-    return [e.name, chosen.verdict, before, after, _change_text(chosen, unit), mdc,
+    return [e.name, e.verdict, before, after, _change_text(chosen, unit), mdc,
             f"{100 * e.before.error_rate:.2f}% → {100 * e.after.error_rate:.2f}%",
             f"{e.before.throughput_rps:.1f} → {e.after.throughput_rps:.1f}", e.before.requests, e.after.requests]
 
@@ -118,6 +118,10 @@ def compare_document(c: Comparison, found: Sequence[Regression] = (), threshold:
                         f"when its interval excludes zero. Intervals: {c.confidence:.0%} block bootstrap, "
                         f"{c.resamples} resamples. Latency counts from when each request was due.")]
     for r in found:
+        if r.metric == "errors" and c.metric != "errors":  # the verdict says "more errors", whatever the latency
+            blocks.append(Paragraph(f"Regression: {r.name} error rate {r.change_pct:+.1f} pts, beyond the "
+                                    f"{r.threshold_pct:g}-point error floor: the change is in errors", "bad"))
+            continue
         blocks.append(Paragraph(f"Regression: {r.name} {r.metric} {r.change_pct:+.1f}"
                                 f"{' pts' if r.metric == 'errors' else '%'} exceeds --fail-on-regression "
                                 f"{r.threshold_pct:g}", "bad"))
@@ -144,8 +148,10 @@ def _load_text(load) -> str:
     return "?"
 
 
-def run_document(label: str, folder: str, meta: dict, summaries: Sequence[tuple[str, stats.Summary]]) -> Document:
-    """What ``load run`` prints when it is done: per endpoint count, percentiles, errors, throughput."""
+def run_document(label: str, folder: str, meta: dict, summaries: Sequence[tuple[str, stats.Summary]],
+                 failing: Sequence[tuple[str, float, str]] = ()) -> Document:
+    """What ``load run`` prints when it is done: per endpoint count, percentiles, errors, throughput, and a
+    warning for each endpoint in ``failing`` ((endpoint, failure rate, most frequent error))."""
     rows = [[name, s.requests, s.p50_ms, s.p95_ms, s.p99_ms, s.mean_ms, f"{100 * s.error_rate:.2f}%",
              s.throughput_rps] for name, s in summaries]
     table = Table.of(["endpoint", "requests", "p50 ms", "p95 ms", "p99 ms", "mean ms", "errors", "req/s"], rows,
@@ -157,4 +163,10 @@ def run_document(label: str, folder: str, meta: dict, summaries: Sequence[tuple[
                                 ("Locust", meta.get("locust_version"))))]
     if meta.get("samples_lost"):
         blocks.append(Paragraph(f"{meta['samples_lost']} samples were lost on their way from the workers", "warning"))
+    blocks[:0] = [Paragraph(failing_text(name, rate, error), "bad") for name, rate, error in failing]
     return Document(f"Load run {label}", (Section("Measured requests", tuple(blocks)),))
+
+
+def failing_text(name: str, rate: float, error: str) -> str:
+    return (f"WARNING: {name} failed {100 * rate:.1f}% of its requests ({error}): its latencies are not "
+            "those of the page; fix the suite (log in, headers) before comparing runs")
