@@ -183,6 +183,8 @@ def failing_endpoints(run: Run, share: float = FAILURE_WARNING) -> list[tuple[st
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for sample in run.measured():
+        if sample.method == _PSEUDO_METHOD:  # a task cut off before its request: counted in "unfinished"
+            continue
         tally = counts[sample.endpoint]
         tally[0] += 1
         if sample.failed:

@@ -63,7 +63,7 @@ def expand(text: str, environ: Mapping[str, str], what: str = "the suite") -> st
     return _VAR.sub(value, text)
 
 
-def expand_json(value: Any, environ: Mapping[str, str], what: str) -> Any:
+def expand_json(value: Any, environ: Mapping[str, str], what: str = "the suite") -> Any:
     """A decoded JSON value with ``${VAR}`` expanded inside its strings (keys too), never in its syntax."""
     if isinstance(value, str):
         return expand(value, environ, what)
@@ -220,8 +220,8 @@ def gist(text: str, limit: int = 120) -> str:
     """The first words of an answer, for an error line: tags and blank space dropped."""
     if "<" in text:
         title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
-        body = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", " ", text)
+        body = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1>", " ", text)
         body = re.sub(r"<[^>]+>", " ", body)
-        text = ((title.group(1).strip() + ": ") if title else "") + body
+        text = body if body.strip() or title is None else title.group(1)
     words = " ".join(text.split())
     return words[:limit] + ("..." if len(words) > limit else "")

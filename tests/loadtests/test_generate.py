@@ -184,4 +184,47 @@ def test_paths_the_agent_redacted_are_not_replayed():
               [span("3", "/products/<sku>", "/products/SKU-1")], [span("4", "/products/<sku>", "/products/REDACTED")],
               [span("5", None, "/REDACTED/REDACTED")]]
     endpoints, _ = collect(traces)
-    assert [(e.template, e.values) for e in endpoints] == [("/products/{sku}", ("/products/SKU-1",))]
+    assert [(e.template, e.values) for e in endpoints] == [("/products/{sku}", (("/products/SKU-1", 1),))]
+
+
+def _spans_of_paths(paths_ms):
+    """Entry spans of GET /p/<int:id>, one trace each: [(path, duration_ms)]."""
+    import time
+
+    from takealook.collector.model import Span
+
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    return [[Span(f"{n + 1:032x}", f"{n + 1:016x}", None, "web", "GET /p/<int:id>", "server", an_hour_ago + n * 10**6,
+                  int(ms * 1e6),
+                  "unset", http_method="GET", http_route="/p/<int:id>", url_path=path)]
+            for n, (path, ms) in enumerate(paths_ms)]
+
+
+def test_values_are_drawn_as_often_as_real_traffic_used_them(tmp_path):
+    """99 real requests used /p/1 and one hand-made request /p/2: /p/2 must not get half the load."""
+    from tests.analyzers.traces.builder import write_store
+
+    store = tmp_path / "spans.db"
+    write_store(store, _spans_of_paths([("/p/1", 10.0)] * 99 + [("/p/2", 10.0)]))
+    suite = tmp_path / "suite.py"
+    out = subprocess.run([script("takealook"), "load", "generate", "--store", store, "-o", suite],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "    ('/p/1', 99),\n    ('/p/2', 1),\n" in suite.read_text()
+    with DelayServer() as server:
+        run = subprocess.run([script("takealook"), "load", "run", suite, "--host", server.url, "--label", "mix",
+                              "--runs-dir", tmp_path / "runs", "--rate", "100/s", "--duration", "3s", "--drain", "1s"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        paths = Counter(path for _, path, _ in server.log)
+    assert sum(paths.values()) >= 100  # ~300 on an idle machine
+    # 1% expected (8% is 1 in 10^5 by chance with 100 requests); drawn uniformly it would be 50%.
+    assert paths["/p/2"] < 0.08 * sum(paths.values())
+
+
+def test_slow_weight_works_on_top_of_the_traffic_weights():
+    fast_and_slow = [("/p/1", 10.0)] * 90 + [("/p/2", 300.0)] * 5 + [("/p/3", 10.0)] * 5
+    (endpoint,), _ = collect(_spans_of_paths(fast_and_slow), slow_weight=4)
+    assert endpoint.values == (("/p/1", 90), ("/p/2", 20), ("/p/3", 5))
+    (capped,), _ = collect(_spans_of_paths(fast_and_slow), values=2)
+    assert [v for v, _ in capped.values] == ["/p/1", "/p/2"] or [v for v, _ in capped.values] == ["/p/1", "/p/3"]
