@@ -119,3 +119,19 @@ def test_paired_runs_cancel_what_each_pair_shared():
     same = stats.compare(before, [simulate(rng, 3000, level) for level in levels], ("p95",), resamples=400,
                          paired=True)["p95"]
     assert same.verdict == stats.SAME
+
+
+def test_an_endpoint_that_fails_fast_is_never_called_faster():
+    """After the change 60% of requests fail at once (a redirect to the login page): p50 falls, errors rise."""
+    from takealook.loadtests.compare import _verdict
+
+    rng = random.Random(3)
+    before = stats.Series([rng.uniform(40, 60) for _ in range(600)], [False] * 600, 30.0)
+    after_failed = [rng.random() < 0.6 for _ in range(600)]
+    after = stats.Series([rng.uniform(2, 4) if f else rng.uniform(40, 60) for f in after_failed], after_failed, 30.0)
+    changes = stats.compare([before], [after], resamples=300)
+    assert changes["p50"].verdict == stats.FASTER  # what the latency alone says
+    assert _verdict(changes, "p50", stats.DEFAULT_ERROR_FLOOR_PTS) == stats.MORE_ERRORS
+    assert _verdict(changes, "errors", stats.DEFAULT_ERROR_FLOOR_PTS) == stats.MORE_ERRORS
+    same = stats.compare([before], [before], resamples=300)
+    assert _verdict(same, "p50", stats.DEFAULT_ERROR_FLOOR_PTS) == stats.SAME

@@ -79,6 +79,14 @@ def _pgss(audit, fingerprint):
     return next(s for d in audit.databases for s in d.statements.all if s.fingerprint == fingerprint)
 
 
+def test_the_load_tests_own_traffic_is_not_in_the_findings(demo):
+    result, report, _ = demo
+    # 48 warm-up requests are the real traffic; the two load runs' thousands of requests are marked and left out.
+    assert result.traces.totals.traces == 48
+    assert any("left out" in note and "before" in note and "after" in note for note in result.traces.notes)
+    assert not any(f.kind == "orphan_span" for f in report.findings)
+
+
 def test_every_renderer_renders_the_same_report(demo, tmp_path):
     _, report, _ = demo
     doc = combined_doc.document(report)
