@@ -82,7 +82,8 @@ def parse_header(text: str, option: str = "--header") -> tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-        raise InputError(f"{option} {text!r}: give a header as \"Name: value\", e.g. \"Authorization: Token ${{API_TOKEN}}\"")
+        raise InputError(f"{option} {text!r}: give a header as \"Name: value\", "
+                         "e.g. \"Authorization: Token ${API_TOKEN}\"")
     return name, value.strip()
 
 

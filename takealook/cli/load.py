@@ -309,7 +309,8 @@ def suite_options(args):
         login = None
         if args.login_form:
             if not args.login_form.startswith("/"):
-                raise UsageError(f"--login-form {args.login_form!r}: give the path of the login page, e.g. /accounts/login/")
+                raise UsageError(f"--login-form {args.login_form!r}: give the path of the login page, "
+                                 "e.g. /accounts/login/")
             if not args.form:
                 raise UsageError("--login-form needs the fields to fill: --form username='${LOAD_USER}' "
                                  "--form password='${LOAD_PASSWORD}'")

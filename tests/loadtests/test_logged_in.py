@@ -116,7 +116,8 @@ def test_without_login_every_302_to_login_and_401_is_a_failure(runs):
     assert shop["GET /"][1] == 0  # the public page is fine
     api = _failures(runs["plain-api"]["run"])
     requests, failed, errors = api["GET /api/orders/"]
-    assert requests > 10 and failed == requests and set(errors) == {"CatchResponseError: not logged in: 401 Unauthorized"}
+    assert requests > 10 and failed == requests
+    assert set(errors) == {"CatchResponseError: not logged in: 401 Unauthorized"}
     # load run says so, loudly, on stderr and in its summary.
     assert "WARNING: GET /orders/ failed 100.0% of its requests (CatchResponseError: not logged in: 302" in \
         runs["plain-shop"]["stderr"]

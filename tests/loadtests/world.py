@@ -58,7 +58,8 @@ def _seed(pg, processes_env: dict) -> dict:
         conn.execute("INSERT INTO authors VALUES (1, %s, 's4lt', %s)",
                      (EMAIL, hashlib.sha256(("s4lt" + PASSWORD).encode()).hexdigest()))
         conn.execute("CREATE TABLE posts (id serial PRIMARY KEY, author_id int, title text)")
-        conn.execute("INSERT INTO posts (author_id, title) SELECT 1 + i % 3, 'post ' || i FROM generate_series(1, 300) i")
+        conn.execute("INSERT INTO posts (author_id, title) "
+                     "SELECT 1 + i % 3, 'post ' || i FROM generate_series(1, 300) i")
     return dsns
 
 
