@@ -234,3 +234,18 @@ def test_a_store_with_only_load_traffic_says_how_to_see_it(tmp_path):
     out = _report("--store", str(path))
     assert out.returncode == 2 and "the only traces in that time are load-test traffic (only)" in out.stderr
     assert _report("--store", str(path), "--include-load").returncode == 0
+
+
+def test_the_combined_report_leaves_load_traffic_out_too(shop_with_load):
+    def report(*args):
+        out = subprocess.run([script("takealook"), "report", "--store", str(shop_with_load), "--format", "json",
+                              *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout), out.stderr
+
+    real, notes = report()
+    assert "left out 50 traces of load tests" in notes
+    assert real["traces"]["totals"]["traces"] == 12
+    one, _ = report("--load-run", "before-1")
+    assert one["traces"]["totals"]["traces"] == 30
+    assert "orphan_span" not in {f["kind"] for f in report("--include-load")[0]["findings"]}
