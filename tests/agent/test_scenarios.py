@@ -239,8 +239,8 @@ def test_sdk_disabled_runs_untraced(tmp_path, sink):
     """, {"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
 
 
-def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
-    """A request's traceparent and baggage reach the services it calls, through every client library."""
+def _capture_headers():
+    """A server on 127.0.0.1 that answers every GET and keeps its headers: (their list, server, URL)."""
     seen: list[dict] = []
 
     class Capture(BaseHTTPRequestHandler):
@@ -256,7 +256,12 @@ def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    return seen, server, f"http://127.0.0.1:{server.server_port}"
+
+
+def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
+    """A request's traceparent and baggage reach the services it calls, through every client library."""
+    seen, server, url = _capture_headers()
     try:
         run_script(tmp_path, f"""
             import takealook.agent
@@ -293,22 +298,7 @@ def test_trace_context_and_baggage_in_and_out(tmp_path, sink):
 def test_a_load_test_mark_reaches_every_span_outbound_calls_and_metrics(tmp_path, sink):
     """tracestate takealook=load:<label> rides on every span of the request, on its outbound calls, and
     puts the request's duration in a metric series of its own."""
-    seen: list[dict] = []
-
-    class Capture(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            seen.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
+    seen, server, url = _capture_headers()
     try:
         run_script(tmp_path, f"""
             import sqlite3
