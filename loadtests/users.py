@@ -97,8 +97,9 @@ class FormLogin:
         self.paths = tuple(dict.fromkeys((self.path, urlsplit(form.action).path)))
         data = {**form.hidden(), **self.fields}
         name = f"{urlsplit(form.action).path} (login)"
-        with client.request(form.method, form.action, data=data, name=name, catch_response=True,
-                            allow_redirects=False) as answer:
+        fields = {"params": data} if form.method == "GET" else {"data": data}
+        with client.request(form.method, form.action, name=name, catch_response=True, allow_redirects=False,
+                            **fields) as answer:
             problem = self._answer(answer, form)
             _outcome(answer, problem)
         if problem:
