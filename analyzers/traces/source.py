@@ -36,8 +36,7 @@ from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
 from takealook.analyzers.traces.rates import SERVER_DURATION_METRICS
 from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.trace import Entry
-from takealook.collector import open_store
-from takealook.collector.read import Load
+from takealook.collector import Load, open_store
 from takealook.errors import InputError
 
 Progress = Callable[[int, int], None]  # (traces done, traces in all)

@@ -18,6 +18,7 @@ import pytest
 from takealook.collector import open_store
 from takealook.loadtests.runs import load_run
 from tests.conftest import script, wait_for
+from tests.contracts import check
 from tests.loadtests.world import CREDENTIALS, PASSWORD, start_world
 from tests.processes import Processes
 
@@ -121,6 +122,7 @@ def test_without_login_every_302_to_login_and_401_is_a_failure(runs):
     # load run says so, loudly, on stderr and in its summary.
     assert "WARNING: GET /orders/ failed 100.0% of its requests (CatchResponseError: not logged in: 302" in \
         runs["plain-shop"]["stderr"]
+    check("load-run", runs["plain-api"]["summary"])
     summary = {e["name"]: e for e in runs["plain-api"]["summary"]["endpoints"]}
     assert summary["GET /api/orders/"]["error_rate"] == 1.0 and summary["GET /api/orders/"]["top_error"]
     # Writes and the login are not replayed: the generator said what it left out.
@@ -218,3 +220,5 @@ def test_bad_login_input_is_one_line_and_exit_2(world, case):
     if case != "missing variable":  # the run stopped at the first failed login, long before its 30 s
         run = load_run(label, folder / "runs")
         assert run.meta["ended"] - run.meta["t0"] < 10
+        assert run.meta["stopped_because"] in out.stderr
+        check("load-run-metadata", json.loads((run.path / "run.json").read_text()))
