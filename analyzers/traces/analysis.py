@@ -6,8 +6,8 @@
 ``traces`` is any iterable of traces, each a sequence of ``Span`` of one
 trace (the store's ``iter_traces`` yields exactly that; tests build them by
 hand). A trace with a ``load`` attribute set (the store's ``TraceSpans``) is
-load-test traffic: analysed like the rest, except that its top span, whose
-parent is the load generator's, is not an orphan. Each trace is indexed once (``TraceView``) and handed to every
+load-test traffic: analysed like the rest, except that its spans are never
+orphans (its top span's parent is the load generator's; see ``health.py``). Each trace is indexed once (``TraceView``) and handed to every
 analysis; only aggregates are kept, plus the slowest trace of each endpoint
 for its waterfall, so memory does not grow with the number of spans.
 

@@ -4,9 +4,11 @@
   queue, a sampler that disagrees, a caller that propagates ``traceparent``
   but exports nothing: a browser, a proxy). Counted per service; ``entry``
   orphans are the top span of their trace (an uninstrumented caller),
-  ``inner`` ones lost a parent mid-trace (lost spans). The top span of a
-  load-test request is not one: its parent is the load generator's, which
-  exports nothing by design.
+  ``inner`` ones lost a parent mid-trace (lost spans). Load-test traffic makes
+  none: the top span of a load request has the load generator's span as its
+  parent, which exports nothing by design, and spans lost while a load test
+  overloads the exporters are the load test's doing (the agent counts its
+  dropped spans), not a caller's.
 - ``missing_db_spans``: a service with server spans but not one database span:
   if it uses PostgreSQL, its driver is not instrumented.
 - ``clock_skew``: a child span starting before its parent in another service by
@@ -96,12 +98,10 @@ class HealthAggregator:
         return group
 
     def add(self, view: TraceView, load: bool = False) -> None:
-        """``load``: the trace is load-test traffic, whose top span's parent is the load generator."""
+        """``load``: the trace is load-test traffic (no orphans counted, see the module docstring)."""
         label = view.entry.label if view.entry is not None else ""
         by_id = view.by_id
-        for span in view.orphans:
-            if load and span is view.root:
-                continue
+        for span in () if load else view.orphans:
             group = self._group(self.orphans, span.service, spans=0, entry=0, inner=0, traces=set())
             group["spans"] += 1
             group["entry" if span is view.root else "inner"] += 1
