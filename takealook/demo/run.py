@@ -119,8 +119,8 @@ def _run(options: DemoOptions, step: _Step, stack: ExitStack, result: DemoResult
     _start_apps(collector.http_url, result, stack)
 
     step("sending warm-up traffic so the collector has traces to build the load test from")
-    _warm_up(result.urls["gateway"])
-    _wait_for_spans(result.store)
+    sent = _warm_up(result.urls["gateway"])
+    _wait_for_spans(result.store, sent)
 
     step(f"load test before the change: {options.duration_s}s at {options.rate:g} requests/s")
     suite = _generate_suite(result)
@@ -210,7 +210,8 @@ def _wait_port(port: int, log: Path, timeout: float = 60.0) -> None:
     raise DemoError(f"the demo app on port {port} did not start: {' / '.join(tail) or 'no output'}")
 
 
-def _warm_up(gateway: str) -> None:
+def _warm_up(gateway: str) -> int:
+    """The demo's real traffic; returns the requests made (each a trace entering at the gateway)."""
     paths = [f"/dashboard/{c}" for c in data.BUSY_CUSTOMERS[:12]] + \
             [f"/orders/{c}" for c in data.BUSY_CUSTOMERS[:12]] + [f"/products/{sku}" for sku in data.SKUS[:24]]
     for path in paths:
@@ -219,21 +220,31 @@ def _warm_up(gateway: str) -> None:
                 response.read()
         except urllib.error.HTTPError:
             pass
+    return len(paths)
 
 
-def _wait_for_spans(store: Path, timeout: float = 30.0) -> None:
+def _wait_for_spans(store: Path, expected: int, timeout: float = 30.0) -> None:
+    """Until the gateway's spans of every warm-up request are stored (the suite's weights count them).
+
+    A trace exists as soon as any of its spans arrives, often the called app's, which ends first:
+    counting traces with a gateway span waits for the entries themselves. After the deadline, most
+    of them (5 in 6) will do.
+    """
     from takealook.collector import open_store
 
     deadline = time.monotonic() + timeout
+    stored = 0
     while time.monotonic() < deadline:
         try:
             with open_store(store, allow_empty=True) as reader:
-                if reader.summary().traces >= 40:
-                    return
+                stored = reader.count_traces(service="gateway")
         except TakealookError:
             pass
+        if stored >= expected:
+            return
         time.sleep(0.3)
-    raise DemoError("no traces reached the collector: see the app logs in the demo's folder")
+    if stored < expected * 5 // 6:
+        raise DemoError("no traces reached the collector: see the app logs in the demo's folder")
 
 
 # --------------------------------------------------------------------------- load, audit, change

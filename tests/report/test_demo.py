@@ -84,6 +84,10 @@ def test_no_finding_comes_from_the_load_tests_being_load_tests(demo):
     # The demo reads its load runs as its traffic (it has no users); they are marked, so none of the
     # hundreds of load requests is an orphan span blamed on a caller, and the report says what it read.
     assert result.traces.totals.traces > 48 + 500
+    # The suite was built from all 48 warm-up requests (24 of them to products), not from those whose
+    # gateway spans happened to be stored first.
+    suite = (result.workdir / "suite.py").read_text()
+    assert "@task(24)\n    def get_products_sku" in suite and suite.count("@task(12)") == 2
     assert any("load-test traffic (after, before)" in note for note in result.traces.notes), result.traces.notes
     assert not any(f.kind == "orphan_span" for f in report.findings)
 
