@@ -184,12 +184,11 @@ def run_load(request: RunRequest, progress: Optional[Callable[[dict], None]] = N
     meta.update({k: v for k, v in recording.items() if k != "pid"})
     meta["exit_code"] = proc.returncode
     meta["interrupted"] = interrupted
-    if "t0" not in recording:
-        write_meta(folder, meta)
-        raise _startup_failure(request, folder, proc.returncode)
     write_meta(folder, meta)
-    if interrupted:
+    if interrupted:  # Ctrl-C before Locust recorded its start is still Ctrl-C, not a failed start
         raise KeyboardInterrupt
+    if "t0" not in recording:
+        raise _startup_failure(request, folder, proc.returncode)
     if meta.get("stopped_because"):
         raise InputError(f"{meta['stopped_because']} (the run stopped; what it recorded is in {folder})")
     if proc.returncode not in (0, None):
