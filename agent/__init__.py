@@ -82,6 +82,7 @@ def _start(overrides: dict) -> Optional[Agent]:
     from opentelemetry import trace
 
     from takealook.agent.channel import open_channel
+    from takealook.agent.contrib_policy import contrib_on_end
     from takealook.agent.instrument import install_all
     from takealook.agent.pipeline import Pipeline
     from takealook.agent.resource import base_resource
@@ -95,7 +96,8 @@ def _start(overrides: dict) -> Optional[Agent]:
     resource = base_resource(settings.service_name, settings.resource_attributes)
     pipeline = Pipeline(open_channel(settings), resource, settings.metric_interval_s,
                         settings.export_traces, settings.export_metrics)
-    provider = LeanTracerProvider(pipeline.on_end, build_sampler(settings.sampler, settings.sampler_arg))
+    provider = LeanTracerProvider(pipeline.on_end, build_sampler(settings.sampler, settings.sampler_arg),
+                                  contrib_on_end(pipeline.on_end))
     _install_provider(provider, pipeline)
     agent = Agent(settings, pipeline, provider)
     agent.instrumentations = install_all(agent)

@@ -25,7 +25,7 @@ takealook's own:
                                pgbouncer's statement reuse and pg_stat_statements' grouping by text)
   TAKEALOOK_EXPORT             "process" (default: a helper process encodes and sends, off the app's
                                CPU and GIL) or "thread" (in-process background thread)
-  TAKEALOOK_DISABLED_INSTRUMENTATIONS   comma list, e.g. "httpx,logging"
+  TAKEALOOK_DISABLED_INSTRUMENTATIONS   comma list of ours or contrib ones, e.g. "httpx,logging,redis"
   TAKEALOOK_MAX_QUEUE          spans held for export at most (default 20000); beyond, dropped and counted
   TAKEALOOK_RECORD_QUERY_VALUES    which query-string values are recorded (``redact`` has the rules):
                                unset: numbers and paging/sorting words; "all": every value but
@@ -241,9 +241,15 @@ def _record_values(env: Mapping[str, str], name: str, modes: tuple) -> tuple:
 
 
 def _disabled(env: Mapping[str, str]) -> frozenset:
+    """Names of ours or of installed contrib instrumentations (their entry point names, e.g. redis)."""
     names = {n.strip().lower() for n in env.get("TAKEALOOK_DISABLED_INSTRUMENTATIONS", "").split(",") if n.strip()}
     unknown = names - set(INSTRUMENTATIONS)
-    if unknown:
-        log.warning("takealook: unknown instrumentations in TAKEALOOK_DISABLED_INSTRUMENTATIONS: %s (known: %s)",
-                    ", ".join(sorted(unknown)), ", ".join(INSTRUMENTATIONS))
-    return frozenset(names & set(INSTRUMENTATIONS))
+    if unknown:  # only then is the installed packages' metadata read
+        from takealook.agent.contrib import entry_points
+
+        contrib = {entry_point.name for entry_point in entry_points()}
+        unknown -= contrib
+        if unknown:
+            log.warning("takealook: unknown instrumentations in TAKEALOOK_DISABLED_INSTRUMENTATIONS: %s (known: %s)",
+                        ", ".join(sorted(unknown)), ", ".join(sorted(set(INSTRUMENTATIONS) | contrib)))
+    return frozenset(names - unknown)

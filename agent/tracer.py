@@ -219,9 +219,10 @@ class LeanSpan(trace.Span):
 
 
 class LeanTracer(trace.Tracer):
-    def __init__(self, provider: "LeanTracerProvider", name: str, version: str):
+    def __init__(self, provider: "LeanTracerProvider", name: str, version: str, on_end=None):
         self._provider = provider
         self._scope = (name or "", version or "")
+        self._on_end = on_end  # None: the provider's
 
     def start_span(self, name: str, context=None, kind: SpanKind = SpanKind.INTERNAL, attributes=None,
                    links=None, start_time: Optional[int] = None, record_exception: bool = True,
@@ -229,7 +230,7 @@ class LeanTracer(trace.Tracer):
         if attributes:
             attributes = {k: v for k, v in ((k, clean_value(v)) for k, v in attributes.items()) if v is not None}
         span = self._provider.make_span(name, trace.get_current_span(context), KIND_NUMBERS.get(kind, 1),
-                                        attributes, self._scope, links, start_time)
+                                        attributes, self._scope, links, start_time, self._on_end)
         if links and isinstance(span, LeanSpan):
             for link in links:
                 span.add_link(link.context, link.attributes)
@@ -249,8 +250,11 @@ class LeanTracer(trace.Tracer):
 class LeanTracerProvider(trace.TracerProvider):
     """Makes LeanSpans; ``on_end`` receives each recording span when it ends."""
 
-    def __init__(self, on_end: Callable[[LeanSpan], None], sampler=None):
+    def __init__(self, on_end: Callable[[LeanSpan], None], sampler=None,
+                 on_end_of_scope: Optional[Callable[[str], Optional[Callable]]] = None):
         self._on_end = on_end
+        # A scope may get its own on_end (contrib instrumentations' spans are scrubbed first: contrib_policy).
+        self._on_end_of_scope = on_end_of_scope
         self._sampler = sampler  # None: parent-based always-on, the default, decided inline
         self._ids = _Ids()
         self._tracers: dict = {}
@@ -260,12 +264,13 @@ class LeanTracerProvider(trace.TracerProvider):
         key = (instrumenting_module_name, instrumenting_library_version)
         tracer = self._tracers.get(key)
         if tracer is None:
+            on_end = self._on_end_of_scope(instrumenting_module_name or "") if self._on_end_of_scope else None
             tracer = self._tracers[key] = LeanTracer(self, instrumenting_module_name,
-                                                     instrumenting_library_version or "")
+                                                     instrumenting_library_version or "", on_end)
         return tracer
 
     def make_span(self, name: str, parent: trace.Span, kind: int, attributes: Optional[dict], scope: tuple,
-                  links=None, start_time: Optional[int] = None) -> trace.Span:
+                  links=None, start_time: Optional[int] = None, on_end=None) -> trace.Span:
         ids = self._ids
         if isinstance(parent, LeanSpan):
             trace_id, parent_id, remote, sampled, state = parent.trace_id, parent.span_id, False, True, \
@@ -287,7 +292,7 @@ class LeanTracerProvider(trace.TracerProvider):
         if not sampled:
             return NonRecordingSpan(SpanContext(trace_id, span_id, False, _NOT_SAMPLED, state))
         return LeanSpan(name, trace_id, span_id, parent_id, remote, kind, attributes, state, scope,
-                        self._on_end, start_time)
+                        on_end or self._on_end, start_time)
 
     def _sample(self, parent, parent_context, trace_id, name, kind, attributes, links):
         from opentelemetry import context as otel_context

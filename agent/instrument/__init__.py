@@ -36,4 +36,22 @@ def install_all(agent) -> list:
             installed.append(name)
         except Exception:
             log.warning("takealook: could not set up the %s instrumentation", name, exc_info=True)
+    installed += [f"{name} (contrib)" for name in install_contrib(agent)]
     return installed
+
+
+def install_contrib(agent) -> list:
+    """OpenTelemetry's installed contrib instrumentations, for the libraries not in the table above."""
+    import os
+
+    from takealook.agent import contrib
+
+    # Users coming from opentelemetry-instrument keep their OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
+    otel_disabled = {n.strip().lower() for n in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "*" in otel_disabled:
+        return []
+    try:
+        return contrib.install(agent, agent.settings.disabled | otel_disabled)
+    except Exception:
+        log.warning("takealook: could not load OpenTelemetry's contrib instrumentations", exc_info=True)
+        return []

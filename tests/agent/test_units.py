@@ -182,3 +182,34 @@ def test_forwarder_exports_to_a_real_receiver():
     server = next(s for s in sink.spans if s["name"] == "GET /x")
     assert server["kind"] == 2 and server["service"] == "unit" and server["attributes"] == {"http.route": "/x"}
     assert sink.points[0]["count"] == 1 and sink.points[0]["temporality"] == 1  # DELTA
+
+
+def test_contrib_spans_are_scrubbed_before_they_leave():
+    """Contrib instrumentations record what their authors chose; the agent's no-values policy applies."""
+    from takealook.agent.contrib_policy import contrib_on_end
+    from takealook.agent.tracer import LeanTracerProvider
+
+    ended = []
+    provider = LeanTracerProvider(ended.append, None, contrib_on_end(ended.append))
+    old_redis = provider.get_tracer("opentelemetry.instrumentation.redis", "0.40b0")
+    with old_redis.start_as_current_span("SET") as span:  # as instrumentations before 0.44 recorded it
+        span.set_attributes({"db.system": "redis", "db.statement": "SET user:7:email ann@example.com",
+                             "net.peer.name": "cache"})
+    sqlalchemy = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    with sqlalchemy.start_as_current_span("SELECT shop", attributes={
+            "db.system": "postgresql", "db.statement": "SELECT * FROM users WHERE email = 'ann@example.com'",
+            "http.request.header.authorization": ("Bearer x",)}):
+        pass
+    client = provider.get_tracer("opentelemetry.instrumentation.aiohttp_client")
+    with client.start_as_current_span("GET", attributes={
+            "url.full": "https://bob:pw@api.example.com/v1?api_key=k3y&page=2", "user_agent.original": "x"}):
+        pass
+    mine = provider.get_tracer("shop.checkout")
+    with mine.start_as_current_span("checkout", attributes={"db.statement": "SET a b"}):
+        pass
+    by_name = {span.name: span.attributes for span in ended}
+    assert by_name["SET"] == {"db.system": "redis", "db.statement": "SET ? ?", "net.peer.name": "cache"}
+    assert by_name["SELECT shop"] == {"db.system": "postgresql", "db.statement": "SELECT * FROM users WHERE email = %s"}
+    assert by_name["GET"]["url.full"] == "https://api.example.com/v1?api_key=REDACTED&page=2"
+    assert "user_agent.original" not in by_name["GET"]
+    assert by_name["checkout"] == {"db.statement": "SET a b"}, "the app's own spans are the app's business"
