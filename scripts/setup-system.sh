@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what takealook's tests and demo need from the system, when missing:
 # PostgreSQL server binaries with pg_stat_statements (package postgresql),
-# HypoPG (postgresql-<major>-hypopg) and Chromium (headless HTML report tests).
+# HypoPG (postgresql-<major>-hypopg), Chromium (headless HTML report tests) and
+# redis-server (the agent's test of a contrib instrumentation starts a private one).
 # As root it runs apt-get; otherwise it prints the one command to run.
 set -euo pipefail
 
@@ -23,6 +24,10 @@ if [ -n "$major" ] && [ ! -f "$share/hypopg.control" ]; then need+=("postgresql-
 if [ -z "$major" ]; then need+=(postgresql-hypopg-placeholder); fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   need+=(chromium)
+fi
+
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  need+=(redis-server)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
