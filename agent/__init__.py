@@ -147,6 +147,13 @@ def wsgi_app(app):
     return wrap(app)
 
 
+def asgi_app(app):
+    """Instrument an ASGI 3 app that no built-in hook reaches (Django's ``asgi.py`` needs nothing)."""
+    from takealook.agent.instrument.asgi import wrap
+
+    return wrap(app)
+
+
 def traceparent() -> str:
     """The W3C traceparent of the current span ("" outside one), for an HTML template's
     ``<meta name="traceparent" content="...">``: the browser's document-load span then joins

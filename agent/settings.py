@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 log = logging.getLogger("takealook.agent")
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
-INSTRUMENTATIONS = ("wsgi", "flask", "django", "psycopg2", "psycopg", "urllib3", "httpx", "urllib", "logging")
+INSTRUMENTATIONS = ("wsgi", "asgi", "flask", "django", "psycopg2", "psycopg", "urllib3", "httpx", "urllib", "logging")
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
             "parentbased_always_off", "parentbased_traceidratio")
 

@@ -14,10 +14,11 @@ log = logging.getLogger("takealook.agent")
 
 def install_all(agent) -> list:
     """Installs every instrumentation not disabled in the settings; returns their names."""
-    from takealook.agent.instrument import dbapi, django, flask, http_clients, logs, wsgi
+    from takealook.agent.instrument import asgi, dbapi, django, flask, http_clients, logs, wsgi
 
     table = {
         "wsgi": wsgi.install,
+        "asgi": asgi.install,
         "flask": flask.install,
         "django": django.install,
         "psycopg2": dbapi.install_psycopg2,

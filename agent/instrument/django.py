@@ -9,7 +9,8 @@ only patches classes, when their modules are imported, and connects a signal
 receiver (``Signal.connect`` looks at ``settings.configured`` only, which does
 not configure anything).
 
-- ``WSGIHandler.__call__``: the request's server span (``wsgi.traced_call``);
+- ``WSGIHandler.__call__``: the request's server span (``wsgi.traced_call``); under ASGI,
+  ``ASGIHandler.__call__`` makes it (``asgi.py``) and the span is kept in the scope;
 - ``BaseHandler.resolve_request``: the route, as ``/`` + ``resolver_match.route``
   (``/orders/<int:pk>/``);
 - ``got_request_exception``: the exception Django turns into a 500.
@@ -54,7 +55,7 @@ def _patch_resolver(module) -> None:
         try:
             route = getattr(match, "route", None)
             if route is not None:
-                wsgi.set_route(request.environ, "/" + route.lstrip("^").lstrip("/"))
+                wsgi.set_route(_carrier(request), "/" + route.lstrip("^").lstrip("/"))
         except Exception:
             pass
         return match
@@ -63,10 +64,16 @@ def _patch_resolver(module) -> None:
     base._takealook = True
 
 
+def _carrier(request) -> dict:
+    """Where the request's span is kept: the WSGI environ, or the ASGI scope (``asgi.py``)."""
+    environ = getattr(request, "environ", None)
+    return environ if environ is not None else getattr(request, "scope", None) or {}
+
+
 def _on_exception(sender, request=None, **kwargs) -> None:
     try:
         error = sys.exc_info()[1]
-        span = request.environ.get(wsgi.SPAN_KEY) if request is not None else None
+        span = _carrier(request).get(wsgi.SPAN_KEY) if request is not None else None
         if error is not None and isinstance(span, LeanSpan):
             span.fail(error, overwrite_type=False)
     except Exception:

@@ -223,3 +223,12 @@ def _patch_gunicorn(module) -> None:
 
     worker.load_wsgi = load_wsgi
     worker._takealook = True
+
+
+# Shared with asgi.py, whose server spans are made and ended the same way.
+KNOWN_METHODS = _KNOWN_METHODS
+trace_headers = _trace_headers
+
+
+def finish(agent, span, code: int, error) -> None:
+    _finish(agent, span, code, None, error)
