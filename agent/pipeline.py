@@ -1,12 +1,20 @@
 """From an ended span to the exporter, at the least cost to the app.
 
-Inside the app a span that ends becomes a tuple in a buffer. When a local root
-span ends (a request is done), or the buffer holds 128 spans, or a span has
-waited a second, the buffer is ``marshal``-ed and sent as ONE message over a
-Unix ``SOCK_SEQPACKET`` socket to the exporter (``exporter.py``), which runs in
-a helper process and there does the expensive part: building OTLP protobuf and
+Inside the app a span that ends becomes a tuple in a buffer. When the buffer
+holds 128 spans, or a span has waited a second (the idle thread checks twice a
+second), the buffer is ``marshal``-ed and sent as ONE message over a Unix
+``SOCK_SEQPACKET`` socket to the exporter (``exporter.py``), which runs in a
+helper process and there does the expensive part: building OTLP protobuf and
 posting it. The send is non-blocking: if the exporter cannot keep up, the
 message is dropped and counted, never waited for.
+
+Why batch across requests rather than send at each request's end: a message
+costs a system call in the app and a wake-up of the helper (a context switch,
+a ``recv``, a ``marshal.loads`` and its Python overhead), together more than
+the spans of a small request cost to make; one message per 128 spans makes
+that share small. The price is that spans reach the collector up to a second
+later, and a process killed with SIGKILL loses its last second of spans
+(a normal exit flushes them).
 
 Why a helper process: OpenTelemetry's batch processor encodes and posts from a
 thread inside the app, and that thread holds the GIL for milliseconds at a
@@ -108,18 +116,19 @@ class Pipeline:
     # -- spans
     def on_end(self, span) -> None:
         if self._export_traces:
-            self.add(span_record(span), span.parent_id == 0 or span.parent_remote)
+            self.add(span_record(span))
 
-    def add(self, record: tuple, local_root: bool) -> None:
-        """Buffers one span record; a local root (the end of a request) sends the buffer."""
-        self._check_fork()
-        with self._lock:
+    def add(self, record: tuple, local_root: bool = False) -> None:
+        """Buffers one span record; a full buffer is sent (the idle thread sends the rest)."""
+        if os.getpid() != self._pid:
+            self._check_fork()
+        with self._lock:  # uncontended: a tenth of a microsecond; without it a flush could lose a record
             buffer = self._buffer
             if not buffer:
                 self._oldest = time.monotonic()
             buffer.append(record)
             full = len(buffer) >= FLUSH_AT
-        if full or local_root:
+        if full:
             self.flush()
         if self._idle_thread is None:
             self._start_idle_thread()

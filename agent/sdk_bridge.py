@@ -29,6 +29,6 @@ class BridgeProcessor(SpanProcessor):
                       dict(span.attributes or {}), events, links,
                       context.trace_state.to_header() if context.trace_state else "",
                       scope.name if scope else "", (scope.version or "") if scope else "")
-            self._pipeline.add(record, parent is None or parent.is_remote)
+            self._pipeline.add(record)
         except Exception:
             pass

@@ -6,17 +6,24 @@ sync worker, three times side by side: uninstrumented, under
 ``opentelemetry-instrument`` (the anchor: the same OpenTelemetry versions,
 flask/requests/psycopg2 instrumentations, OTLP/HTTP export) and under
 ``takealook-run``. Both export to the same discarding OTLP/HTTP receiver. A
-keep-alive client drives the three in interleaved rounds (a round of each
-variant in turn, order shuffled per round) so that drift of the machine hits
-them alike. Prints p50/p99 per variant, the microseconds each adds per request,
-and the ratios takealook/none and takealook-added/otel-added; also the CPU time
-the server's processes (gunicorn master and worker, and takealook's export
-helper) spend per request, which is steadier than latency on a busy machine.
+client drives the three in interleaved rounds (a round of each variant in turn,
+order shuffled per round) so that drift of the machine hits them alike.
 
-    python bench/agent_overhead.py [--rounds 12] [--requests 250]
+Two client modes (``--client``, default both, each a separate set of servers):
+``new`` opens a new connection per request (gunicorn's sync worker, which
+closes every connection anyway); ``keep-alive`` keeps one connection (served by
+the gthread worker with one thread, since the sync worker cannot keep one).
 
-Target (issue 2): takealook adds no more than OpenTelemetry's own
-auto-instrumentation, and at most 5% of p50.
+Prints p50/p99 per variant, the microseconds each adds per request, the ratios
+takealook/none and takealook-added/otel-added, and the CPU time the server's
+processes (gunicorn master and worker, takealook's export helper) spend per
+request and per span, which is steadier than latency on a busy machine.
+
+    python bench/agent_overhead.py [--rounds 12] [--requests 250] [--client new|keep-alive|both]
+
+Targets (issue 16): CPU (app + helper) at most 10 µs per span and a quarter of
+OpenTelemetry's added CPU per request; p50 at most +5% and p99 at most +20%
+over no agent, in both client modes.
 """
 
 from __future__ import annotations
@@ -117,14 +124,21 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise SystemExit(f"port {port} never opened")
 
 
-def drive(port: int, count: int) -> list[float]:
+SPANS_PER_REQUEST = 5  # the server span, 3 statements, 1 outbound call (both agents make these)
+
+
+def drive(port: int, count: int, keep_alive: bool) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     latencies = []
     for i in range(count):
         start = time.perf_counter()
+        if not keep_alive:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", f"/orders/{i % 100}")
         response = conn.getresponse()
         response.read()
+        if not keep_alive:
+            conn.close()
         latencies.append(time.perf_counter() - start)
         if response.status != 200:
             raise SystemExit(f"port {port}: HTTP {response.status}")
@@ -167,10 +181,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+VARIANTS = {
+    "none": ([], {}),
+    "opentelemetry": (["opentelemetry-instrument"],
+                      {"OTEL_SERVICE_NAME": "bench", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
+                       "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
+    "takealook": (["takealook-run", "--service", "bench"], {}),
+}
+# The sync worker closes every connection; the gthread worker with one thread keeps them.
+WORKERS = {"new": ["--worker-class", "sync"], "keep-alive": ["--worker-class", "gthread", "--threads", "1"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--requests", type=int, default=250, help="requests per variant per round")
+    parser.add_argument("--client", choices=["new", "keep-alive", "both"], default="both",
+                        help="a new connection per request, one kept-alive connection, or both in turn")
     args = parser.parse_args()
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="takealook-bench-"))
@@ -191,59 +218,79 @@ def main() -> int:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
         base_env.update({"BENCH_DSN": dsn, "BENCH_DOWNSTREAM": f"http://127.0.0.1:{downstream}",
                          "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "PYTHONPATH": str(work)})
-        gunicorn = [str(BIN / "gunicorn"), "-w", "1", "--worker-class", "sync", "--keep-alive", "60"]
-        variants = {
-            "none": ([], {}),
-            "opentelemetry": ([str(BIN / "opentelemetry-instrument")],
-                              {"OTEL_SERVICE_NAME": "bench", "OTEL_TRACES_EXPORTER": "otlp",
-                               "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
-                               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
-            "takealook": ([str(BIN / "takealook-run"), "--service", "bench"], {}),
-        }
-        ports, masters = {}, {}
-        for name, (prefix, env) in variants.items():
-            ports[name] = free_port()
-            procs.append(subprocess.Popen(prefix + gunicorn + ["-b", f"127.0.0.1:{ports[name]}", "benchapp:app"],
-                                          env={**base_env, **env}, cwd=work, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
-            masters[name] = procs[-1].pid
-            wait_port(ports[name], procs[-1])
-        for name in variants:  # warm up: connections, caches, the first spans
-            drive(ports[name], 200)
-        samples: dict[str, list[float]] = {name: [] for name in variants}
-        cpu: dict[str, float] = {name: 0.0 for name in variants}
-        order = list(variants)
-        for _ in range(args.rounds):
-            random.shuffle(order)
-            for name in order:
-                pids = descendants(masters[name])
-                before = cpu_seconds(pids)
-                samples[name] += drive(ports[name], args.requests)
-                cpu[name] += cpu_seconds(pids) - before
-        report(samples, cpu)
+        for mode in (["new", "keep-alive"] if args.client == "both" else [args.client]):
+            servers = start_servers(work, base_env, WORKERS[mode])
+            try:
+                samples, cpu = measure(servers, args.rounds, args.requests, keep_alive=(mode == "keep-alive"))
+            finally:
+                stop(list(servers.values()))
+            print(f"\n== client: {mode} ({' '.join(WORKERS[mode])}) ==")
+            report(samples, cpu)
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM) if proc.pid else None
-            except (ProcessLookupError, PermissionError):
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         cluster.stop()
     return 0
+
+
+def start_servers(work: Path, base_env: dict, worker: list[str]) -> dict[str, tuple[subprocess.Popen, int]]:
+    servers = {}
+    gunicorn = [str(BIN / "gunicorn"), "-w", "1", *worker, "--keep-alive", "60"]
+    for name, (prefix, env) in VARIANTS.items():
+        port = free_port()
+        command = ([str(BIN / prefix[0])] + prefix[1:] if prefix else []) + gunicorn + \
+            ["-b", f"127.0.0.1:{port}", "benchapp:app"]
+        proc = subprocess.Popen(command, env={**base_env, **env}, cwd=work, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        servers[name] = (proc, port)
+        wait_port(port, proc)
+    return servers
+
+
+def measure(servers: dict, rounds: int, requests: int, keep_alive: bool) -> tuple[dict, dict]:
+    for _, port in servers.values():  # warm up: connections, caches, the first spans
+        drive(port, 200, keep_alive)
+    samples: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, float] = {name: 0.0 for name in servers}
+    order = list(servers)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            proc, port = servers[name]
+            pids = descendants(proc.pid)
+            before = cpu_seconds(pids)
+            samples[name] += drive(port, requests, keep_alive)
+            cpu[name] += cpu_seconds(pids) - before
+    return samples, cpu
+
+
+def stop(procs) -> None:
+    procs = [p[0] if isinstance(p, tuple) else p for p in procs]
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def report(samples: dict[str, list[float]], cpu: dict[str, float]) -> None:
     stats = {name: (statistics.median(v) * 1e6, percentile(v, 0.99) * 1e6, len(v)) for name, v in samples.items()}
     print(f"{'variant':<14}{'requests':>9}{'p50 µs':>10}{'p99 µs':>10}{'added p50 µs':>14}{'added p99 µs':>14}"
-          f"{'server CPU µs/req':>19}")
+          f"{'server CPU µs/req':>19}{'added CPU µs/span':>19}")
     none50, none99, _ = stats["none"]
+    cpu_per_request = {name: cpu[name] / stats[name][2] * 1e6 for name in stats}
     for name, (p50, p99, n) in stats.items():
+        added = (cpu_per_request[name] - cpu_per_request["none"]) / SPANS_PER_REQUEST
         print(f"{name:<14}{n:>9}{p50:>10.0f}{p99:>10.0f}{p50 - none50:>14.0f}{p99 - none99:>14.0f}"
-              f"{cpu[name] / n * 1e6:>19.0f}")
+              f"{cpu_per_request[name]:>19.0f}{added if name != 'none' else 0:>19.1f}")
+    added_cpu_t = cpu_per_request["takealook"] - cpu_per_request["none"]
+    added_cpu_o = cpu_per_request["opentelemetry"] - cpu_per_request["none"]
+    if added_cpu_o > 0:
+        print(f"takealook-added / opentelemetry-added server CPU per request: {added_cpu_t / added_cpu_o:.2f}")
     t50, t99, _ = stats["takealook"]
     o50, o99, _ = stats["opentelemetry"]
     print(f"takealook/none p50 ratio: {t50 / none50:.3f}   p99 ratio: {t99 / none99:.3f}")

@@ -148,7 +148,9 @@ def test_histogram_buckets_and_deltas():
     assert histogram.collect() == []
 
 
-def test_pipeline_sends_a_request_at_once_and_counts_drops(provider):
+def test_pipeline_batches_across_requests_and_counts_drops(provider):
+    from takealook.agent.pipeline import FLUSH_AT
+
     messages = []
     accept = [True]
     pipeline = Pipeline(lambda payload: accept[0] and not messages.append(payload), {"service.name": "x"}, 60)
@@ -156,13 +158,19 @@ def test_pipeline_sends_a_request_at_once_and_counts_drops(provider):
     with tracer.start_as_current_span("request"):
         for _ in range(3):
             tracer.start_span("sql").end()
-        assert messages == []  # children wait for their local root
-    protocol, kind, resource, records = marshal.loads(messages[0])
-    assert (protocol, kind, len(records)) == (1, b"spans", 4)
+    assert messages == []  # a request's end sends nothing: messages carry many requests
+    for _ in range(FLUSH_AT - 4):
+        tracer.start_span("another").end()
+    protocol, kind, resource, records = marshal.loads(messages[0])  # a full buffer is sent at once
+    assert (protocol, kind, len(records), len(messages)) == (1, b"spans", FLUSH_AT, 1)
     assert marshal.loads(resource)["service.name"] == "x"
+    assert [r[4] for r in records[:4]] == ["sql", "sql", "sql", "request"]
+    tracer.start_span("waits").end()
+    wait_for(lambda: len(messages) == 2, 5, message="the idle thread sends what waited a second")
     accept[0] = False
     tracer.start_span("lost").end()
-    assert pipeline.dropped == 1 and pipeline.sent == 4
+    pipeline.flush()
+    assert pipeline.dropped == 1 and pipeline.sent == FLUSH_AT + 1
     pipeline.close()
 
 
@@ -174,6 +182,7 @@ def test_forwarder_exports_to_a_real_receiver():
         tracer = LeanTracerProvider(pipeline.on_end).get_tracer("t")
         with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes={"http.route": "/x"}):
             tracer.start_span("child").end()
+        pipeline.flush()
         pipeline.histogram.record(0.01, "GET", "/x", 200, "http")
         pipeline.flush_metrics()
         wait_for(lambda: len(sink.spans) == 2 and sink.points, 10, message="spans and metrics")
