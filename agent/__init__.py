@@ -98,6 +98,7 @@ def _start(overrides: dict) -> Optional[Agent]:
                         settings.export_traces, settings.export_metrics)
     provider = LeanTracerProvider(pipeline.on_end, build_sampler(settings.sampler, settings.sampler_arg),
                                   contrib_on_end(pipeline.on_end))
+    provider._ids.on_fork = pipeline.check_fork  # noqa: SLF001 - a new trace is where a fork shows first
     _install_provider(provider, pipeline)
     agent = Agent(settings, pipeline, provider)
     agent.instrumentations = install_all(agent)

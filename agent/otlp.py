@@ -36,7 +36,13 @@ _CACHE_LIMIT = 20000
 _pair_cache: dict = {}
 
 
+# Varints of 0..16383 (every tag, and the length of nearly every field) are looked up, not computed.
+_SMALL_VARINTS = tuple(bytes((v,)) if v < 0x80 else bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(1 << 14))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 16384:
+        return _SMALL_VARINTS[value]
     if value < 0:
         value += 1 << 64  # int64 two's complement, as protobuf writes negative int64
     out = bytearray()
@@ -85,15 +91,33 @@ def _key_value(key: str, value) -> bytes:
     return encoded
 
 
+_block_cache: dict = {}
+
+
 def _attributes(number: int, attributes) -> bytes:
+    """The repeated KeyValue field ``number``, cached whole: a DB span's attributes (system, statement,
+    database, server) are the same set at every execution, so most spans cost one lookup here."""
     if not attributes:
         return b""
-    tag = _varint(number << 3 | 2)
+    items = tuple(attributes.items())
+    try:
+        cached = _block_cache.get((number, items))
+    except TypeError:  # an unhashable value (a list): encode pair by pair
+        items = None
+        cached = None
+    if cached is not None:
+        return cached
+    tag = _SMALL_VARINTS[number << 3 | 2]
     out = []
     for key, value in attributes.items():
         pair = _key_value(key, value)
         out.append(tag + _varint(len(pair)) + pair)
-    return b"".join(out)
+    encoded = b"".join(out)
+    if items is not None:
+        if len(_block_cache) >= _CACHE_LIMIT:
+            _block_cache.clear()
+        _block_cache[(number, items)] = encoded
+    return encoded
 
 
 def encode_span(record: tuple) -> bytes:
@@ -105,8 +129,11 @@ def encode_span(record: tuple) -> bytes:
         parts.append(_field(3, state.encode()))
     if parent_id:
         parts += [b"\x22\x08", parent_id.to_bytes(8, "big")]  # 4 parent_span_id
-    parts += [_field(5, name.encode("utf-8", "replace")), b"\x30", _varint(kind),  # 5 name, 6 kind
-              b"\x39", _pack_fixed64(start), b"\x41", _pack_fixed64(end)]  # 7 start, 8 end (fixed64)
+    name_kind = _name_kind_cache.get((name, kind))
+    if name_kind is None:
+        name_kind = _cached(_name_kind_cache, (name, kind),
+                            _field(5, name.encode("utf-8", "replace")) + b"\x30" + _varint(kind))  # 5 name, 6 kind
+    parts += [name_kind, b"\x39", _pack_fixed64(start), b"\x41", _pack_fixed64(end)]  # 7 start, 8 end (fixed64)
     parts.append(_attributes(9, attributes))
     for event_name, event_time, event_attributes in events or ():  # 11 events
         parts.append(_field(11, b"\x09" + _pack_fixed64(event_time) + _field(2, event_name.encode("utf-8", "replace"))
@@ -115,10 +142,25 @@ def encode_span(record: tuple) -> bytes:
         parts.append(_field(13, b"\x0a\x10" + link_trace.to_bytes(16, "big") + b"\x12\x08"
                             + link_span.to_bytes(8, "big") + _attributes(4, link_attributes)))
     # 15 status (message 2, code 3); written empty for UNSET, as OpenTelemetry's encoder does
-    parts.append(_field(15, (_field(2, status_text.encode("utf-8", "replace")) if status_text else b"")
-                        + (b"\x18" + _varint(status) if status else b"")))
-    parts += [b"\x85\x01", _pack_fixed32(0x100 | (0x200 if parent_id and _remote else 0) | 0x01)]  # 16 flags
+    if status or status_text:
+        parts.append(_field(15, (_field(2, status_text.encode("utf-8", "replace")) if status_text else b"")
+                            + (b"\x18" + _varint(status) if status else b"")))
+    else:
+        parts.append(b"\x7a\x00")
+    parts.append(_FLAGS_REMOTE_PARENT if parent_id and _remote else _FLAGS)  # 16 flags
     return b"".join(parts)
+
+
+_name_kind_cache: dict = {}
+_FLAGS = b"\x85\x01" + _pack_fixed32(0x100 | 0x01)
+_FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x100 | 0x200 | 0x01)
+
+
+def _cached(cache: dict, key, value: bytes) -> bytes:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def encode_request(batches) -> bytes:

@@ -105,6 +105,10 @@ class Pipeline:
         self._reset_process_state()
         self.histogram.reset()
 
+    def check_fork(self) -> None:
+        """Called when a new trace starts (the tracer checks the pid then) and before each message."""
+        self._check_fork()
+
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:  # forked without at-fork hooks (uWSGI without py-call-osafterfork)
             self._after_fork()
@@ -120,8 +124,6 @@ class Pipeline:
 
     def add(self, record: tuple, local_root: bool = False) -> None:
         """Buffers one span record; a full buffer is sent (the idle thread sends the rest)."""
-        if os.getpid() != self._pid:
-            self._check_fork()
         with self._lock:  # uncontended: a tenth of a microsecond; without it a flush could lose a record
             buffer = self._buffer
             if not buffer:
@@ -134,6 +136,9 @@ class Pipeline:
             self._start_idle_thread()
 
     def flush(self) -> None:
+        # A fork is checked for here, once a message, and at each new trace (``check_fork``), not at
+        # each span: getpid is a system call. A child forked without at-fork hooks holds a copy of the
+        # parent's buffer; _check_fork starts it afresh, so the parent's spans are not sent twice.
         self._check_fork()
         with self._lock:
             records, self._buffer = self._buffer, []

@@ -55,11 +55,14 @@ class _Ids:
     def __init__(self):
         self._pid = os.getpid()
         self._random = random.Random()
+        self.on_fork: Optional[Callable[[], None]] = None  # the pipeline's check, run at the same moment
 
     def _check_fork(self):
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._random.seed()
+            if self.on_fork is not None:
+                self.on_fork()
 
     def trace_id(self) -> int:
         self._check_fork()

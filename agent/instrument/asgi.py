@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
@@ -34,6 +34,7 @@ log = logging.getLogger("takealook.agent")
 
 SPAN_KEY = wsgi.SPAN_KEY  # the same key in the scope: Django's route hook finds the span either way
 _agent = None
+_SERVER = 2
 # Headers the server span reads, as the ASGI scope spells them; propagation fields go to the extractor
 # under their WSGI names, so both servers share one extraction.
 _HOST, _USER_AGENT = b"host", b"user-agent"
@@ -123,7 +124,7 @@ def _start(agent, scope):
     if agent.settings.old_http_names:
         attributes.update({"http.method": method, "http.target": attributes["url.path"], "http.scheme": scheme})
     parent = extract_from_environ(carrier) if carrier else None
-    span = agent.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    span = agent.provider.make_span(method, trace.get_current_span(parent), _SERVER, attributes, agent.scope)
     scope[SPAN_KEY] = span
     return span, attach(span, parent)
 

@@ -84,10 +84,19 @@ _ENVIRON_GETTER = EnvironGetter()
 def extract_from_environ(environ: dict):
     """The remote parent context of a request, or None when it carries no propagation header."""
     propagator = get_global_textmap()
-    fields = getattr(propagator, "fields", None)
-    if fields and not any("HTTP_" + f.upper().replace("-", "_") in environ for f in fields):
-        return None
-    return propagator.extract(environ, getter=_ENVIRON_GETTER)
+    keys = _environ_keys.get(id(propagator))
+    if keys is None:  # the composite propagator builds its set of fields anew at each call: once here
+        fields = getattr(propagator, "fields", None) or ()
+        keys = tuple("HTTP_" + f.upper().replace("-", "_") for f in fields)
+        _environ_keys.clear()
+        _environ_keys[id(propagator)] = keys
+    for key in keys:
+        if key in environ:
+            return propagator.extract(environ, getter=_ENVIRON_GETTER)
+    return None if keys else propagator.extract(environ, getter=_ENVIRON_GETTER)
+
+
+_environ_keys: dict = {}
 
 
 def attach(span, parent_context=None):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import IN_CLIENT_CALL, inject, suppressed
@@ -28,6 +28,7 @@ from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 log = logging.getLogger("takealook.agent")
 
 _agent = None
+_CLIENT = 3  # SpanKind.CLIENT as OTLP numbers it
 
 
 def _set_agent(agent) -> None:
@@ -66,7 +67,7 @@ def _start(method: str, url: str, host: str, port):
             attributes["server.port"] = int(port)
         if _agent.settings.old_http_names:
             attributes.update({"http.method": method, "http.url": attributes["url.full"]})
-        span = _agent.tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        span = _agent.provider.make_span(method, trace.get_current_span(), _CLIENT, attributes, _agent.scope)
         return span, IN_CLIENT_CALL.set(True)
     except Exception:
         log.debug("takealook: could not start a client span", exc_info=True)
@@ -94,7 +95,7 @@ def _finish(span, token, status, error) -> None:
 
 def _headers_with_context(headers, span) -> dict:
     carrier = dict(headers or {})
-    if span is not None and span.get_span_context().is_valid:
+    if isinstance(span, LeanSpan) or (span is not None and span.get_span_context().is_valid):
         inject(carrier, span)
     return carrier
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import attach, detach, extract_from_environ
@@ -33,6 +33,7 @@ from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 log = logging.getLogger("takealook.agent")
 
 SPAN_KEY = "takealook.span"
+_SERVER = 2  # SpanKind.SERVER as OTLP numbers it
 _agent = None
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
@@ -119,7 +120,8 @@ def _start(agent, environ):
     if agent.settings.old_http_names:
         attributes.update({"http.method": method, "http.scheme": scheme})
     parent = extract_from_environ(environ)
-    span = agent.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    # Straight to the provider: these attributes are clean already (the tracer's start_span checks each).
+    span = agent.provider.make_span(method, trace.get_current_span(parent), _SERVER, attributes, agent.scope)
     environ[SPAN_KEY] = span
     return span, attach(span, parent)
 
