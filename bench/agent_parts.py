@@ -14,20 +14,31 @@ in a fresh process and adds one part of the agent to the one before:
   sent        + the hand-off: one message per request over the helper's socket
   helper      the export helper's CPU (decode, OTLP encode, post), from /proc
 
-Variants are run interleaved, ``--repeat`` times each; the figure per variant
-is the median of its runs' CPU time (``time.process_time``) per request, and a
-part's cost is the difference between neighbours. Spans per request: 5.
+The measure is instructions, counted by valgrind's callgrind around the
+measured requests only (``--toggle-collect`` on the C function of the
+``functools.reduce`` that drives them): unlike CPU time, the count does not
+change when other processes crowd the machine, so one run per variant is
+enough and parts of a few microseconds are visible. The helper's part is
+counted the same way on a replay of what the app sent it: the messages of
+``--requests`` requests received from its socket, decoded, encoded as OTLP and
+posted to a receiver on loopback. Instructions become microseconds at this
+machine's rate for Python code, measured in the same run (instructions and CPU
+time of one pure-Python loop). Without valgrind, CPU time is used instead
+(``--cpu``), which on a busy machine is noisy. Spans per request: 5.
 
-    python bench/agent_parts.py [--requests 3000] [--repeat 5]
+    python bench/agent_parts.py [--requests 300] [--cpu --repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,17 +97,87 @@ def child(variant: str, requests: int) -> None:
     helper = _helper_pid()
     helper_before = _proc_cpu(helper)
     before = time.process_time()
-    for i in range(requests):
-        call(i)
+    # Under callgrind only what runs inside this reduce is counted (--toggle-collect=functools_reduce).
+    functools.reduce(lambda _, i: call(i), range(requests), None)
     cpu = time.process_time() - before
     helper_cpu = 0.0
-    if helper:
+    if variant == "sent":
         import takealook.agent
 
         takealook.agent.current().pipeline.flush()
-        time.sleep(2.5)  # the helper exports once a second: let it finish this run's spans
-        helper_cpu = _proc_cpu(helper) - helper_before
+        if helper and not os.environ.get("BENCH_UNDER_VALGRIND"):
+            time.sleep(2.5)  # the helper exports once a second: let it finish this run's spans
+            helper_cpu = _proc_cpu(helper) - helper_before
     print(json.dumps({"cpu": cpu / requests, "helper": helper_cpu / requests}))
+
+
+def capture(requests: int) -> None:
+    """Writes the messages the app sends for ``requests`` requests (marshal of a list) to stdout."""
+    import marshal
+
+    import takealook.agent
+
+    assert takealook.agent.start()
+    pipeline = takealook.agent.current().pipeline
+    messages = []
+    pipeline._send = lambda payload: not messages.append(payload)  # noqa: SLF001
+    import benchapp
+
+    def start_response(status, headers, exc_info=None):
+        pass
+
+    for i in range(requests):
+        for _ in benchapp.app(environ(f"/orders/{i % 100}"), start_response):
+            pass
+    pipeline.flush()
+    sys.stdout.buffer.write(marshal.dumps(messages))
+
+
+def replay(path: str, requests: int) -> None:
+    """The export helper's work on captured messages: recv, decode, queue, OTLP encode, post."""
+    import marshal
+    import socket
+
+    from takealook.agent.channel import make_socketpair
+    from takealook.agent.exporter import Forwarder
+    from takealook.agent.otlp import Poster  # noqa: F401 - imported before counting starts
+
+    messages = marshal.loads(Path(path).read_bytes())
+    endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    forwarder = Forwarder(endpoint + "/v1/traces", endpoint + "/v1/metrics", 10 ** 6)
+    app_end, helper_end = make_socketpair()
+    for payload in messages:
+        app_end.send(payload)
+    helper_end.setblocking(False)
+
+    def one(_, index):
+        forwarder.submit(helper_end.recv(1 << 20))
+        if index % 4 == 3 or index == len(messages) - 1:  # the helper exports about every 512 spans
+            forwarder._export_spans()  # noqa: SLF001 - inline, so the counting thread does it
+        return None
+
+    before = time.process_time()
+    functools.reduce(one, range(len(messages)), None)
+    cpu = time.process_time() - before
+    assert forwarder.exported == sum(len(marshal.loads(m)[3]) for m in messages), "every span posted"
+    print(json.dumps({"cpu": cpu / requests, "helper": 0.0}))
+    del socket
+
+
+def calibrate(_requests: int) -> None:
+    """A fixed pure-Python workload: its instructions and CPU time give this machine's rate."""
+    def work(_, i):
+        total = 0
+        for j in range(2000):
+            total += j * i % 7
+        return {"k": total, "s": str(total)}
+
+    best = float("inf")
+    for _ in range(5):
+        before = time.process_time()
+        functools.reduce(work, range(200), None)
+        best = min(best, time.process_time() - before)
+    print(json.dumps({"cpu": best, "helper": 0.0}))
 
 
 def _helper_pid():
@@ -113,15 +194,26 @@ def _proc_cpu(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+CHILDREN = {"capture": capture, "replay": replay, "calibrate": calibrate}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per variant")
+    parser.add_argument("--cpu", action="store_true", help="CPU time instead of instruction counts")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median)")
+    parser.add_argument("--child", choices=VARIANTS + tuple(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--messages", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child in CHILDREN:
+        CHILDREN[args.child](*((args.messages, args.requests) if args.child == "replay" else (args.requests,)))
+        return 0
     if args.child:
         child(args.child, args.requests)
         return 0
+    valgrind = None if args.cpu else shutil.which("valgrind")
+    if not args.cpu and valgrind is None:
+        raise SystemExit("valgrind is not installed: apt-get install valgrind, or use --cpu")
     from agent_overhead import APP, SERVERS, stop, wait_port
 
     from takealook.pgcluster import PrivateCluster, free_port
@@ -145,42 +237,69 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
         env.update({"BENCH_DSN": dsn, "BENCH_DOWNSTREAM": f"http://127.0.0.1:{downstream}",
                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "OTEL_SERVICE_NAME": "bench",
-                    "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)])})
+                    "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)]), "PYTHONHASHSEED": "0"})
+
+        def run(name: str, extra: tuple = (), counted: bool = True) -> dict:
+            command = [sys.executable, __file__, "--child", name, "--requests", str(args.requests), *extra]
+            child_env = env
+            if valgrind and counted:
+                command = [valgrind, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
+                           "--callgrind-out-file=/dev/null"] + command
+                child_env = {**env, "BENCH_UNDER_VALGRIND": "1"}
+            out = subprocess.run(command, env=child_env, cwd=work, capture_output=True, check=True)
+            result = json.loads(out.stdout.decode().strip().splitlines()[-1])
+            found = re.search(r"Collected : (\d+)", out.stderr.decode())
+            result["instructions"] = int(found.group(1)) if found else 0
+            return result
+
         runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
         for _ in range(args.repeat):
             order = list(VARIANTS)
             random.shuffle(order)
             for name in order:
-                out = subprocess.run([sys.executable, __file__, "--child", name, "--requests", str(args.requests)],
-                                     env=env, cwd=work, capture_output=True, text=True, check=True)
-                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        report(runs)
+                runs[name].append(run(name))
+        messages = work / "messages.bin"
+        messages.write_bytes(subprocess.run([sys.executable, __file__, "--child", "capture", "--requests",
+                                             str(args.requests)], env=env, cwd=work, capture_output=True,
+                                            check=True).stdout)
+        helper = run("replay", ("--messages", str(messages)))
+        rate = None
+        if valgrind:
+            native = run("calibrate", counted=False)
+            counted = run("calibrate")
+            rate = counted["instructions"] / 5 / native["cpu"]  # instructions per CPU second
+        report(runs, helper, rate, args.requests)
     finally:
         stop(procs)
         cluster.stop()
     return 0
 
 
-def report(runs: dict[str, list[dict]]) -> None:
-    cpu = {name: statistics.median(r["cpu"] for r in results) * 1e6 for name, results in runs.items()}
-    helper = statistics.median(r["helper"] for r in runs["sent"]) * 1e6
+def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> None:
+    """Per part: microseconds (and instructions) per request and per span."""
+    if rate:
+        cost = {name: statistics.median(r["instructions"] for r in results) / requests for name, results in
+                runs.items()}
+        cost["helper"] = helper["instructions"] / requests
+        unit = 1e6 / rate  # µs per instruction
+    else:
+        cost = {name: statistics.median(r["cpu"] for r in results) for name, results in runs.items()}
+        cost["helper"] = helper["cpu"]
+        unit = 1e6
     parts = [
-        ("Flask/WSGI hooks, server span", cpu["server"] - cpu["none"]),
-        ("cursor wrapping, scrubbing, 3 DB spans", cpu["db"] - cpu["server"]),
-        ("HTTP client span, traceparent", cpu["http"] - cpu["db"]),
-        ("span records, marshal", cpu["records"] - cpu["http"]),
-        ("hand-off (socket send)", cpu["sent"] - cpu["records"]),
-        ("helper: decode, encode, post", helper),
+        ("Flask/WSGI hooks, server span", cost["server"] - cost["none"]),
+        ("cursor wrapping, scrubbing, 3 DB spans", cost["db"] - cost["server"]),
+        ("HTTP client span, traceparent", cost["http"] - cost["db"]),
+        ("span records, buffer, marshal", cost["records"] - cost["http"]),
+        ("hand-off (socket send)", cost["sent"] - cost["records"]),
+        ("helper: recv, decode, encode, post", cost["helper"]),
     ]
-    spread = {name: (max(r["cpu"] for r in results) - min(r["cpu"] for r in results)) * 1e6
-              for name, results in runs.items()}
-    print(f"app alone: {cpu['none']:.0f} µs CPU per request (spread of runs per variant: "
-          + ", ".join(f"{name} {value:.0f}" for name, value in spread.items()) + " µs)")
-    print(f"{'part':<42}{'µs/request':>12}{'µs/span':>10}")
-    for label, value in parts:
-        print(f"{label:<42}{value:>12.1f}{value / SPANS_PER_REQUEST:>10.1f}")
-    total = sum(value for _, value in parts)
-    print(f"{'total (app + helper)':<42}{total:>12.1f}{total / SPANS_PER_REQUEST:>10.1f}")
+    measure = f"instructions (callgrind; {rate / 1e6:.0f} M/s of Python here)" if rate else "CPU time"
+    print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}")
+    print(f"{'part':<40}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else ""))
+    for label, value in parts + [("total (app + helper)", sum(v for _, v in parts))]:
+        line = f"{label:<40}{value * unit:>12.1f}{value * unit / SPANS_PER_REQUEST:>10.2f}"
+        print(line + (f"{value / SPANS_PER_REQUEST:>12.0f}" if rate else ""))
 
 
 if __name__ == "__main__":
