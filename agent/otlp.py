@@ -32,6 +32,11 @@ from urllib.parse import unquote
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
+# A span's ids and times are fixed-size: packed in a call each, tags included.
+_pack_ids = struct.Struct(">HQQHQ").pack  # tag 1 len 16, trace id (two halves), tag 2 len 8, span id
+_pack_parent = struct.Struct(">HQ").pack
+_pack_times = struct.Struct("<BQBQ").pack
+_LOW64 = (1 << 64) - 1
 _CACHE_LIMIT = 20000
 _pair_cache: dict = {}
 
@@ -123,18 +128,18 @@ def _attributes(number: int, attributes) -> bytes:
 def encode_span(record: tuple) -> bytes:
     (trace_id, span_id, parent_id, _remote, name, kind, start, end, status, status_text, attributes, events,
      links, state, _scope_name, _scope_version) = record
-    trace_bytes = trace_id.to_bytes(16, "big")
-    parts = [b"\x0a\x10", trace_bytes, b"\x12\x08", span_id.to_bytes(8, "big")]  # 1 trace_id, 2 span_id
+    # 1 trace_id, 2 span_id (and 4 parent_span_id, after 3 trace_state) in one or two packs
+    parts = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)]
     if state:
         parts.append(_field(3, state.encode()))
     if parent_id:
-        parts += [b"\x22\x08", parent_id.to_bytes(8, "big")]  # 4 parent_span_id
+        parts.append(_pack_parent(0x2208, parent_id))
     name_kind = _name_kind_cache.get((name, kind))
     if name_kind is None:
         name_kind = _cached(_name_kind_cache, (name, kind),
                             _field(5, name.encode("utf-8", "replace")) + b"\x30" + _varint(kind))  # 5 name, 6 kind
-    parts += [name_kind, b"\x39", _pack_fixed64(start), b"\x41", _pack_fixed64(end)]  # 7 start, 8 end (fixed64)
-    parts.append(_attributes(9, attributes))
+    parts += [name_kind, _pack_times(0x39, start, 0x41, end),  # 7 start, 8 end (fixed64)
+              _attributes(9, attributes)]
     for event_name, event_time, event_attributes in events or ():  # 11 events
         parts.append(_field(11, b"\x09" + _pack_fixed64(event_time) + _field(2, event_name.encode("utf-8", "replace"))
                             + _attributes(3, event_attributes)))
@@ -169,7 +174,8 @@ def encode_request(batches) -> bytes:
     for resource, records in batches:
         scopes: dict = {}
         for record in records:
-            scopes.setdefault((record[14], record[15]), []).append(_field(2, encode_span(record)))
+            span = encode_span(record)
+            scopes.setdefault((record[14], record[15]), []).append(b"\x12" + _varint(len(span)) + span)  # 2 spans
         scope_spans = []
         for (name, version), spans in scopes.items():
             scope = _field(1, name.encode()) + (_field(2, version.encode()) if version else b"")
