@@ -50,14 +50,6 @@ MAX_MESSAGE = 192 * 1024  # under the default socket send buffer; bigger batches
 WARN_EVERY_S = 60.0
 
 
-def span_record(span) -> tuple:
-    """A LeanSpan as the plain tuple the exporter decodes (marshal-able types only)."""
-    state = span.trace_state
-    return (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
-            span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
-            span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
-
-
 class Pipeline:
     """Buffers ended spans and metric deltas and sends them as messages through ``send``.
 
@@ -119,8 +111,24 @@ class Pipeline:
 
     # -- spans
     def on_end(self, span) -> None:
-        if self._export_traces:
-            self.add(span_record(span))
+        """Every ended span comes here and becomes the plain tuple the exporter decodes (marshal-able
+        types only), buffered as ``add`` does, inlined: this runs once a span."""
+        if not self._export_traces:
+            return
+        state = span.trace_state
+        record = (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
+                  span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
+                  span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
+        with self._lock:
+            buffer = self._buffer
+            if not buffer:
+                self._oldest = time.monotonic()
+            buffer.append(record)
+            full = len(buffer) >= FLUSH_AT
+        if full:
+            self.flush()
+        if self._idle_thread is None:
+            self._start_idle_thread()
 
     def add(self, record: tuple, local_root: bool = False) -> None:
         """Buffers one span record; a full buffer is sent (the idle thread sends the rest)."""

@@ -31,9 +31,8 @@ import gc
 import logging
 import weakref
 
-from opentelemetry import trace
-
 from takealook.agent.hooks import when_imported
+from takealook.agent.instrument.common import current_span
 from takealook.agent.sqlscrub import scrub
 from takealook.agent.tracer import LeanSpan
 
@@ -61,7 +60,7 @@ def install_psycopg(agent) -> None:
 def _start(query, conninfo_of, cursor):
     """A DB span under the current span, or None (no parent, not sampled, or failure)."""
     agent = _agent
-    parent = trace.get_current_span()
+    parent = current_span()
     if not isinstance(parent, LeanSpan) and not parent.get_span_context().is_valid:
         return None
     try:
@@ -148,12 +147,21 @@ _INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _psycopg_info(cursor):
-    """(dbname, host, port) of the cursor's connection, asked of libpq once per connection."""
+    """(dbname, host, port) of the cursor's connection, asked of libpq once per connection.
+
+    Kept on the connection object when it takes attributes (psycopg 3's, and psycopg2's made
+    through our connection factory): a weak-key dictionary costs a weakref at every lookup."""
     connection = cursor.connection
-    found = _INFO.get(connection)
+    found = getattr(connection, "_takealook_info", None)
     if found is None:
-        info = connection.info
-        found = _INFO[connection] = (info.dbname, info.host, int(info.port) if info.port else None)
+        found = _INFO.get(connection)
+        if found is None:
+            info = connection.info
+            found = (info.dbname, info.host, int(info.port) if info.port else None)
+            try:
+                connection._takealook_info = found
+            except AttributeError:  # a C connection type without __dict__
+                _INFO[connection] = found
     return found
 
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import functools
 import logging
 
-from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
-from takealook.agent.instrument.common import IN_CLIENT_CALL, inject, suppressed
+from takealook.agent.instrument.common import IN_CLIENT_CALL, current_span, inject, suppressed
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -67,7 +66,7 @@ def _start(method: str, url: str, host: str, port):
             attributes["server.port"] = int(port)
         if _agent.settings.old_http_names:
             attributes.update({"http.method": method, "http.url": attributes["url.full"]})
-        span = _agent.provider.make_span(method, trace.get_current_span(), _CLIENT, attributes, _agent.scope)
+        span = _agent.provider.make_span(method, current_span(), _CLIENT, attributes, _agent.scope)
         return span, IN_CLIENT_CALL.set(True)
     except Exception:
         log.debug("takealook: could not start a client span", exc_info=True)
