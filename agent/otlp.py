@@ -36,7 +36,8 @@ _pack_ids = struct.Struct(">HQQHQ").pack  # tag 1 len 16, trace id (two halves),
 _pack_parent = struct.Struct(">HQ").pack
 _pack_times = struct.Struct("<BQBQ").pack
 _LOW64 = (1 << 64) - 1
-_CACHE_LIMIT = 20000
+_CACHE_LIMIT = 20000  # entries per cache
+_CACHED_MAX = 1024  # bytes: a longer encoding (a huge statement text) is not kept, so the caches stay small
 _pair_cache: dict = {}
 
 
@@ -88,7 +89,7 @@ def _key_value(key: str, value) -> bytes:
     if cached is not None:
         return cached
     encoded = _field(1, key.encode("utf-8", "replace")) + _field(2, _any_value(value))
-    if cache_key is not None:
+    if cache_key is not None and len(encoded) <= _CACHED_MAX:
         if len(_pair_cache) >= _CACHE_LIMIT:
             _pair_cache.clear()
         _pair_cache[cache_key] = encoded
@@ -117,7 +118,7 @@ def _attributes(number: int, attributes) -> bytes:
         pair = _key_value(key, value)
         out.append(tag + _varint(len(pair)) + pair)
     encoded = b"".join(out)
-    if items is not None:
+    if items is not None and len(encoded) <= 4 * _CACHED_MAX:
         if len(_block_cache) >= _CACHE_LIMIT:
             _block_cache.clear()
         _block_cache[(number, items)] = encoded
@@ -161,6 +162,8 @@ _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x100 | 0x200 | 0x01)
 
 
 def _cached(cache: dict, key, value: bytes) -> bytes:
+    if len(value) > _CACHED_MAX:
+        return value
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[key] = value

@@ -31,6 +31,7 @@ _SPACES = re.compile(r"\s+")
 _OPERATION = re.compile(r"\s*(?:\(\s*)*([A-Za-z]+)")
 MAX_LENGTH = 4096
 _CACHE_SIZE = 2048
+_CACHED_TEXT_MAX = 8192
 _cache: dict = {}
 
 
@@ -52,7 +53,8 @@ def scrub(sql: str) -> tuple:
         text = text[:MAX_LENGTH]
     match = _OPERATION.match(text)
     result = (text, match.group(1).upper() if match else "")
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.clear()  # many distinct texts: values written into SQL; start over rather than grow
-    _cache[sql] = result
+    if len(sql) <= _CACHED_TEXT_MAX:  # a huge text (a bulk INSERT of literals) would hold memory for nothing
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()  # many distinct texts: values written into SQL; start over rather than grow
+        _cache[sql] = result
     return result

@@ -33,9 +33,10 @@ def _patch(module) -> None:
 
     def full_dispatch_request(self):
         try:
-            rule = request.url_rule
+            current = request._get_current_object()  # one context lookup, not one per attribute
+            rule = current.url_rule
             if rule is not None:
-                wsgi.set_route(request.environ, rule.rule)
+                wsgi.set_route(current.environ, rule.rule)
         except Exception:
             pass
         return original_dispatch(self)

@@ -84,6 +84,8 @@ def test_redis_spans_are_in_the_request_trace(catalog):
     root, trace = _trace_of(sink, "catalog", 7)
     assert root["name"] == "GET /customers/<int:customer_id>" and root["parent_span_id"] is None
 
+    # Ours win where both exist: the installed contrib Flask, psycopg2 and requests packages add no span.
+    assert {s["scope"] for s in trace} == {"takealook.agent", REDIS_SCOPE}
     redis_spans = [s for s in trace if s["scope"] == REDIS_SCOPE]
     # session GET, the INCR+EXPIRE pipeline (one span), cache GET (a miss), cache SET
     assert sorted(s["name"] for s in redis_spans) == ["GET", "GET", "INCRBY EXPIRE", "SET"]
