@@ -13,7 +13,8 @@ way ours are made:
   same text our psycopg spans have); other systems (Redis, Memcached, MongoDB,
   ...) keep each line's first word, the command, and every other word becomes
   ``?`` (``SET ? ?``, as current Redis instrumentations write it);
-- URLs lose credentials and sensitive query values (``common.clean_url``);
+- URLs, paths and query strings follow our URL rules (``redact``: ids, numbers, paging words
+  and the app's route words kept, other values ``REDACTED``, no credentials);
 - header attributes and the User-Agent are dropped.
 
 It runs only for tracers whose scope is a contrib instrumentation
@@ -23,7 +24,7 @@ they are, at no cost.
 
 from __future__ import annotations
 
-from takealook.agent.instrument.common import clean_url, redact_query
+from takealook.agent.redact import DEFAULT
 from takealook.agent.sqlscrub import scrub
 
 SCOPE_PREFIX = "opentelemetry.instrumentation."
@@ -49,7 +50,7 @@ def contrib_on_end(on_end):
     return of_scope
 
 
-def scrub_attributes(attributes: dict) -> None:
+def scrub_attributes(attributes: dict, redactor=DEFAULT) -> None:
     """Scrubs one contrib span's attributes in place (see the module's docstring)."""
     system = attributes.get("db.system.name") or attributes.get("db.system")
     for key in _STATEMENT_KEYS:
@@ -59,14 +60,18 @@ def scrub_attributes(attributes: dict) -> None:
     for key in _URL_KEYS:
         url = attributes.get(key)
         if isinstance(url, str):
-            attributes[key] = clean_url(url)
+            attributes[key] = redactor.url(url)
     query = attributes.get("url.query")
     if isinstance(query, str):
-        attributes["url.query"] = redact_query(query)
+        attributes["url.query"] = redactor.query(query)
+    path = attributes.get("url.path")
+    if isinstance(path, str):
+        route = attributes.get("http.route")
+        attributes["url.path"] = redactor.server_path(path, route if isinstance(route, str) else None)
     target = attributes.get("http.target")
-    if isinstance(target, str) and "?" in target:
-        path, _, query = target.partition("?")
-        attributes["http.target"] = f"{path}?{redact_query(query)}"
+    if isinstance(target, str):
+        path, mark, query = target.partition("?")
+        attributes["http.target"] = redactor.client_path(path) + (f"?{redactor.query(query)}" if mark else "")
     for key in [k for k in attributes if k in _DROPPED or k.startswith(_DROPPED_PREFIXES)]:
         del attributes[key]
 
@@ -86,10 +91,14 @@ def scrubbing(on_end):
     """An ``on_end`` for contrib spans: scrub, then hand the span on as ours are."""
     def on_contrib_end(span) -> None:
         try:
-            scrub_attributes(span.attributes)
+            from takealook.agent import current
+
+            agent = current()  # its URL rules (settings, the routes it has served); none yet: the defaults
+            redactor = getattr(agent, "redactor", None) or DEFAULT
+            scrub_attributes(span.attributes, redactor)
             if span.events:
                 for _name, _time, event_attributes in span.events:
-                    scrub_attributes(event_attributes)
+                    scrub_attributes(event_attributes, redactor)
         except Exception:  # a span we cannot scrub is not sent
             return
         on_end(span)

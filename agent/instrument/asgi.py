@@ -3,7 +3,7 @@
 ``traced_call`` runs one HTTP request under a SERVER span exactly as
 ``wsgi.traced_call`` does for WSGI: the remote parent from
 ``traceparent``/``tracestate``/``baggage``, the same attributes (stable HTTP
-semantic conventions, no header recorded), the route set by Django's hook
+semantic conventions, no header recorded, URLs by the rules of ``redact``), the route set by Django's hook
 (``django.py``) once routing is done, the status from the
 ``http.response.start`` message, and the span ended when the app's coroutine
 returns, after the last body message.
@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
-from takealook.agent.instrument.common import attach, detach, extract_from_environ, redact_query
+from takealook.agent.instrument.common import attach, detach, extract_from_environ
 from takealook.agent.tracer import LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -82,10 +82,10 @@ async def traced_call(app, scope, receive, send):
         result = await app(scope, receive, traced_send)
     except BaseException as error:
         detach(token)
-        wsgi.finish(agent, span, status[0] or 500, error)
+        wsgi.finish(agent, span, status[0] or 500, error, scope.get("path") or "/")
         raise
     detach(token)
-    wsgi.finish(agent, span, status[0], None)
+    wsgi.finish(agent, span, status[0], None, scope.get("path") or "/")
     return result
 
 
@@ -94,10 +94,11 @@ def _start(agent, scope):
     if method not in wsgi.KNOWN_METHODS:
         method = "_OTHER"
     scheme = scope.get("scheme") or "http"
-    attributes = {"http.request.method": method, "url.path": scope.get("path") or "/", "url.scheme": scheme}
+    # url.path is set when the span ends, by the route matched (wsgi.finish, the URL rules of ``redact``).
+    attributes = {"http.request.method": method, "url.scheme": scheme}
     query = scope.get("query_string")
     if query:
-        attributes["url.query"] = redact_query(query.decode("latin-1"))
+        attributes["url.query"] = agent.redactor.query(query.decode("latin-1"))
     carrier = None
     host = user_agent = None
     for name, value in scope.get("headers") or ():
@@ -119,10 +120,10 @@ def _start(agent, scope):
     client = scope.get("client")
     if client:
         attributes["client.address"] = str(client[0])
-    if user_agent:
+    if user_agent and agent.settings.record_user_agent:
         attributes["user_agent.original"] = user_agent[:256].decode("latin-1")
     if agent.settings.old_http_names:
-        attributes.update({"http.method": method, "http.target": attributes["url.path"], "http.scheme": scheme})
+        attributes.update({"http.method": method, "http.scheme": scheme})
     parent = extract_from_environ(carrier) if carrier else None
     span = agent.provider.make_span(method, trace.get_current_span(parent), _SERVER, attributes, agent.scope)
     scope[SPAN_KEY] = span

@@ -232,5 +232,5 @@ KNOWN_METHODS = _KNOWN_METHODS
 trace_headers = _trace_headers
 
 
-def finish(agent, span, code: int, error) -> None:
-    _finish(agent, span, code, None, error)
+def finish(agent, span, code: int, error, path: str) -> None:
+    _finish(agent, span, code, {"PATH_INFO": path}, error)

@@ -91,6 +91,7 @@ def test_django_asgi_under_uvicorn_has_the_trace_shape_of_wsgi_under_gunicorn(se
         root, trace = _trace(sink, service, "/api/orders/7/")
         assert root["parent_span_id"] is None and root["attributes"]["http.response.status_code"] == 200
         assert root["attributes"]["http.route"] == "/api/orders/<int:pk>/"
+        assert root["attributes"]["url.path"] == "/api/orders/7/" and "user_agent.original" not in root["attributes"]
         assert all(s["parent_span_id"] in {t["span_id"] for t in trace} for s in trace if s is not root)
         shapes[service] = _shape(root, trace)
     assert shapes["orders-asgi"] == shapes["orders-wsgi"]
@@ -111,7 +112,7 @@ def test_async_view_with_async_psycopg_and_httpx_async_client(servers):
     (sql,) = [s for s in children if "db.query.text" in s["attributes"]]
     assert sql["attributes"]["db.query.text"] == "SELECT sku, qty FROM order_lines WHERE order_id = %s ORDER BY sku"
     calls = [s for s in children if "url.full" in s["attributes"]]
-    assert sorted(s["attributes"]["url.full"].rsplit("/", 1)[-1] for s in calls) == ["sku-21", "sku-22"]
+    assert len(calls) == 2 and all(s["attributes"]["http.response.status_code"] == 200 for s in calls)
     for call in calls:  # each concurrent call carried its own span as the parent
         (inventory,) = [s for s in trace if s["parent_span_id"] == call["span_id"]]
         assert inventory["service"] == "inventory" and inventory["kind"] == SERVER
