@@ -112,25 +112,16 @@ class Pipeline:
     # -- spans
     def on_end(self, span) -> None:
         """Every ended span comes here and becomes the plain tuple the exporter decodes (marshal-able
-        types only), buffered as ``add`` does, inlined: this runs once a span."""
+        types only)."""
         if not self._export_traces:
             return
         state = span.trace_state
         record = (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
                   span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
                   span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
-        with self._lock:
-            buffer = self._buffer
-            if not buffer:
-                self._oldest = time.monotonic()
-            buffer.append(record)
-            full = len(buffer) >= FLUSH_AT
-        if full:
-            self.flush()
-        if self._idle_thread is None:
-            self._start_idle_thread()
+        self.add(record)
 
-    def add(self, record: tuple, local_root: bool = False) -> None:
+    def add(self, record: tuple) -> None:
         """Buffers one span record; a full buffer is sent (the idle thread sends the rest)."""
         with self._lock:  # uncontended: a tenth of a microsecond; without it a flush could lose a record
             buffer = self._buffer

@@ -201,23 +201,9 @@ def main() -> int:
     args = parser.parse_args()
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="takealook-bench-"))
-    (work / "benchapp.py").write_text(textwrap.dedent(APP))
-    (work / "servers.py").write_text(SERVERS)
     cluster = PrivateCluster().start()
     try:
-        dsn = cluster.create_database("bench")
-        cluster.psql("CREATE TABLE customers (id int PRIMARY KEY, name text);"
-                     "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(0, 999) i;"
-                     "CREATE TABLE orders (id serial PRIMARY KEY, customer_id int, total numeric);"
-                     "INSERT INTO orders (customer_id, total) SELECT i % 1000, i FROM generate_series(1, 20000) i;"
-                     "CREATE INDEX ON orders (customer_id); ANALYZE;", dbname="bench")
-        downstream, sink = free_port(), free_port()
-        for port in (downstream, sink):
-            procs.append(subprocess.Popen([sys.executable, str(work / "servers.py"), str(port)]))
-            wait_port(port, procs[-1])
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
-        base_env.update({"BENCH_DSN": dsn, "BENCH_DOWNSTREAM": f"http://127.0.0.1:{downstream}",
-                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "PYTHONPATH": str(work)})
+        base_env = start_backends(work, cluster, procs)
         for mode in (["new", "keep-alive"] if args.client == "both" else [args.client]):
             servers = start_servers(work, base_env, WORKERS[mode])
             try:
@@ -230,6 +216,27 @@ def main() -> int:
         stop(procs)
         cluster.stop()
     return 0
+
+
+def start_backends(work: Path, cluster, procs: list) -> dict:
+    """The app's files in ``work``, its database, the downstream server and the OTLP sink; the
+    environment the app runs with. Shared with agent_parts.py."""
+    (work / "benchapp.py").write_text(textwrap.dedent(APP))
+    (work / "servers.py").write_text(SERVERS)
+    dsn = cluster.create_database("bench")
+    cluster.psql("CREATE TABLE customers (id int PRIMARY KEY, name text);"
+                 "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(0, 999) i;"
+                 "CREATE TABLE orders (id serial PRIMARY KEY, customer_id int, total numeric);"
+                 "INSERT INTO orders (customer_id, total) SELECT i % 1000, i FROM generate_series(1, 20000) i;"
+                 "CREATE INDEX ON orders (customer_id); ANALYZE;", dbname="bench")
+    downstream, sink = free_port(), free_port()
+    for port in (downstream, sink):
+        procs.append(subprocess.Popen([sys.executable, str(work / "servers.py"), str(port)]))
+        wait_port(port, procs[-1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
+    env.update({"BENCH_DSN": dsn, "BENCH_DOWNSTREAM": f"http://127.0.0.1:{downstream}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "PYTHONPATH": str(work)})
+    return env
 
 
 def start_servers(work: Path, base_env: dict, worker: list[str]) -> dict[str, tuple[subprocess.Popen, int]]:

@@ -43,7 +43,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -202,30 +201,17 @@ def main() -> int:
     valgrind = None if args.cpu else shutil.which("valgrind")
     if not args.cpu and valgrind is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind, or use --cpu")
-    from agent_overhead import APP, SERVERS, stop, wait_port
+    from agent_overhead import start_backends, stop
 
-    from takealook.pgcluster import PrivateCluster, free_port
+    from takealook.pgcluster import PrivateCluster
 
     work = Path(tempfile.mkdtemp(prefix="takealook-parts-"))
-    (work / "benchapp.py").write_text(textwrap.dedent(APP))
-    (work / "servers.py").write_text(SERVERS)
     cluster = PrivateCluster().start()
-    procs = []
+    procs: list = []
     try:
-        dsn = cluster.create_database("bench")
-        cluster.psql("CREATE TABLE customers (id int PRIMARY KEY, name text);"
-                     "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(0, 999) i;"
-                     "CREATE TABLE orders (id serial PRIMARY KEY, customer_id int, total numeric);"
-                     "INSERT INTO orders (customer_id, total) SELECT i % 1000, i FROM generate_series(1, 20000) i;"
-                     "CREATE INDEX ON orders (customer_id); ANALYZE;", dbname="bench")
-        downstream, sink = free_port(), free_port()
-        for port in (downstream, sink):
-            procs.append(subprocess.Popen([sys.executable, str(work / "servers.py"), str(port)]))
-            wait_port(port, procs[-1])
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TAKEALOOK_"))}
-        env.update({"BENCH_DSN": dsn, "BENCH_DOWNSTREAM": f"http://127.0.0.1:{downstream}",
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "OTEL_SERVICE_NAME": "bench",
-                    "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)]), "PYTHONHASHSEED": "0"})
+        env = start_backends(work, cluster, procs)
+        env.update({"OTEL_SERVICE_NAME": "bench", "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)]),
+                    "PYTHONHASHSEED": "0"})
 
         def run(name: str, extra: tuple = (), counted: bool = True) -> dict:
             command = [sys.executable, __file__, "--child", name, "--requests", str(args.requests), *extra]
