@@ -60,6 +60,9 @@ _NOT_LITERAL = re.compile(r"[<>(){}\[\]\\^$*+?|]")
 _MAX_ROUTES = 2048
 _MAX_WORDS = 4096
 _MAX_NAMES = 1024
+_MAX_REMEMBERED = 4096  # results kept; beyond, start over
+_MAX_REMEMBERED_LENGTH = 512  # longer inputs are worked out each time, not kept
+_URL = object()  # the key's second part for a client URL (a server path has its route there)
 # What a query parameter's name says (compared by identity).
 _NOT_PLAIN, _LISTED, _SECRET, _PAGING, _PERSONAL, _OTHER = "not plain", "listed", "secret", "paging", "personal", \
     "other"
@@ -116,6 +119,9 @@ class Redactor:
         self._routes: dict = {}
         self._words: set = set()
         self._names: dict = {}
+        # Results by their input: a server path with its route, a client URL. The same few come back
+        # request after request, so most requests cost a lookup here; new route words clear them.
+        self._done: dict = {}
 
     # -- query strings
     def query(self, query: str) -> str:
@@ -172,6 +178,19 @@ class Redactor:
         """The path of a request served, by the route the framework matched (None: no route)."""
         if self.path_mode == "all" or not path:
             return path
+        done = self._done.get((path, route))
+        if done is None:
+            done = self._remember((path, route), self._server_path(path, route))
+        return done
+
+    def _remember(self, key, result: str) -> str:
+        if len(key[0]) <= _MAX_REMEMBERED_LENGTH:
+            if len(self._done) >= _MAX_REMEMBERED:
+                self._done.clear()
+            self._done[key] = result
+        return result
+
+    def _server_path(self, path: str, route: Optional[str]) -> str:
         if not route:
             return self._by_words(path, self._words)
         parsed = self.learn(route)
@@ -209,11 +228,18 @@ class Redactor:
             self._routes[route] = parsed
             if len(self._words) < _MAX_WORDS:
                 self._words.update(parsed.words)
+            self._done.clear()  # results made without these words are out of date
         return parsed
 
     # -- whole URLs
     def url(self, url: str) -> str:
         """An outgoing call's URL: no user:password@, no fragment, path and query by the rules."""
+        done = self._done.get((url, _URL))
+        if done is None:
+            done = self._remember((url, _URL), self._url(url))
+        return done
+
+    def _url(self, url: str) -> str:
         scheme, sep, rest = url.partition("://")
         if not sep or not scheme.isalpha():
             try:

@@ -222,3 +222,19 @@ def test_contrib_spans_are_scrubbed_before_they_leave():
     assert by_name["GET"]["url.full"] == "https://api.example.com/REDACTED?api_key=REDACTED&page=2"  # redact's rules
     assert "user_agent.original" not in by_name["GET"]
     assert by_name["checkout"] == {"db.statement": "SET a b"}, "the app's own spans are the app's business"
+
+
+def test_url_rules_remember_results_and_forget_them_when_a_route_is_learned():
+    from takealook.agent.redact import Redactor
+
+    redactor = Redactor()
+    url = "http://stock:8000/stock/12?page=2&q=ann"
+    assert redactor.url(url) == "http://stock:8000/REDACTED/12?page=2&q=REDACTED"
+    assert redactor.url(url) == "http://stock:8000/REDACTED/12?page=2&q=REDACTED"  # remembered
+    redactor.learn("/stock/<int:sku>")  # a route of this app: "stock" is one of its words now
+    assert redactor.url(url) == "http://stock:8000/stock/12?page=2&q=REDACTED"
+    assert redactor.server_path("/users/ann", "/users/<name>") == "/users/REDACTED"
+    assert redactor.server_path("/users/ann", "/users/<name>") == "/users/REDACTED"
+    long_path = "/users/" + "x" * 600
+    assert redactor.server_path(long_path, "/users/<name>") == "/users/REDACTED"
+    assert (long_path, "/users/<name>") not in redactor._done  # noqa: SLF001 - long inputs are not kept
