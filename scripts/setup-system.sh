@@ -2,7 +2,8 @@
 # Installs what takealook's tests and demo need from the system, when missing:
 # PostgreSQL server binaries with pg_stat_statements (package postgresql),
 # HypoPG (postgresql-<major>-hypopg), Chromium (headless HTML report tests) and
-# redis-server (the agent's test of a contrib instrumentation starts a private one).
+# redis-server (the agent's test of a contrib instrumentation starts a private one) and
+# valgrind (bench/agent_parts.py counts instructions with callgrind).
 # As root it runs apt-get; otherwise it prints the one command to run.
 set -euo pipefail
 
@@ -29,6 +30,7 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
   need+=(redis-server)
 fi
+if ! command -v valgrind >/dev/null 2>&1; then need+=(valgrind); fi
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
