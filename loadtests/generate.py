@@ -13,11 +13,14 @@ What the suite holds:
 - One task per entry endpoint: a server span with no server span above it in
   its trace (the request a user or the front end made; calls between the
   user's services are left out, they happen by themselves). Endpoints are
-  ``(method, route template)``: the span's ``http_route`` rewritten in one
+  named by ``takealook.routes``, as ``traces report`` names them (so the
+  report can join load results to endpoints): the span's ``http_route`` in one
   style (Flask ``/orders/<int:id>``, Django ``orders/<int:pk>/`` and
-  ``^orders/(?P<pk>\\d+)/$`` become ``/orders/{id}``, ``/orders/{pk}/``), or,
-  without a route, the path templated: numeric, UUID and long hexadecimal
-  segments become ``{id}``, ``{uuid}``, ``{hex}``.
+  ``^orders/(?P<pk>\\d+)/$`` become ``/orders/{id}``, ``/orders/{pk}/``); under a
+  catch-all route or without a route, the path templated (numeric, UUID, long
+  hexadecimal segments become ``{id}``, ``{uuid}``, ``{hex}``), the busiest
+  ``PATHS_PER_ROUTE`` pages of a route a task each and the rest one task named
+  by the route's template.
 - Task weights proportional to the observed requests (scaled to at most 1000).
 - Up to ``values`` real request paths per endpoint (query strings kept,
   parameters whose names look secret or whose values the agent redacted
@@ -58,15 +61,12 @@ from urllib.parse import parse_qsl, urlencode
 from takealook.collector import Span
 from takealook.errors import InputError
 from takealook.loadtests.suitefile import SuiteOptions, render
+from takealook.routes import PATHS_PER_ROUTE, endpoint_route
 
 MAX_CANDIDATES = 5000  # requests remembered per endpoint to sample values from
+PAGES_TRACKED = 1000  # pages of one catch-all route with a task of their own while reading (then folded)
 SAFE_HEADERS = ("accept", "accept-language", "content-type")
 _SECRET = re.compile(r"(pass|secret|token|key|auth|session|sig|cookie|credential)", re.I)
-_FLASK = re.compile(r"<(?:[a-zA-Z_][a-zA-Z0-9_]*(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
-_DJANGO_RE = re.compile(r"\(\?P<([a-zA-Z_][a-zA-Z0-9_]*)>[^)]*\)")
-_NUMERIC = re.compile(r"^\d+$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_HEX = re.compile(r"^(?=.*\d)[0-9a-fA-F]{8,}$")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _LOGOUT = re.compile(r"(^|/)(log[-_]?out|sign[-_]?out|sign[-_]?off)(/|$)", re.I)
 # What the agent records for a value it keeps out (a username in a path, a search term); such a
@@ -97,30 +97,6 @@ class Suite:
     endpoints: tuple[Endpoint, ...]
     traces: int
     left_out: tuple[tuple[str, str], ...] = ()  # (endpoint, why)
-
-
-def route_template(route: str) -> str:
-    """A route of any framework in one style: ``/orders/{id}``."""
-    text = route.strip()
-    if text.startswith("^") or text.endswith("$") or "(?P<" in text:
-        text = _DJANGO_RE.sub(r"{\1}", text).lstrip("^").rstrip("$")
-    text = _FLASK.sub(r"{\1}", text)
-    return text if text.startswith("/") else "/" + text
-
-
-def template_from_path(path: str) -> str:
-    """Template a concrete path: ``/orders/17/items/3`` -> ``/orders/{id}/items/{id2}``."""
-    seen: dict[str, int] = defaultdict(int)
-    parts = []
-    for segment in path.split("/"):
-        name = ("id" if _NUMERIC.match(segment) else "uuid" if _UUID.match(segment)
-                else "hex" if _HEX.match(segment) else None)
-        if name is None:
-            parts.append(segment)
-            continue
-        seen[name] += 1
-        parts.append("{" + name + (str(seen[name]) if seen[name] > 1 else "") + "}")
-    return "/".join(parts) or "/"
 
 
 def _entries(trace: Sequence[Span]) -> Iterable[Span]:
@@ -168,6 +144,17 @@ class _Traffic:
         self.candidates: list[tuple[str, float]] = []  # (path?query, duration_ms), a reservoir
         self.headers: dict[tuple, int] = defaultdict(int)
         self.route = ""
+        self.page_of: Optional[str] = None  # a page of a catch-all route: the route's template
+
+    def absorb(self, other: "_Traffic") -> None:
+        """Add a folded page's traffic (its candidates thinned at random past MAX_CANDIDATES)."""
+        self.count += other.count
+        self.durations.extend(other.durations)
+        for headers, n in other.headers.items():
+            self.headers[headers] += n
+        self.candidates.extend(other.candidates)
+        if len(self.candidates) > MAX_CANDIDATES:
+            self.candidates = self.rng.sample(self.candidates, MAX_CANDIDATES)
 
     def add(self, span: Span, value: Optional[str], headers) -> None:
         self.count += 1
@@ -206,6 +193,7 @@ def collect(traces: Iterable[Sequence[Span]], services: Sequence[str] = (), valu
         raise InputError("--slow-weight must be > 0 and --values at least 1")
     rng = random.Random(seed)
     traffic: dict[tuple[str, str, str], _Traffic] = {}
+    pages: dict[tuple[str, str, str], int] = defaultdict(int)  # catch-all route -> its pages with a task
     count = 0
     for trace in traces:
         count += 1
@@ -213,19 +201,29 @@ def collect(traces: Iterable[Sequence[Span]], services: Sequence[str] = (), valu
             if services and span.service not in services:
                 continue
             path = span.url_path or ""
-            template = route_template(span.http_route) if span.http_route else template_from_path(path) if path else ""
-            if not template:
+            if not (span.http_route or path):
                 continue
-            key = (span.service, span.http_method.upper(), template)
+            name = endpoint_route(span.http_route, path)
+            method = span.http_method.upper()
+            key = (span.service, method, name.route)
             entry = traffic.get(key)
+            if entry is None and name.by_path:
+                route = (span.service, method, name.template)
+                if pages[route] >= PAGES_TRACKED:  # a route of endless paths: the rest go to its one task
+                    key, name = route, endpoint_route(name.template, None)
+                    entry = traffic.get(key)
+                else:
+                    pages[route] += 1
             if entry is None:
                 entry = traffic[key] = _Traffic(rng)
-                entry.route = span.http_route or template
+                entry.route = span.http_route or name.route
+                entry.page_of = name.template if name.by_path else None
             attributes = span.attributes()
             query = _query(attributes)
             replayable = path and REDACTED not in path.split("/")
             value = (path + ("?" + query if query else "")) if replayable else None
             entry.add(span, value, _headers(attributes))
+    _fold_pages(traffic)
     endpoints = []
     for (service, method, template), t in sorted(traffic.items()):
         durations = sorted(t.durations)
@@ -253,6 +251,24 @@ def select(endpoints: Sequence[Endpoint], options: SuiteOptions) -> tuple[list[E
         else:
             kept.append(e)
     return kept, left_out
+
+
+def _fold_pages(traffic: dict[tuple[str, str, str], _Traffic]) -> None:
+    """Past the busiest PATHS_PER_ROUTE pages of a catch-all route, one task named by the route's template."""
+    routes: dict[tuple[str, str, str], list] = defaultdict(list)
+    for key, t in traffic.items():
+        if t.page_of is not None:
+            routes[(key[0], key[1], t.page_of)].append(key)
+    for route, keys in routes.items():
+        keys.sort(key=lambda k: (-traffic[k].count, k[2]))
+        for key in keys[PATHS_PER_ROUTE:]:
+            t = traffic.pop(key)
+            into = traffic.get(route)
+            if into is None:
+                t.page_of, t.route = None, route[2]
+                traffic[route] = t
+            else:
+                into.absorb(t)
 
 
 def _pct(ordered: list[float], q: float) -> float:

@@ -15,6 +15,13 @@ Connections that exist when the agent starts get a traced ``cursor_factory``
 (found by a one-time scan of live objects); a cursor asked from them with an
 explicit ``cursor_factory=`` is not traced.
 
+Connecting is a CLIENT span too, ``connect <database>`` (``db.operation.name``
+= connect, no statement), around ``psycopg2.connect`` and psycopg 3's
+``Connection.connect``/``AsyncConnection.connect`` (``psycopg.connect`` is the
+same function): Django's default ``CONN_MAX_AGE = 0`` connects in every
+request, and that time would otherwise look like the app's own code. A pool
+that connects in a background thread makes no span (there is no request).
+
 A statement outside any span (startup checks, migrations run at boot) makes no
 span: the agent traces requests, and orphan DB spans would only be noise.
 Attributes: ``db.system``/``db.system.name`` = postgresql, ``db.namespace``,
@@ -86,6 +93,77 @@ def _start(query, conninfo_of, cursor):
         return None
 
 
+def _start_connect():
+    """A ``connect`` span under the current span, or None (no request around it, or a failure)."""
+    agent = _agent
+    parent = current_span()
+    if not isinstance(parent, LeanSpan) and not parent.get_span_context().is_valid:
+        return None
+    try:
+        attributes = {"db.system": "postgresql", "db.system.name": "postgresql", "db.operation.name": "connect"}
+        span = agent.provider.make_span("connect", parent, _CLIENT, attributes, agent.scope)
+        return span if isinstance(span, LeanSpan) else None
+    except Exception:
+        log.debug("takealook: could not start a connect span", exc_info=True)
+        return None
+
+
+def _end_connect(span, connection, error) -> None:
+    """Name the span by the database connected to (asked of the new connection), and end it."""
+    try:
+        if connection is not None:
+            dbname, host, port = _connection_info(connection)
+            if dbname:
+                span.name = f"connect {dbname}"
+                span.attributes["db.namespace"] = dbname
+                if _agent.settings.old_db_names:
+                    span.attributes["db.name"] = dbname
+            if host:
+                span.attributes["server.address"] = host
+            if port:
+                span.attributes["server.port"] = port
+        _end(span, error)
+    except Exception:
+        log.debug("takealook: could not end a connect span", exc_info=True)
+
+
+def _traced_connect(connect):
+    """``connect`` (any signature) inside a connect span."""
+    @functools.wraps(connect)
+    def traced(*args, **kwargs):
+        span = _start_connect()
+        if span is None:
+            return connect(*args, **kwargs)
+        try:
+            connection = connect(*args, **kwargs)
+        except BaseException as error:
+            _end_connect(span, None, error)
+            raise
+        _end_connect(span, connection, None)
+        return connection
+
+    traced._takealook = True
+    return traced
+
+
+def _traced_connect_async(connect):
+    @functools.wraps(connect)
+    async def traced(*args, **kwargs):
+        span = _start_connect()
+        if span is None:
+            return await connect(*args, **kwargs)
+        try:
+            connection = await connect(*args, **kwargs)
+        except BaseException as error:
+            _end_connect(span, None, error)
+            raise
+        _end_connect(span, connection, None)
+        return connection
+
+    traced._takealook = True
+    return traced
+
+
 def _end(span, error) -> None:
     if error is not None:
         span.fail(error)
@@ -153,6 +231,12 @@ def _psycopg_info(cursor):
     through our connection factory): a weak-key dictionary costs a weakref at every lookup."""
     connection = cursor.connection
     found = getattr(connection, "_takealook_info", None)
+    return found if found is not None else _connection_info(connection)
+
+
+def _connection_info(connection):
+    """(dbname, host, port) of a connection (a new one: its connect span is named by it)."""
+    found = getattr(connection, "_takealook_info", None)
     if found is None:
         found = _INFO.get(connection)
         if found is None:
@@ -166,6 +250,7 @@ def _psycopg_info(cursor):
 
 
 def _patch_psycopg(module) -> None:
+    _patch_psycopg_connect(module)
     classes = [getattr(module, name, None) for name in ("Cursor", "ServerCursor", "AsyncCursor", "AsyncServerCursor")]
     for cls in filter(None, classes):
         for name in ("execute", "executemany"):
@@ -176,6 +261,20 @@ def _patch_psycopg(module) -> None:
             wrapped = _traced_async(method, _psycopg_info) if is_async else \
                 _traced(method, _psycopg_info, batch=(name == "executemany"))
             setattr(cls, name, wrapped)
+
+
+def _patch_psycopg_connect(module) -> None:
+    """``Connection.connect`` and ``AsyncConnection.connect`` (classmethods), and ``psycopg.connect``."""
+    for name, wrap in (("Connection", _traced_connect), ("AsyncConnection", _traced_connect_async)):
+        cls = getattr(module, name, None)
+        method = cls.__dict__.get("connect") if cls is not None else None
+        if not isinstance(method, classmethod) or getattr(method.__func__, "_takealook", False):
+            continue
+        cls.connect = classmethod(wrap(method.__func__))
+    connection = getattr(module, "Connection", None)
+    if connection is not None and getattr(module, "connect", None) is not None \
+            and not getattr(module.connect, "_takealook", False):
+        module.connect = connection.connect  # the module's name for it was bound at import
 
 
 # --------------------------------------------------------------------------- psycopg2
@@ -226,8 +325,8 @@ def _patch_psycopg2(module) -> None:
         factory = _traced_connection_class(connection_factory or psycopg2.extensions.connection)
         return original(dsn, connection_factory=factory, cursor_factory=cursor_factory, **kwargs)
 
-    connect._takealook = True
-    module.connect = connect
+    traced = _traced_connect(connect)
+    module.connect = traced
     _adopt_open_connections(psycopg2.extensions.connection, psycopg2.extensions.cursor)
 
 

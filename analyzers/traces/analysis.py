@@ -19,6 +19,13 @@ traffic; health findings, which cost users nothing directly, come last).
 
 Rates need a duration: the ``Window`` when both ends are given, else the span
 of time the entry spans cover (at least one second).
+
+Endpoints are named by ``takealook.routes``; the pages of a catch-all route are
+endpoints of their own up to ``Settings.paths_per_route`` (the busiest), and
+the rest are folded into one row named by the route's template when the result
+is made (every aggregator re-keyed alike). While reading, at most
+``PATHS_TRACKED`` pages per route are told apart, so memory stays bounded
+however many paths a route serves.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence
 
+from takealook.analyzers.traces.connections import ConnectionAggregator
 from takealook.analyzers.traces.critical_path import CriticalPathAggregator
-from takealook.analyzers.traces.endpoints import EndpointAggregator, EndpointStats, ServiceStats
+from takealook.analyzers.traces.endpoints import EndpointAggregator, EndpointStats, ServiceStats, other_row
 from takealook.analyzers.traces.failures import ErrorAggregator
 from takealook.analyzers.traces.health import HealthAggregator
 from takealook.analyzers.traces.n_plus_one import RepeatAggregator, find_repeats
@@ -37,12 +45,13 @@ from takealook.analyzers.traces.rates import request_counts
 from takealook.analyzers.traces.sequential import SequentialAggregator, find_sequential
 from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.slow_statements import StatementAggregator, StatementStats
-from takealook.analyzers.traces.stats import ms
+from takealook.analyzers.traces.stats import merge_into, ms
 from takealook.analyzers.traces.trace import Entry, TraceView, is_error
 from takealook.collector import MetricPoint, Span
 
 SCHEMA_VERSION = 1
 WATERFALL_MAX_SPANS = 300  # a longer waterfall is unreadable; the rest is counted
+PATHS_TRACKED = 1000  # pages of one catch-all route told apart while reading; newer ones go to its other row
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ class TraceAnalysis:
         evidence = self.settings.evidence_traces
         self.endpoints = EndpointAggregator()
         self.paths = CriticalPathAggregator(evidence)
-        self.repeats = RepeatAggregator(evidence)
+        self.repeats = RepeatAggregator(self.settings)
+        self.connections = ConnectionAggregator(evidence)
         self.sequential = SequentialAggregator(self.settings)
         self.public = PublicCallAggregator(evidence)
         self.statements = StatementAggregator(self.settings)
@@ -118,6 +128,7 @@ class TraceAnalysis:
         self.last_ns: Optional[int] = None
         self.slowest: dict[tuple, TraceView] = {}
         self.first_trace: dict[str, str] = {}
+        self.pages: dict[tuple, set] = {}  # (service, method, route template) -> pages of a catch-all seen
 
     def add_trace(self, spans: Sequence[Span]) -> None:
         self.read += 1
@@ -130,6 +141,8 @@ class TraceAnalysis:
             if view.entry is not None:
                 self.entries_seen[view.entry.label] += 1
             return
+        if view.entry is not None and view.entry.by_path:
+            view.entry = self._admit(view.entry)
         self.traces += 1
         self.spans += len(view.by_id)
         for service in view.services():
@@ -138,6 +151,7 @@ class TraceAnalysis:
         self.public.add(view)
         self.statements.add(view)
         self.health.add(view, bool(getattr(spans, "load", None)))
+        self.connections.add(view)
         if view.entry is None:
             self.without_entry += 1
             return
@@ -150,6 +164,34 @@ class TraceAnalysis:
         slowest = self.slowest.get(key)
         if slowest is None or view.root.duration_ns > slowest.root.duration_ns:
             self.slowest[key] = view
+
+    def _admit(self, entry: Entry) -> Entry:
+        """The page itself while its route has fewer than PATHS_TRACKED pages, else the route's other row."""
+        group = (entry.service, entry.method, entry.template)
+        pages = self.pages.get(group)
+        if pages is None:
+            pages = self.pages[group] = set()
+        if entry.route in pages:
+            return entry
+        if len(pages) < PATHS_TRACKED:
+            pages.add(entry.route)
+            return entry
+        return other_row(entry)
+
+    def _fold_paths(self) -> None:
+        """Pages of a catch-all route past the busiest ``paths_per_route`` become the route's one row."""
+        fold = self.endpoints.fold_paths(self.settings.paths_per_route)
+        if not fold:
+            return
+        rename = lambda key: fold.get(key, key)  # noqa: E731 - passed to every aggregator
+        for name in ("paths", "repeats", "sequential", "public", "statements", "errors", "connections"):
+            getattr(self, name).rekey(rename)
+        slowest: dict[tuple, TraceView] = {}
+        for key, view in self.slowest.items():
+            mine = slowest.get(rename(key))
+            if mine is None or view.root.duration_ns > mine.root.duration_ns:
+                slowest[rename(key)] = view
+        self.slowest = slowest
 
     def merge(self, other: "TraceAnalysis") -> None:
         """Add what another analysis (of other traces, in another process) saw; earlier traces first."""
@@ -169,11 +211,19 @@ class TraceAnalysis:
                 self.slowest[key] = view
         for service, trace_id in other.first_trace.items():
             self.first_trace.setdefault(service, trace_id)
-        for name in ("endpoints", "paths", "repeats", "sequential", "public", "statements", "errors", "health"):
+        merge_into(self.pages, other.pages)
+        for name in ("endpoints", "paths", "repeats", "sequential", "public", "statements", "errors", "health",
+                     "connections"):
             getattr(self, name).merge(getattr(other, name))
 
     def add_metric_points(self, points: Iterable[MetricPoint]) -> None:
+        """Points of the HTTP server duration metric, for rates when traces are sampled.
+
+        Given before the traces, an empty set tells the endpoints there is no rate to scale.
+        """
         self.points.extend(points)
+        if not self.traces:
+            self.endpoints.count_routes = bool(self.points)
 
     def _window(self, root: Span) -> None:
         if self.first_ns is None or root.start_ns < self.first_ns:
@@ -187,9 +237,11 @@ class TraceAnalysis:
         end = self.window.until_ns if self.window.until_ns is not None else self.last_ns
         minutes = max((end - start) / 60e9, 1 / 60) if start is not None and end is not None else 1 / 60
         measured = request_counts(self.points, self.window.since_ns, self.window.until_ns)
+        self._fold_paths()
         endpoints: dict[tuple, EndpointStats] = {}
+        served = self.endpoints.served() if measured else {}
         for key in self.endpoints.endpoints:
-            stats = self.endpoints.endpoint_stats(key, minutes, measured.get(key))
+            stats = self.endpoints.endpoint_stats(key, minutes, measured.get(key), served)
             path = self.paths.result(key)
             endpoints[key] = _with_path(stats, path)
         statements = self.statements.statements(endpoints)
@@ -223,6 +275,7 @@ class TraceAnalysis:
             self.repeats.findings(endpoints) + self.sequential.findings(endpoints)
             + self.public.findings(endpoints) + self.statements.findings(statements, endpoints)
             + self.errors.findings(endpoints)
+            + self.connections.findings(endpoints, {s: t.db_requests for s, t in self.endpoints.services.items()})
         )
         performance.sort(key=lambda f: (-f.impact_ms_per_min, f.kind, f.endpoint, f.service))
         health = self.health.findings(service_sql, self.public.own_hosts, self.first_trace)
@@ -272,7 +325,7 @@ def analyze(traces: Iterable[Sequence[Span]], metric_points: Iterable[MetricPoin
             entry_filter: Optional[Callable[[Entry], bool]] = None) -> TraceReport:
     """Every analysis over ``traces`` (each a sequence of one trace's spans)."""
     analysis = TraceAnalysis(settings, window, entry_filter)
+    analysis.add_metric_points(metric_points)
     for spans in traces:
         analysis.add_trace(spans)
-    analysis.add_metric_points(metric_points)
     return analysis.result()

@@ -8,7 +8,7 @@ they are not on the path. The path's segments add up to the entry span's
 duration exactly.
 
 Each segment is charged to the span's service and to what the span is: "sql"
-(a statement), "http" (an outbound call's own time: network, TLS, queueing,
+(a statement), "connect" (opening a database connection), "http" (an outbound call's own time: network, TLS, queueing,
 whatever the callee's server span does not cover), another database's name
 (``redis``...), or "code" (the app's own code, including gaps between spans).
 
@@ -22,15 +22,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
-from takealook.analyzers.traces.trace import CODE, TraceView, category
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio, rekey
+from takealook.analyzers.traces.trace import CODE, SQL, SQL_SYSTEMS, TraceView, category
 from takealook.collector import Span
+
+
+_SQL_OR_UNSET = SQL_SYSTEMS | {None}
 
 
 @dataclass(frozen=True)
 class PathPart:
     service: str
-    category: str  # code | sql | http | another database system
+    category: str  # code | sql | connect | http | another database system
     ms_per_request: float
     share: float
 
@@ -58,7 +61,7 @@ def critical_path(view: TraceView, root: Span | None = None) -> dict[tuple[str, 
         kids = children.get(span.span_id)
         if kids:
             if len(kids) > 1:
-                kids = sorted(kids, key=_end, reverse=True)
+                kids = _latest_first(kids)
             for kid in kids:
                 start = kid.start_ns if kid.start_ns > low else low
                 if start >= until:
@@ -72,7 +75,9 @@ def critical_path(view: TraceView, root: Span | None = None) -> dict[tuple[str, 
                 if kid.span_id in children:
                     stack.append((kid, start, end))
                 else:  # a leaf (most spans): all of its clipped time is its own
-                    key = (kid.service, category(kid))
+                    # Most leaves are statements: their category without the call.
+                    sql = kid.db_statement is not None and kid.db_system in _SQL_OR_UNSET
+                    key = (kid.service, SQL if sql else category(kid))
                     totals[key] = totals.get(key, 0) + (end - start)
                 until = start
         own += until - low
@@ -84,6 +89,18 @@ def critical_path(view: TraceView, root: Span | None = None) -> dict[tuple[str, 
 
 def _end(span: Span) -> int:
     return span.start_ns + span.duration_ns
+
+
+def _latest_first(kids: list[Span]) -> list[Span]:
+    """Children by end, latest first. They are mostly stored in the order they ran, one after another:
+    then reversing is enough, and checking that costs less than a sort's key calls."""
+    previous = 0
+    for kid in kids:
+        end = kid.start_ns + kid.duration_ns
+        if end <= previous:  # out of order, or a tie (the sort keeps ties in their order; reversing would not)
+            return sorted(kids, key=_end, reverse=True)
+        previous = end
+    return kids[::-1]
 
 
 class CriticalPathAggregator:
@@ -98,7 +115,9 @@ class CriticalPathAggregator:
 
     def add(self, key: tuple, view: TraceView) -> None:
         root = view.root
-        sums = self.ns.setdefault(key, {})
+        sums = self.ns.get(key)
+        if sums is None:
+            sums = self.ns[key] = {}
         for part, value in critical_path(view, root).items():
             sums[part] = sums.get(part, 0) + value
         self.total_ns[key] = self.total_ns.get(key, 0) + root.duration_ns
@@ -106,11 +125,16 @@ class CriticalPathAggregator:
         top = self.slowest.get(key)
         if top is None:
             top = self.slowest[key] = TopSlowest(self.evidence)
-        top.add(root.duration_ns, view.trace_id)
+        if root.duration_ns > top.floor:
+            top.add(root.duration_ns, view.trace_id)
 
     def merge(self, other: "CriticalPathAggregator") -> None:
         for table in ("ns", "total_ns", "traces", "slowest"):
             merge_into(getattr(self, table), getattr(other, table))
+
+    def rekey(self, fold) -> None:
+        for table in ("ns", "total_ns", "traces", "slowest"):
+            setattr(self, table, rekey(getattr(self, table), fold, position=None))
 
     def result(self, key: tuple) -> EndpointPath:
         sums = self.ns.get(key, {})

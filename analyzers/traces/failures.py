@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from takealook.analyzers.traces.stats import TopSlowest, merge_into, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ratio, rekey
 from takealook.analyzers.traces.trace import TraceView, is_error
 from takealook.collector import Span
 
@@ -106,6 +106,9 @@ class ErrorAggregator:
 
     def merge(self, other: "ErrorAggregator") -> None:
         merge_into(self.groups, other.groups)
+
+    def rekey(self, fold) -> None:
+        self.groups = rekey(self.groups, fold)
 
     def findings(self, endpoints: dict) -> list[ErrorFinding]:
         out = []

@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio, rekey
 from takealook.analyzers.traces.trace import TraceView, host_of, scheme_of
 
 PAAS_SUFFIXES = (
@@ -143,6 +143,9 @@ class PublicCallAggregator:
             self.own_hosts.setdefault(host, service)
         merge_into(self.groups, other.groups)
         merge_into(self._server_hosts_seen, other._server_hosts_seen)
+
+    def rekey(self, fold) -> None:
+        self.groups = rekey(self.groups, fold)
 
     def findings(self, endpoints: dict) -> list[PublicAddressCall]:
         out = []

@@ -6,7 +6,9 @@ under-counts traffic; the HTTP server duration histogram
 recorded for every request. ``request_counts`` adds its points up per
 (service, method, route): delta points by summing their counts, cumulative
 series by their increase inside the window (a series that started inside the
-window counts from zero). Error counts are the points whose status is 5xx.
+window counts from zero). Error counts are the points whose status is 5xx,
+client errors those with a 4xx. Routes are named by ``takealook.routes``, as
+the entry endpoints are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from takealook.collector import MetricPoint
+from takealook.routes import route_template
 
 SERVER_DURATION_METRICS = ("http.server.request.duration", "http.server.duration")
 
@@ -23,6 +26,7 @@ SERVER_DURATION_METRICS = ("http.server.request.duration", "http.server.duration
 class RequestCount:
     requests: int
     errors: int
+    client_errors: int = 0
 
 
 def request_counts(
@@ -43,16 +47,22 @@ def request_counts(
                point.attributes_json, point.temporality, point.start_ns if point.temporality == "cumulative" else 0)
         series.setdefault(key, []).append(point)
     totals: dict[tuple[str, str, str], list[int]] = {}
+    names: dict[str, str] = {}
     for key, points_of_series in series.items():
         service, name, method, route, status, _, temporality, start = key
         if len(names_by_service[service]) > 1 and name != SERVER_DURATION_METRICS[0]:
             continue
         count = _increase(points_of_series, temporality, start, since_ns)
-        entry = totals.setdefault((service, method, route), [0, 0])
+        name = names.get(route)
+        if name is None:
+            name = names[route] = route_template(route).text if route else ""
+        entry = totals.setdefault((service, method, name), [0, 0, 0])
         entry[0] += count
         if status is not None and status >= 500:
             entry[1] += count
-    return {key: RequestCount(requests, errors) for key, (requests, errors) in totals.items()}
+        elif status is not None and status >= 400:
+            entry[2] += count
+    return {key: RequestCount(*counts) for key, counts in totals.items()}
 
 
 def _increase(points: list[MetricPoint], temporality: str, start_ns: int, since_ns: Optional[int]) -> int:

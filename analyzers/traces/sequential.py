@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from takealook.analyzers.traces.n_plus_one import _callee_route, _operation
 from takealook.analyzers.traces.settings import Settings
-from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio
+from takealook.analyzers.traces.stats import TopSlowest, merge_into, ms, ratio, rekey
 from takealook.analyzers.traces.trace import TraceView, host_of
 from takealook.collector import Span
 
@@ -118,6 +118,9 @@ class SequentialAggregator:
 
     def merge(self, other: "SequentialAggregator") -> None:
         merge_into(self.groups, other.groups)
+
+    def rekey(self, fold) -> None:
+        self.groups = rekey(self.groups, fold)
 
     def findings(self, endpoints: dict) -> list[SequentialCalls]:
         out = []

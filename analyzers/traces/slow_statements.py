@@ -145,6 +145,15 @@ class StatementAggregator:
                 group.top.add(duration, view.trace_id)
         self.sql_ns += sql_ns
 
+    def rekey(self, fold) -> None:
+        for group in self.groups.values():
+            per_endpoint: dict[tuple, list[int]] = {}
+            for key, (calls, ns) in group.per_endpoint.items():
+                tally = per_endpoint.setdefault(fold(key), [0, 0])
+                tally[0] += calls
+                tally[1] += ns
+            group.per_endpoint = per_endpoint
+
     def merge(self, other: "StatementAggregator") -> None:
         self.sql_ns += other.sql_ns
         for key, group in other.groups.items():

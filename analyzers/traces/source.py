@@ -38,6 +38,7 @@ from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.trace import Entry
 from takealook.collector import Load, open_store
 from takealook.errors import InputError
+from takealook.routes import route_template, template_path
 
 Progress = Callable[[int, int], None]  # (traces done, traces in all)
 MAX_JOBS = 4
@@ -45,16 +46,38 @@ PARALLEL_MIN_TRACES = 20_000
 
 
 def endpoint_matcher(endpoint: Optional[str]) -> Optional[Callable[[Entry], bool]]:
-    """A predicate over entries for ``--endpoint`` (label, bare route, or service-prefixed)."""
+    """A predicate over entries for ``--endpoint``.
+
+    E is an endpoint as the report names it (``GET /orders/{id}``), a bare route or page
+    (``/blog/``), either prefixed by its service (``gateway GET /``), or a route as the
+    framework wrote it (``/orders/<int:id>``, ``^api/articles/(?P<slug>[^/.]+)$``): each
+    is named by ``takealook.routes`` as the entries are. A catch-all route's template
+    (``GET /{path}``) selects all of its pages.
+    """
     if not endpoint:
         return None
-    wanted = " ".join(endpoint.split())
+    wanted = _forms(" ".join(endpoint.split()))
 
     def matches(entry: Entry) -> bool:
-        return wanted in (entry.label, entry.route, f"{entry.service} {entry.label}",
-                          f"{entry.service} {entry.route}")
+        names = (entry.route, entry.template or entry.route)
+        for route in names:
+            for name in (route, f"{entry.method} {route}"):
+                if name in wanted or f"{entry.service} {name}" in wanted:
+                    return True
+        return False
 
     return matches
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def _forms(text: str) -> set[str]:
+    """``text`` and the same endpoint with its route (the last word) named by ``takealook.routes``."""
+    prefix, _, route = text.rpartition(" ")  # routes have no spaces; before: a service and/or a method
+    prefix = " ".join(word.upper() if word.upper() in _METHODS else word for word in prefix.split())
+    names = {route, route_template(route).text, template_path(route)}
+    return {text} | {f"{prefix} {name}".strip() for name in names}
 
 
 def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, window: Optional[Window] = None,
@@ -90,6 +113,10 @@ def _analyze(path: Path, analysis: TraceAnalysis, window: Window, filters: _Filt
         total = store.count_traces(window.since_ns, window.until_ns, service=service, load=filters.load)
         summary = store.summary()
         runs = store.load_runs(window.since_ns, window.until_ns)
+        # Read first: without points, no route's server spans need counting (see endpoints).
+        points = [point for name in SERVER_DURATION_METRICS
+                  for point in store.metric_points(name, window.since_ns, window.until_ns, service, load=filters.load)]
+    analysis.add_metric_points(points)
     if isinstance(filters.load, str) and filters.load not in runs:
         raise InputError(f"no traces of load run {filters.load!r} in {path} in that time; "
                          + (f"load runs there: {', '.join(runs)}" if runs else "it holds no load-test traffic"))
@@ -101,9 +128,6 @@ def _analyze(path: Path, analysis: TraceAnalysis, window: Window, filters: _Filt
     with open_store(path, allow_empty=True) as store:
         if not parallel:
             _read(store, analysis, window, filters, progress, total)
-        for name in SERVER_DURATION_METRICS:
-            analysis.add_metric_points(store.metric_points(name, window.since_ns, window.until_ns, service,
-                                                           load=filters.load))
         if analysis.traces == 0:
             raise InputError(_nothing_found(summary, window, filters, analysis, runs))
     report = analysis.result()
@@ -151,7 +175,8 @@ def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window],
     context = multiprocessing.get_context(method)
     done = 0
     with ProcessPoolExecutor(max_workers=len(slices), mp_context=context) as pool:
-        futures = [pool.submit(_analyze_slice, str(path), analysis.settings, part, filters) for part in slices]
+        futures = [pool.submit(_analyze_slice, str(path), analysis.settings, part, filters,
+                               analysis.endpoints.count_routes) for part in slices]
         for future in futures:  # in time order, so "first seen" stays the earliest
             part = future.result()
             analysis.merge(part)
@@ -160,9 +185,11 @@ def _read_in_parallel(path: Path, analysis: TraceAnalysis, slices: list[Window],
                 progress(done, total)
 
 
-def _analyze_slice(path: str, settings: Settings, window: Window, filters: _Filters) -> TraceAnalysis:
+def _analyze_slice(path: str, settings: Settings, window: Window, filters: _Filters,
+                   count_routes: bool) -> TraceAnalysis:
     """One worker's share: its slice of the window, analysed; returned to be merged (pickled)."""
     analysis = TraceAnalysis(settings, window, endpoint_matcher(filters.endpoint))
+    analysis.endpoints.count_routes = count_routes
     with open_store(path, allow_empty=True) as store:
         _read(store, analysis, window, filters, None, 0)
     analysis.entry_filter = None  # a closure: it does not travel between processes

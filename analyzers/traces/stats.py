@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -76,8 +76,21 @@ def merge_into(into: dict, other: dict, maxima: frozenset = frozenset()) -> None
             into[key] = value
 
 
+def rekey(table: dict, fold: Callable[[tuple], tuple], position: Optional[int] = 0) -> dict:
+    """``table`` with the entry key at ``position`` of each key (the key itself if None) passed through ``fold``.
+
+    Rows whose keys meet are combined as ``merge_into`` combines them: used to fold the
+    pages of a catch-all route past the cap into the route's one "other" row.
+    """
+    out: dict = {}
+    for key, value in table.items():
+        new = fold(key) if position is None else key[:position] + (fold(key[position]),) + key[position + 1:]
+        out[new] = _combine(out[new], value, False, frozenset()) if new in out else value
+    return out
+
+
 def _combine(mine, theirs, take_max: bool, maxima: frozenset):
-    if isinstance(mine, TopSlowest):
+    if isinstance(mine, TopSlowest) or hasattr(mine, "merge"):
         mine.merge(theirs)
         return mine
     if mine is None or isinstance(mine, (str, bool, tuple)):

@@ -6,20 +6,20 @@ duplicate id, a start before 2000 or after 2100, a negative duration or one
 longer than a week). Skipped spans are counted by reason so the report can say
 how many it ignored and why; one bad span never spoils its trace.
 
-It also answers the questions every analysis asks of a span: is it SQL, another
-database, an outbound HTTP call; which entry endpoint the trace belongs to (the
-root server span, or a browser document-load or fetch root); which host a call
-went to.
+It also answers the questions every analysis asks of a span: is it SQL, a new
+database connection, another database, an outbound HTTP call; which entry
+endpoint the trace belongs to (the root server span, or a browser document-load
+or fetch root), named by ``takealook.routes`` like every other part names it;
+which host a call went to.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 from urllib.parse import urlsplit
 
 from takealook.collector import Span
+from takealook.routes import ANY_PATH, RouteName, endpoint_route, route_template, template_path
 
 # Timestamps outside these bounds are clock bugs or garbage, not data.
 MIN_START_NS = 946_684_800 * 10**9  # 2000-01-01
@@ -32,20 +32,14 @@ SQL_SYSTEMS = frozenset({
 # The OpenTelemetry JS web instrumentations name their root spans so.
 BROWSER_ROOT_NAMES = frozenset({"documentLoad", "documentFetch"})
 
-# Path segments that are values, not names: numbers, UUIDs, long hex, long opaque tokens.
-_VALUE_SEGMENT = re.compile(
-    r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|[0-9a-fA-F]{12,}|[A-Za-z0-9_-]*\d[A-Za-z0-9_-]*\d[A-Za-z0-9_-]{10,})$"
-)
-
-CODE, SQL, HTTP = "code", "sql", "http"
+CODE, SQL, HTTP, CONNECT = "code", "sql", "http", "connect"
 
 
 def category(span: Span) -> str:
-    """What a span's own time is: "sql", "http", another database's name, or "code"."""
+    """What a span's own time is: "sql", "connect", "http", another database's name, or "code"."""
     if span.db_statement is not None or span.db_system is not None:
         if span.db_system is None or span.db_system in SQL_SYSTEMS:
-            return SQL
+            return CONNECT if span.db_statement is None and is_connect(span) else SQL
         return span.db_system
     if span.kind == "client" and (span.http_method is not None or span.url_full is not None):
         return HTTP
@@ -61,21 +55,29 @@ def is_http_client(span: Span) -> bool:
     )
 
 
-def template_path(path: str) -> str:
-    """``/orders/17/items`` -> ``/orders/{id}/items``: a route when the server did not record one."""
-    if not path:
-        return "/"
-    parts = path.split("/")
-    return "/".join("{id}" if part and _VALUE_SEGMENT.match(part) else part for part in parts)
+def is_connect(span: Span) -> bool:
+    """A database span that opened a connection (the agent's ``connect <db>``), not a statement."""
+    name = span.name
+    if name == "connect" or name.startswith("connect ") or name.endswith(".connect"):
+        return True
+    return '"db.operation.name": "connect"' in span.attributes_json or \
+        '"db.operation.name":"connect"' in span.attributes_json
+
+
+def route_name(span: Span) -> RouteName:
+    """The endpoint a server span belongs to, named by ``takealook.routes`` (catch-alls by their path)."""
+    path = span.url_path or (_path(span.url_full) if span.url_full else None)
+    return endpoint_route(span.http_route, path)
 
 
 def route_of(span: Span) -> str:
-    if span.http_route:
-        return span.http_route
-    if span.url_path:
-        return template_path(span.url_path)
-    if span.url_full:
-        return template_path(urlsplit(span.url_full).path)
+    route = span.http_route
+    if route:
+        template = route_template(route)
+        if not template.catch_all:  # most spans: no path needed
+            return template.text
+    if route or span.url_path or span.url_full:
+        return route_name(span).route
     return span.name or "?"
 
 
@@ -105,14 +107,15 @@ def is_error(span: Span) -> bool:
     return span.kind == "server" and span.http_status is not None and span.http_status >= 500
 
 
-@dataclass(frozen=True)
-class Entry:
-    """The endpoint a trace entered by, as its user felt it."""
+class Entry(NamedTuple):
+    """The endpoint a trace entered by, as its user felt it (a tuple: one is made per trace)."""
 
     service: str
     method: str
-    route: str
+    route: str  # the endpoint's name: a route template, or a catch-all route's page (its path, templated)
     source: str  # "server" | "browser"
+    template: str = ""  # the route's template ("/{path}" for a catch-all); the route itself otherwise
+    by_path: bool = False  # named by its path under a catch-all route (capped per route: see analysis)
 
     @property
     def label(self) -> str:
@@ -126,18 +129,19 @@ class Entry:
 class TraceView:
     """The usable spans of one trace, indexed by id and by parent, and sorted by what they are.
 
-    ``sql``, ``other_db``, ``calls`` (outbound HTTP) and ``servers`` list the spans of
-    each sort, so an analysis only walks the spans it cares about; ``span_counts`` is
-    spans per service.
+    ``sql``, ``connects`` (database connections opened), ``other_db``, ``calls`` (outbound
+    HTTP) and ``servers`` list the spans of each sort, so an analysis only walks the spans it
+    cares about; ``span_counts`` is spans per service.
     """
 
     __slots__ = ("trace_id", "by_id", "children", "roots", "orphans", "skipped", "root", "entry", "sql",
-                 "other_db", "calls", "servers", "span_counts")
+                 "connects", "other_db", "calls", "servers", "span_counts")
 
     def __init__(self, spans: Sequence[Span]):
         by_id: dict[str, Span] = {}
         skipped: list[str] = []
         sql: list[Span] = []
+        connects: Optional[list[Span]] = None  # rare: most apps keep their connections
         other_db: list[Span] = []
         calls: list[Span] = []
         servers: list[Span] = []
@@ -158,7 +162,12 @@ class TraceView:
             counts[service] = counts.get(service, 0) + 1
             if span.db_statement is not None or span.db_system is not None:
                 if span.db_system is None or span.db_system in SQL_SYSTEMS:
-                    sql.append(span)
+                    if span.db_statement is None and is_connect(span):
+                        if connects is None:
+                            connects = []
+                        connects.append(span)
+                    else:
+                        sql.append(span)
                 else:
                     other_db.append(span)
             elif span.kind == "server":
@@ -177,6 +186,7 @@ class TraceView:
         self.orphans = orphans
         self.skipped = skipped
         self.sql = sql
+        self.connects = connects or ()
         self.other_db = other_db
         self.calls = calls
         self.servers = servers
@@ -267,13 +277,23 @@ def _entry(view: TraceView, root: Span) -> Optional[Entry]:
     if _is_browser(root):
         server = next((k for k in view.kids(root) if k.kind == "server"), None)
         if root.name == "documentLoad" or root.name == "documentFetch":
-            method, route = "GET", template_path(root.url_path or _path(root.url_full))
-        else:
-            method = root.http_method or ""
-            route = route_of(server) if server is not None else route_of(root)
-        return Entry(root.service, method, route, "browser")
+            route = template_path(root.url_path or _path(root.url_full))
+            return Entry(root.service, "GET", route, "browser", ANY_PATH, True)
+        span = server if server is not None else root
+        if not (span.http_route or span.url_path or span.url_full):
+            return Entry(root.service, root.http_method or "", span.name or "?", "browser", span.name or "?")
+        name = route_name(span)
+        return Entry(root.service, root.http_method or "", name.route, "browser", name.template, name.by_path)
     if root.kind == "server":
-        return Entry(root.service, root.http_method or "", route_of(root), "server")
+        route = root.http_route
+        if route:
+            template = route_template(route)
+            if not template.catch_all:  # most traces: named by the route alone
+                return Entry(root.service, root.http_method or "", template.text, "server", template.text)
+        if not (route or root.url_path or root.url_full):
+            return Entry(root.service, root.http_method or "", root.name or "?", "server", root.name or "?")
+        name = route_name(root)
+        return Entry(root.service, root.http_method or "", name.route, "server", name.template, name.by_path)
     return None
 
 

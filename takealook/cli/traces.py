@@ -33,8 +33,14 @@ _SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 60
 
 # The analyses' thresholds: Settings' own fields and defaults.
 THRESHOLD_FLAGS = (
-    Flag("n_plus_one_min_count", "--n-plus-one-min-count", "statements with one fingerprint under one parent"),
-    Flag("n_plus_one_min_ms", "--n-plus-one-min-ms", "their time together", "MS"),
+    Flag("n_plus_one_min_count", "--n-plus-one-min-count",
+         "statements with one fingerprint under one parent that make a run"),
+    Flag("n_plus_one_min_ms", "--n-plus-one-min-ms", "report a run whose median time per request reaches this",
+         "MS"),
+    Flag("n_plus_one_long_run", "--n-plus-one-long-run",
+         "... or whose median length does, in half the endpoint's requests"),
+    Flag("n_plus_one_min_impact_ms_per_min", "--n-plus-one-min-impact",
+         "... or whose avoidable time reaches this per minute of traffic", "MS"),
     Flag("repeated_http_min_count", "--repeated-http-min-count", "identical calls under one parent"),
     Flag("sequential_min_saving_ms", "--sequential-min-saving-ms",
          "report sequential calls that would save at least this in parallel", "MS"),
@@ -42,6 +48,8 @@ THRESHOLD_FLAGS = (
     Flag("clock_skew_tolerance_ms", "--clock-skew-tolerance-ms", "a child may start this much before its parent",
          "MS"),
     Flag("top_statements", "--top-statements", "statements listed, by total time"),
+    Flag("paths_per_route", "--paths-per-route", "pages of a catch-all route (Wagtail's, <path:...>, no route) "
+         "shown as endpoints of their own; the rest are one row"),
 )
 
 
@@ -56,7 +64,10 @@ def register(subparsers) -> None:
     rep.add_argument("--since", metavar="WHEN", help="only traces that started after: 1h, 30m, 2024-05-01T10:00")
     rep.add_argument("--until", metavar="WHEN", help="only traces that started before (same forms as --since)")
     rep.add_argument("--service", metavar="S", help="only traces that touch service S")
-    rep.add_argument("--endpoint", metavar="E", help='only traces that entered by E ("GET /orders/<id>" or a route)')
+    rep.add_argument("--endpoint", metavar="E",
+                     help='only traces that entered by E: "GET /orders/{id}", a route or page ("/blog/"), '
+                          'a route as the framework wrote it ("/orders/<int:id>"), or "GET /{path}" for every '
+                          'page of a catch-all route')
     add_load_options(rep)
     rep.add_argument("--dsn", action="append", default=[], metavar="DSN",
                      help="join statements to pg_stat_statements of this database (read-only; repeatable)")

@@ -78,11 +78,11 @@ def _with_rank(item: Ranked, rank: int) -> Ranked:
 
 
 def load_name(endpoint: str) -> str:
-    """A trace endpoint ("GET /orders/<int:id>") as load runs name it ("GET /orders/{id}")."""
-    from takealook.loadtests.generate import route_template
+    """A trace endpoint as load runs name it: both are named by ``takealook.routes`` ("GET /orders/{id}")."""
+    from takealook.routes import endpoint_name
 
     method, _, route = endpoint.partition(" ")
-    return f"{method} {route_template(route)}" if route else endpoint
+    return endpoint_name(method, route) if route else endpoint
 
 
 class _Evidence:

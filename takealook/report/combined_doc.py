@@ -27,6 +27,7 @@ from takealook.report.model import (
     WaterfallSpan,
 )
 from takealook.report.render import fmt_value
+from takealook.report.traces import endpoint_label
 
 DETAILED = 10
 TONES = {"critical": "bad", "high": "bad", "medium": "warning", "low": "info", "info": "info"}
@@ -187,9 +188,9 @@ def _short(text: str, width: int = 80) -> str:
 
 def _time_section(traces) -> Section:
     endpoints = sorted(traces.endpoints, key=lambda e: -e.requests_per_min * e.mean_ms)
-    rows = [(e.endpoint, e.service, e.requests_per_min, e.error_rate * 100, e.p50_ms, e.p95_ms, e.p99_ms,
-             e.sql_per_request, e.services_per_request) for e in endpoints]
-    table = Table.of(("endpoint", "service", "req/min", "errors %", "p50 ms", "p95 ms", "p99 ms", "SQL/req",
+    rows = [(endpoint_label(e), e.service, e.requests_per_min, e.error_rate * 100, e.client_error_rate * 100,
+             e.p50_ms, e.p95_ms, e.p99_ms, e.sql_per_request, e.services_per_request) for e in endpoints]
+    table = Table.of(("endpoint", "service", "req/min", "errors %", "4xx %", "p50 ms", "p95 ms", "p99 ms", "SQL/req",
                       "services/req"), rows, title="Entry endpoints as users feel them")
     shares = StackedBars("Share of critical-path time (services' own code, SQL, outbound HTTP)",
                          tuple((e.endpoint, tuple((k, round(v * 100, 1)) for k, v in

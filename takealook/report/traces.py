@@ -47,6 +47,10 @@ ADVICE = {
     "missing_db_spans": "If the service uses a database, instrument its driver (run it under takealook-run).",
     "clock_skew": "Synchronise the hosts' clocks (NTP/chrony); per-service times across these calls are shifted.",
     "broken_trace": "Instrument the callee (takealook-run) and let it accept the W3C traceparent header.",
+    "connection_per_request": "Keep connections open between requests: in Django set CONN_MAX_AGE (60 s, say) "
+                              "with CONN_HEALTH_CHECKS = True, or Django 5.1's pool (OPTIONS "
+                              "{\"pool\": True} with psycopg 3); elsewhere a pool (SQLAlchemy's, psycopg_pool); "
+                              "or pgbouncer in front of PostgreSQL, which also caps the server's connections.",
 }
 
 
@@ -54,8 +58,15 @@ def describe(f) -> str:
     """One line saying what a finding is."""
     kind = f.kind
     if kind == "n_plus_one":
-        return (f"{f.count}× {_short(f.statement)} under {f.operation} in {f.service}: "
-                f"{_n(f.total_ms)} ms per request, {f.share_of_latency:.0%} of its latency")
+        statements = getattr(f, "statements", ()) or (f.statement,)
+        what = _short(f.statement) if len(statements) == 1 else \
+            f"a loop of {len(statements)} statements ({_short(f.statement)}, …) run {f.iterations} times"
+        return (f"{f.count}× {what} under {f.operation} in {f.service}: "
+                f"{_n(f.total_ms)} ms per request (median of {f.occurrences}), {f.share_of_latency:.0%} of its latency")
+    if kind == "connection_per_request":
+        return (f"{f.service} opens a database connection in {f.share_of_requests:.0%} of its requests "
+                f"({f.requests_connecting} of {f.requests}): {_n(f.connect_ms)} ms per request, "
+                f"{f.share_of_latency:.0%} of their time")
     if kind == "repeated_http":
         what = "identical calls" if f.identical else "calls to one route"
         return f"{f.count} {what} {f.call} from {f.service} under {f.operation}: {_n(f.total_ms)} ms per request"
@@ -157,7 +168,8 @@ def _findings_section(report: TraceReport) -> Section:
     findings = _performance(report)
     if not findings:
         return Section("Findings", (Paragraph("No N+1 queries, repeated or sequential calls, public-address "
-                                              "calls, slow statements or errors found.", "good"),))
+                                              "calls, connections per request, slow statements or errors found.",
+                                              "good"),))
     rows = [(i + 1, f.impact_ms_per_min, f.kind, f.endpoint, describe(f)) for i, f in enumerate(findings)]
     table = Table.of(("#", "ms/min", "kind", "endpoint", "what"), rows, right=("#", "ms/min"))
     intro = Paragraph("Ranked by their cost to users: milliseconds of user-visible time per minute of traffic "
@@ -169,16 +181,18 @@ def _findings_section(report: TraceReport) -> Section:
 def _finding_detail(rank: int, f) -> Section:
     items = [("endpoint", f"{f.endpoint} ({getattr(f, 'endpoint_service', '')})"), ("service", f.service),
              ("impact", f"{_n(f.impact_ms_per_min)} ms per minute of traffic")]
-    for name in ("operation", "occurrences", "affected_share", "count", "total_ms", "saving_ms", "share_of_latency",
-                 "calls_per_request", "overhead_ms_per_request", "p95_ms", "mean_ms", "calls", "message"):
+    for name in ("severity", "operation", "occurrences", "affected_share", "count", "count_p95", "iterations",
+                 "total_ms", "total_ms_p95", "saving_ms", "share_of_latency", "calls_per_request",
+                 "overhead_ms_per_request", "p95_ms", "mean_ms", "calls", "message", "requests",
+                 "requests_connecting", "connects_per_request", "connect_ms", "connect_ms_p95"):
         value = getattr(f, name, None)
         if value not in (None, "", ()) and not isinstance(value, tuple):
             items.append((name.replace("_", " "), f"{value:.0%}" if name.endswith("share") or
                           name == "share_of_latency" else value))
     blocks: list = [Paragraph(describe(f)), KeyValues(tuple(items))]
-    statement = getattr(f, "statement", None)
-    if statement:
-        blocks.append(Code(statement, "sql"))
+    statements = getattr(f, "statements", ()) or ((f.statement,) if getattr(f, "statement", None) else ())
+    if statements:
+        blocks.append(Code(";\n".join(statements), "sql"))
     figures = getattr(f, "pg_stat_statements", None)
     if figures is not None:
         blocks.append(Paragraph(f"pg_stat_statements ({figures.dsn_database}): {figures.calls} calls, "
@@ -198,14 +212,24 @@ def _finding_detail(rank: int, f) -> Section:
     return Section(f"{rank}. {f.kind.replace('_', ' ')} — {f.endpoint}", tuple(blocks))
 
 
+def endpoint_label(e) -> str:
+    """An endpoint as the tables show it: a catch-all's other row says how many pages it stands for."""
+    return f"{e.endpoint} (other pages: {e.other_paths})" if getattr(e, "other_paths", 0) else e.endpoint
+
+
 def _endpoints_section(report: TraceReport) -> Section:
-    rows = [(e.endpoint, e.service, e.requests, e.requests_per_min, f"{e.error_rate:.1%}", e.p50_ms, e.p95_ms,
-             e.p99_ms, e.services_per_request, e.sql_per_request, e.outbound_calls_per_request)
-            for e in report.endpoints]
-    table = Table.of(("endpoint", "service", "requests", "req/min", "errors", "p50 ms", "p95 ms", "p99 ms",
-                      "services", "SQL/req", "calls/req"), rows, right=("errors",))
-    blocks: list = [Paragraph("Entry endpoints (root server spans, browser roots), busiest-slowest first."),
+    rows = [(endpoint_label(e), e.service, e.requests, e.requests_per_min, f"{e.error_rate:.1%}",
+             f"{e.client_error_rate:.1%}", e.p50_ms, e.p95_ms, e.p99_ms, e.services_per_request, e.sql_per_request,
+             e.outbound_calls_per_request) for e in report.endpoints]
+    table = Table.of(("endpoint", "service", "requests", "req/min", "errors", "4xx", "p50 ms", "p95 ms", "p99 ms",
+                      "services", "SQL/req", "calls/req"), rows, right=("errors", "4xx"))
+    blocks: list = [Paragraph("Entry endpoints (root server spans, browser roots), busiest-slowest first; errors "
+                              "are 5xx answers and failures, 4xx the answers refused (login walls, bad input)."),
                     table]
+    pages = sorted({e.route_template for e in report.endpoints if e.by_path or e.other_paths})
+    if pages:
+        blocks.append(Paragraph("Named by their path: the pages of catch-all routes (" + ", ".join(pages) + "); "
+                                "past the busiest of a route, the rest are one row named by the route."))
     sampled = [e.endpoint for e in report.endpoints if e.rate_source == "metrics"]
     if sampled:
         blocks.append(Paragraph("Rates from metric points (traces are sampled) for: " + ", ".join(sampled)))
@@ -242,10 +266,12 @@ def _waterfalls_section(report: TraceReport) -> Section | None:
 
 
 def _services_section(report: TraceReport) -> Section:
-    rows = [(s.service, s.requests, s.requests_per_min, f"{s.error_rate:.1%}", s.p50_ms, s.p95_ms, s.p99_ms,
-             s.spans, s.sql_per_request, s.outbound_calls_per_request) for s in report.services]
-    return Section("Services", (Table.of(("service", "server spans", "req/min", "errors", "p50 ms", "p95 ms",
-                                          "p99 ms", "spans", "SQL/req", "calls/req"), rows, right=("errors",)),))
+    rows = [(s.service, s.requests, s.requests_per_min, f"{s.error_rate:.1%}", f"{s.client_error_rate:.1%}",
+             s.p50_ms, s.p95_ms, s.p99_ms, s.spans, s.sql_per_request, s.outbound_calls_per_request)
+            for s in report.services]
+    return Section("Services", (Table.of(("service", "server spans", "req/min", "errors", "4xx", "p50 ms", "p95 ms",
+                                          "p99 ms", "spans", "SQL/req", "calls/req"), rows,
+                                         right=("errors", "4xx")),))
 
 
 def _statements_section(report: TraceReport) -> Section | None:

@@ -37,8 +37,10 @@ def test_one_trace_across_three_apps(apps, app_dbs, sink):
         if not roots:
             return False
         trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
+        # Each app exports on its own: the orders server span may arrive after the inventory's spans.
         return len([s for s in trace if s["service"] == "inventory" and s["kind"] == SERVER]) == 2 \
-            and len([s for s in trace if s["service"] == "inventory" and s["kind"] == CLIENT]) == 4
+            and len([s for s in trace if s["service"] == "inventory" and "db.query.text" in s["attributes"]]) == 4 \
+            and any(s["service"] == "orders" and s["kind"] == SERVER for s in trace)
 
     try:
         spans = sink.wait_for_spans(complete)
@@ -78,7 +80,8 @@ def test_one_trace_across_three_apps(apps, app_dbs, sink):
     for call in calls:
         (inventory_server,) = children(call, "inventory", SERVER)
         assert inventory_server["attributes"]["http.route"] == "/stock/<sku>"
-        statements = sorted(s["attributes"]["db.query.text"] for s in children(inventory_server, "inventory", CLIENT))
+        statements = sorted(s["attributes"]["db.query.text"] for s in children(inventory_server, "inventory", CLIENT)
+                            if "db.query.text" in s["attributes"])
         assert statements == ["SELECT count(*) FROM stock WHERE note = %s OR qty > %s",
                               "SELECT qty FROM stock WHERE sku = %s"]
     assert all(s["parent_span_id"] is None or s["parent_span_id"] in by_id for s in trace)

@@ -69,7 +69,7 @@ def test_index_impact_never_exceeds_the_measured_time(joined):
     # Severity from milliseconds: a 99% cheaper plan for a statement that costs little is not "high".
     assert index.severity == severity_for(index.impact_ms_per_min)
     assert index.impact_ms_per_min < 1000 and index.severity != "high"
-    assert index.endpoints == ("GET /customers/<int:id>/orders",)
+    assert index.endpoints == ("GET /customers/{id}/orders",)
     # The slow-statement finding of the traces is told by the index finding: one problem, one line.
     assert not [f for f in result.findings if f.kind == "slow_statement" and f.fingerprint == index.fingerprint]
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from takealook.loadtests.generate import collect, route_template, template_from_path
+from takealook.loadtests.generate import collect
 from takealook.loadtests.runs import load_run
 from tests.conftest import script
 from tests.loadtests.server import DelayServer
@@ -89,16 +89,23 @@ def store(tmp_path_factory):
     return path
 
 
-def test_route_templates():
-    assert route_template("/orders/<int:id>") == "/orders/{id}"
-    assert route_template("/files/<path:rest>") == "/files/{rest}"
-    assert route_template("orders/<int:pk>/") == "/orders/{pk}/"
-    assert route_template(r"^orders/(?P<pk>\d+)/$") == "/orders/{pk}/"
-    assert route_template("/users/{user_id}") == "/users/{user_id}"
-    assert template_from_path("/orders/17/items/3") == "/orders/{id}/items/{id2}"
-    assert template_from_path("/items/3f2a9c1e-1b2c-4d5e-8f90-1234567890ab") == "/items/{uuid}"
-    assert template_from_path("/blobs/deadbeef42") == "/blobs/{hex}"
-    assert template_from_path("/about/team") == "/about/team"
+def test_pages_of_a_catch_all_route_are_tasks_up_to_the_cap_and_the_rest_one_task():
+    from takealook.collector.model import Span
+    from takealook.routes import PATHS_PER_ROUTE
+
+    def page(number: int, path: str) -> list:
+        return [Span(f"{number:032x}", f"{number:016x}", None, "cms", "GET", "server", 10**18 + number, 10**6,
+                     "unset", http_method="GET", http_route="/((?:[\\w\\-]+/)*)$", http_status=200, url_path=path)]
+
+    paths = ["/blog/"] * 5 + ["/locations/"] * 3 + [f"/page-{chr(97 + i % 26)}{i // 26}/" for i in range(30)]
+    endpoints, _ = collect([page(i, path) for i, path in enumerate(paths)])
+    templates = {e.template: e for e in endpoints}
+    assert templates["/blog/"].requests == 5 and templates["/blog/"].values == ("/blog/",)
+    assert templates["/locations/"].requests == 3
+    assert len(endpoints) == PATHS_PER_ROUTE + 1
+    rest = templates["/{path}"]  # the pages past the cap, named as traces report names their row
+    assert rest.requests == len(paths) - sum(e.requests for e in endpoints if e is not rest)
+    assert all(value.startswith("/page-") for value in rest.values)
 
 
 def test_generate_writes_entries_weights_values_and_no_secrets(store, tmp_path):

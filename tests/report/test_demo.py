@@ -46,11 +46,11 @@ def test_the_built_in_problems_are_the_top_findings(demo):
     by_kind = {f.kind: f for f in top}
     index = by_kind["missing_index"]
     assert index.index.table == "public.stock" and index.index.columns == ("sku",) and index.index.verified
-    assert index.endpoints[0] == "GET /products/<sku>"
+    assert index.endpoints[0] == "GET /products/{sku}"
     n_plus_ones = [f for f in report.findings if f.kind == "n_plus_one"]
-    assert ("GET /orders/<int:customer_id>",) in [f.endpoints for f in n_plus_ones]
+    assert ("GET /orders/{customer_id}",) in [f.endpoints for f in n_plus_ones]
     assert all("order_lines" in f.statement for f in n_plus_ones)
-    assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/<int:customer_id>",)
+    assert by_kind["sequential_calls"].endpoints == ("GET /dashboard/{customer_id}",)
     assert all(f.impact_ms_per_min > 0 for f in top)
     # The index's figure is an estimate built from measured execution time, never above it.
     impact = index.index_impact

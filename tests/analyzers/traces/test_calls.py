@@ -23,11 +23,11 @@ def _dashboard(orders_at: float, stock_at: float, users_at: float, offset_ms: fl
 def test_back_to_back_calls_to_different_endpoints_are_flagged_with_their_saving():
     traces = [_dashboard(5, 50, 85, offset_ms=i * 30_000).spans for i in range(3)]
     (finding,) = [f for f in analyze(traces).findings if f.kind == "sequential_calls"]
-    assert finding.calls == ("GET orders /api/orders/<int:id>", "GET stock /stock/<int:id>",
-                             "GET users /api/users/<int:id>")
+    assert finding.calls == ("GET orders /api/orders/{id}", "GET stock /stock/{id}",
+                             "GET users /api/users/{id}")
     assert finding.total_ms == 90.0
     assert finding.saving_ms == 50.0  # 40 + 30 + 20 - 40
-    assert (finding.service, finding.endpoint, finding.occurrences) == ("gateway", "GET /dashboard/<id>", 3)
+    assert (finding.service, finding.endpoint, finding.occurrences) == ("gateway", "GET /dashboard/{id}", 3)
     assert finding.impact_ms_per_min == pytest.approx(50 * 3 / ((60_000 + 150) / 60_000), rel=1e-3)
 
 
@@ -39,7 +39,7 @@ def test_overlapping_calls_already_run_in_parallel():
 def test_a_call_after_a_parallel_group_is_still_sequential_to_it():
     # orders 5-45 and stock 10-40 run together; users waits until 60: it could have joined them.
     (run,) = find_sequential(TraceView(_dashboard(5, 10, 60).spans))
-    assert run.calls == ("GET stock /stock/<int:id>", "GET users /api/users/<int:id>")
+    assert run.calls == ("GET stock /stock/{id}", "GET users /api/users/{id}")
     assert run.saving_ns == 20_000_000
 
 

@@ -59,7 +59,7 @@ def test_json_follows_the_contract(shop_store):
     check("traces-report", data)  # docs/json.md
     assert data["totals"]["spans"] == 6 * (14 + 2) and data["totals"]["traces"] == 12
     assert data["totals"]["services"] == ["gateway", "orders", "stock"]
-    dashboard = next(e for e in data["endpoints"] if e["route"] == "/dashboard/<int:id>")
+    dashboard = next(e for e in data["endpoints"] if e["route"] == "/dashboard/{id}")
     for key in ("service", "method", "route", "requests", "error_rate", "p50_ms", "p95_ms", "p99_ms"):
         assert key in dashboard
     assert (dashboard["service"], dashboard["method"], dashboard["requests"]) == ("gateway", "GET", 6)
@@ -67,12 +67,12 @@ def test_json_follows_the_contract(shop_store):
     assert dashboard["critical_path"] == {"sql": 0.7667, "gateway": 0.1083, "orders": 0.075, "stock": 0.0333,
                                          "http": 0.0167}
     kinds = [(f["kind"], f["service"], f["endpoint"]) for f in data["findings"]]
-    assert kinds == [("n_plus_one", "orders", "GET /dashboard/<int:id>"),
-                     ("sequential_calls", "gateway", "GET /dashboard/<int:id>")]
+    assert kinds == [("n_plus_one", "orders", "GET /dashboard/{id}"),
+                     ("sequential_calls", "gateway", "GET /dashboard/{id}")]
     n_plus_one, sequential = data["findings"]
     assert (n_plus_one["count"], n_plus_one["total_ms"]) == (7, 70.0)
     assert n_plus_one["statement"] == "SELECT * FROM products WHERE id = 0"
-    assert sequential["calls"] == ["GET orders /api/orders/<int:id>", "GET stock /stock/summary"]
+    assert sequential["calls"] == ["GET orders /api/orders/{id}", "GET stock /stock/summary"]
     assert sequential["saving_ms"] == 25.0
     for finding in data["findings"]:
         assert finding["impact_ms_per_min"] > 0 and len(finding["trace_ids"]) == 5
@@ -80,7 +80,7 @@ def test_json_follows_the_contract(shop_store):
 
 def test_text_markdown_and_html(shop_store, tmp_path):
     text = _report("--store", str(shop_store))
-    assert text.returncode == 0 and "n_plus_one" in text.stdout and "GET /dashboard/<int:id>" in text.stdout
+    assert text.returncode == 0 and "n_plus_one" in text.stdout and "GET /dashboard/{id}" in text.stdout
     for name, marker in (("report.md", "## Findings"), ("report.html", "<svg")):
         out = _report("--store", str(shop_store), "-o", str(tmp_path / name))
         assert out.returncode == 0, out.stderr
@@ -93,9 +93,9 @@ def test_endpoint_and_service_filters(shop_store):
     data = json.loads(_report("--store", str(shop_store), "--format", "json", "--endpoint", "GET /health").stdout)
     assert [e["route"] for e in data["endpoints"]] == ["/health"] and data["findings"] == []
     data = json.loads(_report("--store", str(shop_store), "--format", "json", "--service", "stock").stdout)
-    assert [e["route"] for e in data["endpoints"]] == ["/dashboard/<int:id>"]
+    assert [e["route"] for e in data["endpoints"]] == ["/dashboard/{id}"]
     out = _report("--store", str(shop_store), "--endpoint", "GET /nope")
-    assert out.returncode == 2 and "entry endpoints seen: GET /dashboard/<int:id>, GET /health" in out.stderr
+    assert out.returncode == 2 and "entry endpoints seen: GET /dashboard/{id}, GET /health" in out.stderr
 
 
 def test_thresholds_are_flags(shop_store):

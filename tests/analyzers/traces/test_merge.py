@@ -15,9 +15,15 @@ def _traces(n: int):
     for i in range(n):
         b = TraceBuilder(offset_ms=i * 700)
         fail = i % 7 == 0
-        root = b.server("gateway", "GET", f"/page/{i % 3}", 0, 150 + i % 50, status_code=500 if fail else 200)
+        status = 500 if fail else 404 if i % 11 == 0 else 200
+        if i % 2:
+            root = b.server("gateway", "GET", f"/page/{i % 3}", 0, 150 + i % 50, status_code=status)
+        else:  # a catch-all route: one endpoint per page, the quietest past the cap folded into one row
+            root = b.server("gateway", "GET", "/<path:rest>", 0, 150 + i % 50, status_code=status,
+                            url_path=f"/docs/p{i % 14 if i % 3 else 0}/")
         b.sql("gateway", "SELECT 1", 1, 1 + rng.random(), root)
         orders = b.call("gateway", "orders", "GET", "https://orders.herokuapp.com/api", "/api", 5, 80 + i % 13, root)
+        b.span("orders", "connect orders", 5.5, 0.5, orders, "client", db_system="postgresql", db_name="orders")
         for k in range(6):
             b.sql("orders", f"SELECT * FROM p WHERE id = {k}", 6 + k * 11, 10 + rng.random(), orders,
                   events_json=exception_events("KeyError", "p") if fail and k == 0 else "[]")
@@ -37,10 +43,11 @@ def _json(analysis):
 
 def test_merged_halves_equal_the_whole():
     traces = _traces(60)
-    whole = TraceAnalysis(Settings())
+    settings = Settings(paths_per_route=3)
+    whole = TraceAnalysis(settings)
     for spans in traces:
         whole.add_trace(spans)
-    first, second = TraceAnalysis(Settings()), TraceAnalysis(Settings())
+    first, second = TraceAnalysis(settings), TraceAnalysis(settings)
     for spans in traces[:25]:
         first.add_trace(spans)
     for spans in traces[25:]:
@@ -48,5 +55,9 @@ def test_merged_halves_equal_the_whole():
     first.merge(second)
     merged = _json(first)
     assert merged == _json(whole)
-    kinds = {f.kind for f in whole.result().findings}
-    assert {"n_plus_one", "sequential_calls", "public_address_call", "error", "orphan_span", "clock_skew"} <= kinds
+    report = whole.result()
+    kinds = {f.kind for f in report.findings}
+    assert {"n_plus_one", "sequential_calls", "public_address_call", "error", "orphan_span", "clock_skew",
+            "connection_per_request"} <= kinds
+    assert sum(1 for e in report.endpoints if e.by_path) == 3
+    assert [e.other_paths > 0 for e in report.endpoints if e.route == "/{rest}"] == [True]

@@ -4,7 +4,9 @@ The apps (``apps/``): a Flask gateway under ``takealook-run`` and gunicorn that 
 then the inventory service one after the other (seeded: sequential calls); a Django orders service that loads
 each order's product with its own query (seeded: an N+1 of 8 statements of ~8 ms); a Flask inventory service
 that runs 6 queries at once in a thread pool (a deliberate fan-out: must not be flagged). Each has its own
-PostgreSQL database. The report must find exactly the two seeded problems, on the right endpoint.
+PostgreSQL database. The report must find exactly the two seeded problems, on the right endpoint, and what
+all three apps do as many small apps do: open a new database connection in every request (Django's default
+``CONN_MAX_AGE = 0``, a ``connect()`` per request or per query in the Flask apps).
 """
 
 from __future__ import annotations
@@ -109,8 +111,8 @@ def test_the_report_finds_exactly_the_seeded_problems(databases, processes, tmp_
     assert report["totals"]["services"] == ["gateway", "inventory", "orders"]
     assert report["totals"]["skipped_spans"] == 0 and report["totals"]["traces_without_entry"] == 0
     endpoints = {e["endpoint"]: e for e in report["endpoints"]}
-    assert set(endpoints) == {"GET /dashboard/<int:user_id>", "GET /health"}
-    dashboard = endpoints["GET /dashboard/<int:user_id>"]
+    assert set(endpoints) == {"GET /dashboard/{user_id}", "GET /health"}
+    dashboard = endpoints["GET /dashboard/{user_id}"]
     assert (dashboard["service"], dashboard["requests"], dashboard["error_rate"]) == ("gateway", DASHBOARDS, 0.0)
     assert dashboard["services_per_request"] == 3.0 and dashboard["outbound_calls_per_request"] == 2.0
     assert dashboard["sql_per_request"] >= 1 + 1 + 8 + 6  # user, orders list, the N+1, the fan-out
@@ -118,9 +120,15 @@ def test_the_report_finds_exactly_the_seeded_problems(databases, processes, tmp_
     assert endpoints["GET /health"]["requests"] == HEALTH_CHECKS
 
     found = sorted((f["kind"], f["service"], f["endpoint"]) for f in report["findings"])
-    assert found == [("n_plus_one", "orders", "GET /dashboard/<int:user_id>"),
-                     ("sequential_calls", "gateway", "GET /dashboard/<int:user_id>")], json.dumps(
+    assert found == [("connection_per_request", "gateway", "GET /dashboard/{user_id}"),
+                     ("connection_per_request", "inventory", "GET /dashboard/{user_id}"),
+                     ("connection_per_request", "orders", "GET /dashboard/{user_id}"),
+                     ("n_plus_one", "orders", "GET /dashboard/{user_id}"),
+                     ("sequential_calls", "gateway", "GET /dashboard/{user_id}")], json.dumps(
         report["findings"], indent=1)
+    churn = {f["service"]: f for f in report["findings"] if f["kind"] == "connection_per_request"}
+    assert churn["gateway"]["requests_connecting"] == DASHBOARDS + HEALTH_CHECKS
+    assert churn["inventory"]["connects_per_request"] == 6.0  # one per query of the fan-out
     (n_plus_one,) = [f for f in report["findings"] if f["kind"] == "n_plus_one"]
     assert n_plus_one["statement"] == N_PLUS_ONE
     assert (n_plus_one["count"], n_plus_one["occurrences"]) == (8, DASHBOARDS)
