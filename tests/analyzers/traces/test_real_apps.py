@@ -120,7 +120,10 @@ def store(databases, tmp_path_factory):
         otlp = free_port()
         processes.start([script("takealook"), "collect", "--listen", f"127.0.0.1:{otlp}", "--grpc", "off",
                          "--store", str(path), "--quiet"], port=otlp, env={})
-        common = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}"}
+        # A CMS's page paths (/blog/, /locations/) and the blog's doc pages are public names, not personal
+        # values: the agent records them whole only when told (by default a catch-all's pages are all
+        # /REDACTED/, docs/agent.md "What is recorded").
+        common = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}", "TAKEALOOK_RECORD_PATH_VALUES": "all"}
         ports = {"cms": free_port(), "cms-clean": free_port(), "blog": free_port()}
         for service, port in ports.items():
             if service == "blog":
