@@ -50,7 +50,7 @@ def _trace(sink, service, path):
         if not roots:
             return False
         trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
-        return len([s for s in trace if s["service"] == "inventory" and s["kind"] == CLIENT]) == 4
+        return len([s for s in trace if s["service"] == "inventory" and "db.query.text" in s["attributes"]]) == 4
 
     spans = sink.wait_for_spans(complete)
     root = [s for s in spans if s["service"] == service and s["kind"] == SERVER

@@ -117,6 +117,6 @@ def test_a_contrib_instrumentation_disabled_by_name_makes_no_span(catalog):
     assert answer.status_code == 200, runner.logs()
     root, trace = _trace_of(sink, "catalog-noredis", 8)
     assert [s for s in trace if s["scope"] == REDIS_SCOPE] == []
-    assert [s["attributes"]["db.query.text"] for s in trace if s["kind"] == CLIENT] == [
+    assert [s["attributes"]["db.query.text"] for s in trace if "db.query.text" in s["attributes"]] == [
         "SELECT id, name FROM customers WHERE id = %s"]
     assert root["attributes"]["http.response.status_code"] == 200

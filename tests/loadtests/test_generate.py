@@ -100,12 +100,12 @@ def test_pages_of_a_catch_all_route_are_tasks_up_to_the_cap_and_the_rest_one_tas
     paths = ["/blog/"] * 5 + ["/locations/"] * 3 + [f"/page-{chr(97 + i % 26)}{i // 26}/" for i in range(30)]
     endpoints, _ = collect([page(i, path) for i, path in enumerate(paths)])
     templates = {e.template: e for e in endpoints}
-    assert templates["/blog/"].requests == 5 and templates["/blog/"].values == ("/blog/",)
+    assert templates["/blog/"].requests == 5 and templates["/blog/"].values == (("/blog/", 5.0),)
     assert templates["/locations/"].requests == 3
     assert len(endpoints) == PATHS_PER_ROUTE + 1
     rest = templates["/{path}"]  # the pages past the cap, named as traces report names their row
     assert rest.requests == len(paths) - sum(e.requests for e in endpoints if e is not rest)
-    assert all(value.startswith("/page-") for value in rest.values)
+    assert all(value.startswith("/page-") for value, _ in rest.values)
 
 
 def test_generate_writes_entries_weights_values_and_no_secrets(store, tmp_path):

@@ -68,7 +68,8 @@ def test_a_route_other_services_call_too_keeps_its_entry_rate_from_the_spans():
     assert endpoints["GET /orders/{id}"].requests_per_min == 10.0
     # Sampled (a fifth of the spans kept), the metric scales each endpoint by its share of the route's spans.
     sampled = traces[:2] + traces[10:28]
-    endpoints = {e.endpoint: e for e in analyze(sampled, points, window=Window(BASE_NS, BASE_NS + 60 * 10**9)).endpoints}
+    report = analyze(sampled, points, window=Window(BASE_NS, BASE_NS + 60 * 10**9))
+    endpoints = {e.endpoint: e for e in report.endpoints}
     assert endpoints["GET /orders/{id}"].rate_source == "metrics"
     assert endpoints["GET /orders/{id}"].requests_measured == 10
 
