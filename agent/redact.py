@@ -24,9 +24,19 @@ a literal word of the request's route (``users`` and ``profile`` in
 ``/users/<username>/profile``); any other segment is ``REDACTED``, and so is a
 route parameter whose name looks secret (``/reset/<token>``), id or not.
 Without a route (a 404, an outgoing call) the literal words of every route this
-process has served count. ``TAKEALOOK_RECORD_PATH_VALUES``: ``all`` keeps paths
-whole, a list of route parameter names keeps those parameters' values
-(``sku,slug``).
+process has served count.
+
+Under a catch-all route (a parameter that holds slashes: Wagtail's
+``^((?:[\w\-]+/)*)$``, Flask's ``<path:...>``, Starlette's ``{p:path}``) the
+path is the name of a page in a tree the site publishes (``/blog/2024-review/``),
+and analyses name such endpoints by it, so its segments are kept when they are
+page slugs: lowercase words, digits, ``-`` and ``_``, each word all letters,
+all digits or at most four characters. Anything else (an email, a mixed-case
+token, ``x7k2m9q``) is ``REDACTED``.
+
+``TAKEALOOK_RECORD_PATH_VALUES``: ``all`` keeps paths whole, ``ids`` keeps only
+ids and route words (no slugs under catch-all routes either), a list of route
+parameter names keeps those parameters' values (``sku,slug``).
 
 Everything here runs once per request, so it is plain string work: a split, set
 lookups, one compiled regular expression for ids; routes are parsed once.
@@ -57,6 +67,11 @@ _ID = re.compile(r"\d{1,20}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
                  r"|(?=[a-fA-F]*\d)[0-9a-fA-F]{8,24}", re.ASCII)
 _PARAM = re.compile(r"<(?:[^<>:]*:)?([A-Za-z_]\w*)>|\(\?P<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)(?::[^}]*)?\}")
 _NOT_LITERAL = re.compile(r"[<>(){}\[\]\\^$*+?|]")
+# A page slug under a catch-all route: lowercase words joined by - or _; a word mixing letters and digits
+# only when short (v2, h2o), so tokens (x7k2m9q) are not taken for page names.
+_SLUG = re.compile(r"(?:[a-z]+|\d+|[a-z0-9]{1,4})(?:[-_](?:[a-z]+|\d+|[a-z0-9]{1,4}))*", re.ASCII)
+_MAX_SLUG = 80
+_CLASS = re.compile(r"\[((?:\\.|[^\]\\])*)\]")
 _MAX_ROUTES = 2048
 _MAX_WORDS = 4096
 _MAX_NAMES = 1024
@@ -84,18 +99,45 @@ def _personal_number_name(name: str) -> bool:
     return bool(_PERSONAL_STEMS.search(name)) or any(part in _PERSONAL_WORDS for part in re.split(r"[^a-z]+", name))
 
 
+def is_slug(segment: str) -> bool:
+    return len(segment) <= _MAX_SLUG and _SLUG.fullmatch(segment) is not None
+
+
+def _holds_slashes(route: str) -> bool:
+    """Whether a parameter of the route can match ``/``: a catch-all (its pages are named by their paths)."""
+    if "<path:" in route or ":path}" in route:
+        return True
+    if not _NOT_LITERAL.search(route):
+        return False
+    classes = []  # a character class: only one that takes "/" in matches slashes
+
+    def one_class(match) -> str:
+        body = match.group(1)
+        classes.append(("/" in body) != body.startswith("^"))
+        return "C"
+
+    text = _CLASS.sub(one_class, route)
+    # A regex group split by a slash (Wagtail's ((?:[\w\-]+/)*)) or an unbounded dot.
+    return any(classes) or ".*" in text or ".+" in text or any(
+        piece.count("(") != piece.count(")") for piece in text.split("/"))
+
+
 class _Route:
     """A route parsed once: per segment its literal text or its parameter's name."""
 
-    __slots__ = ("segments", "words")
+    __slots__ = ("segments", "words", "catch_all")
 
     def __init__(self, route: str):
         text = route.strip()
         if text.startswith("/^") or text.startswith("^"):  # a Django regex route: its anchors are not words
             text = text.replace("^", "", 1)
         text = text[:-1] if text.endswith("$") else text
+        self.catch_all = _holds_slashes(text)
+        if not text.startswith("/"):  # Django's regex routes come without it; paths always have it
+            text = "/" + text
         segments = []
-        for piece in text.split("/"):
+        # A character class is never a word, and one holding "/" ([^/.]+) must not split a segment.
+        for piece in _CLASS.sub("C", text).split("/"):
             unescaped = piece.replace("\\.", ".").replace("\\-", "-")
             if not _NOT_LITERAL.search(unescaped):
                 segments.append((unescaped, None))
@@ -194,6 +236,9 @@ class Redactor:
         if not route:
             return self._by_words(path, self._words)
         parsed = self.learn(route)
+        if parsed.catch_all and self.path_mode != "ids":  # a page tree: its slugs name the pages
+            return "/".join([s if (not s or s in parsed.words or is_id(s) or is_slug(s)) else REDACTED
+                             for s in path.split("/")])
         segments = path.split("/")
         if len(segments) != len(parsed.segments):  # a parameter spanning slashes (<path:p>): words alone
             return self._by_words(path, parsed.words)

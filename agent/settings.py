@@ -30,8 +30,9 @@ takealook's own:
   TAKEALOOK_RECORD_QUERY_VALUES    which query-string values are recorded (``redact`` has the rules):
                                unset: numbers and paging/sorting words; "all": every value but
                                secret-looking ones; "none": no value; "q,status": those names' values too
-  TAKEALOOK_RECORD_PATH_VALUES     which path segments are recorded: unset: ids and the routes' own words;
-                               "all": paths whole; "sku,slug": those route parameters' values too
+  TAKEALOOK_RECORD_PATH_VALUES     which path segments are recorded: unset: ids, the routes' own words and
+                               page slugs under catch-all routes; "all": paths whole; "ids": ids and
+                               route words only; "sku,slug": those route parameters' values too
   TAKEALOOK_RECORD_USER_AGENT  "true": record the User-Agent header (user_agent.original); off by default
 """
 
@@ -109,7 +110,7 @@ class AgentSettings:
             record_user_agent=_truthy(env.get("TAKEALOOK_RECORD_USER_AGENT")),
         )
         query_mode, query_names = _record_values(env, "TAKEALOOK_RECORD_QUERY_VALUES", ("all", "none"))
-        path_mode, path_names = _record_values(env, "TAKEALOOK_RECORD_PATH_VALUES", ("all",))
+        path_mode, path_names = _record_values(env, "TAKEALOOK_RECORD_PATH_VALUES", ("all", "ids"))
         settings = replace(settings, record_query_values=query_mode, record_query_names=query_names,
                            record_path_values=path_mode, record_path_names=path_names)
         protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")

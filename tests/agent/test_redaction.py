@@ -75,7 +75,12 @@ def test_free_text_and_emails_never_come_out_of_a_query(pairs):
     ("/objects/<oid>", "/objects/5f2b9c1e0a1b2c3d4e5f6a7b", "/objects/5f2b9c1e0a1b2c3d4e5f6a7b"),
     ("/objects/<oid>", "/objects/deadbeefcafe", "/objects/REDACTED"),  # hex letters only: a word, not an id
     ("/reset/<token>", "/reset/1234567890", "/reset/REDACTED"),  # a secret's name: even an id goes
-    ("/files/<path:name>", "/files/alice/cv.pdf", "/files/REDACTED/REDACTED"),
+    # Under a catch-all the path names a page: slugs stay, anything else goes.
+    ("/files/<path:name>", "/files/alice/cv.pdf", "/files/alice/REDACTED"),
+    ("/((?:[\\w\\-]+/)*)$", "/blog/2024-annual-review/", "/blog/2024-annual-review/"),  # Wagtail's
+    ("/((?:[\\w\\-]+/)*)$", "/people/Alice.Smith/x7k2m9q/v2/", "/people/REDACTED/REDACTED/v2/"),
+    ("/((?:[\\w\\-]+/)*)$", "/team/alice%40example.org/", "/team/REDACTED/"),
+    ("/api/articles/(?P<slug>[^/.]+)$", "/api/articles/hello-world", "/api/articles/REDACTED"),  # not a catch-all
     ("/users/(?P<name>[^/]+)/$", "/users/alice/", "/users/REDACTED/"),
     ("/products/<sku>", "/products/SKU-000042", "/products/REDACTED"),
     ("/", "/", "/"),
@@ -88,6 +93,7 @@ def test_path_names_and_all():
     assert Redactor(path_names={"sku"}).server_path("/products/SKU-1", "/products/<sku>") == "/products/SKU-1"
     assert Redactor(path_mode="all").server_path("/users/alice", "/users/<name>") == "/users/alice"
     assert Redactor(path_mode="all").url("http://u:p@h/users/alice?q=x#f") == "http://h/users/alice?q=REDACTED"
+    assert Redactor(path_mode="ids").server_path("/blog/2024-review/", "/((?:[\\w\\-]+/)*)$") == "/REDACTED/REDACTED/"
 
 
 def test_paths_without_a_route_keep_the_words_of_routes_served():

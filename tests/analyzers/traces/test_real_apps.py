@@ -120,10 +120,10 @@ def store(databases, tmp_path_factory):
         otlp = free_port()
         processes.start([script("takealook"), "collect", "--listen", f"127.0.0.1:{otlp}", "--grpc", "off",
                          "--store", str(path), "--quiet"], port=otlp, env={})
-        # A CMS's page paths (/blog/, /locations/) and the blog's doc pages are public names, not personal
-        # values: the agent records them whole only when told (by default a catch-all's pages are all
-        # /REDACTED/, docs/agent.md "What is recorded").
-        common = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}", "TAKEALOOK_RECORD_PATH_VALUES": "all"}
+        # The agent's default URL rules: a catch-all's pages (/blog/, /locations/) keep their slugs
+        # (docs/agent.md "What is recorded"), so the pages are told apart with no setting. The API's
+        # article slugs are listed, as a user would, so that load generate may replay them.
+        common = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}", "TAKEALOOK_RECORD_PATH_VALUES": "slug"}
         ports = {"cms": free_port(), "cms-clean": free_port(), "blog": free_port()}
         for service, port in ports.items():
             if service == "blog":
