@@ -24,7 +24,8 @@ a literal word of the request's route (``users`` and ``profile`` in
 ``/users/<username>/profile``); any other segment is ``REDACTED``, and so is a
 route parameter whose name looks secret (``/reset/<token>``), id or not.
 Without a route (a 404, an outgoing call) the literal words of every route this
-process has served count.
+process has served count, and a few words that structure API paths everywhere
+(``api``, ``v1``, ``internal``, ... see ``API_WORDS``).
 
 Under a catch-all route (a parameter that holds slashes: Wagtail's
 ``^((?:[\w\-]+/)*)$``, Flask's ``<path:...>``, Starlette's ``{p:path}``) the
@@ -72,6 +73,10 @@ _NOT_LITERAL = re.compile(r"[<>(){}\[\]\\^$*+?|]")
 _SLUG = re.compile(r"(?:[a-z]+|\d+|[a-z0-9]{1,4})(?:[-_](?:[a-z]+|\d+|[a-z0-9]{1,4}))*", re.ASCII)
 _MAX_SLUG = 80
 _CLASS = re.compile(r"\[((?:\\.|[^\]\\])*)\]")
+# Words that structure API paths everywhere, kept in paths without a route of this process (an outgoing
+# call to /api/v2/orders/7 is /api/v2/REDACTED/7, not /REDACTED/REDACTED/REDACTED/7).
+API_WORDS = frozenset(("api", "rest", "graphql", "rpc", "v1", "v2", "v3", "v4", "v5", "internal", "public",
+                       "private", "admin", "health", "healthz", "status", "metrics", "static", "media"))
 _MAX_ROUTES = 2048
 _MAX_WORDS = 4096
 _MAX_NAMES = 1024
@@ -261,7 +266,8 @@ class Redactor:
         return self._by_words(path, self._words)
 
     def _by_words(self, path: str, words) -> str:
-        return "/".join([s if (not s or s in words or is_id(s)) else REDACTED for s in path.split("/")])
+        return "/".join([s if (not s or s in words or s in API_WORDS or is_id(s)) else REDACTED
+                         for s in path.split("/")])
 
     def learn(self, route: str) -> _Route:
         """The route parsed (once); its literal words count for paths without a route from now on."""

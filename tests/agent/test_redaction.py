@@ -96,13 +96,17 @@ def test_path_names_and_all():
     assert Redactor(path_mode="ids").server_path("/blog/2024-review/", "/((?:[\\w\\-]+/)*)$") == "/REDACTED/REDACTED/"
 
 
+def test_outgoing_paths_keep_api_words_not_others():
+    assert Redactor().url("http://crm/api/v2/contacts/alice/7") == "http://crm/api/v2/REDACTED/REDACTED/7"
+
+
 def test_paths_without_a_route_keep_the_words_of_routes_served():
     redactor = Redactor()
     assert redactor.server_path("/users/alice", None) == "/REDACTED/REDACTED"
     redactor.learn("/users/<username>/profile")
     assert redactor.server_path("/users/alice", None) == "/users/REDACTED"
     assert redactor.url("http://svc:8000/api/users/alice/profile/3?page=2&q=bob") == \
-        "http://svc:8000/REDACTED/users/REDACTED/profile/3?page=2&q=REDACTED"
+        "http://svc:8000/api/users/REDACTED/profile/3?page=2&q=REDACTED"
 
 
 # --------------------------------------------------------------------------- settings
