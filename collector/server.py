@@ -31,6 +31,8 @@ from takealook.collector.store import SpanStore
 from takealook.collector.writer import Writer, WriterStats
 from takealook.errors import UsageError
 
+STATUS_SCHEMA_VERSION = 1  # GET / (docs/schemas/collect-status.schema.json); keys are only added
+
 _GROUP_BYTES = 8 << 20  # bodies the writer converts and stores in one transaction, at most
 
 _BIND_REASONS = {
@@ -143,6 +145,7 @@ class Collector:
         refused = self._ingest.stats if self._ingest else IngestStats()
         budget = self._ingest.budget if self._ingest else None
         return {
+            "schema_version": STATUS_SCHEMA_VERSION,
             "service": "takealook collector",
             "store": str(self.settings.store),
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
