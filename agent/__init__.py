@@ -50,7 +50,8 @@ class Agent:
         self.tracer = provider.get_tracer("takealook.agent", __version__)
         self.instrumentations = list(instrumentations)
         self.redactor = Redactor(settings.record_query_values, settings.record_query_names,
-                                 settings.record_path_values, settings.record_path_names)
+                                 settings.record_path_values, settings.record_path_names,
+                                 settings.record_client_address)
 
 
 def start(**settings) -> bool:

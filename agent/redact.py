@@ -39,6 +39,15 @@ token, ``x7k2m9q``) is ``REDACTED``.
 ids and route words (no slugs under catch-all routes either), a list of route
 parameter names keeps those parameters' values (``sku,slug``).
 
+The peer's address (server ``client.address``). Behind a proxy or a PaaS
+router it is the proxy, an address of the platform's own network, and tells
+which hop the request came through: addresses that are not public (loopback,
+private, link-local, shared) are kept whole. A public address is a user's, so
+only its network is kept: the first three bytes of an IPv4 address
+(``203.0.113.0``), the first 48 bits of an IPv6 one (``2001:db8:85a3::``);
+anything that is not an address is ``REDACTED``.
+``TAKEALOOK_RECORD_CLIENT_ADDRESS``: ``full`` keeps it whole, ``off`` records none.
+
 Everything here runs once per request, so it is plain string work: a split, set
 lookups, one compiled regular expression for ids; routes are parsed once.
 """
@@ -158,8 +167,9 @@ class Redactor:
     """The URL rules of one agent: its settings, and the words of the routes its process has served."""
 
     def __init__(self, query_mode: str = "default", query_names: Iterable[str] = (), path_mode: str = "default",
-                 path_names: Iterable[str] = ()):
+                 path_names: Iterable[str] = (), client_mode: str = "network"):
         self.query_mode = query_mode
+        self.client_mode = client_mode
         self.query_names = frozenset(n.lower() for n in query_names)
         self.path_mode = path_mode
         self.path_names = frozenset(n.lower() for n in path_names)
@@ -169,6 +179,23 @@ class Redactor:
         # Results by their input: a server path with its route, a client URL. The same few come back
         # request after request, so most requests cost a lookup here; new route words clear them.
         self._done: dict = {}
+        self._clients: dict = {}
+
+    # -- the peer's address
+    def client_address(self, address: str) -> Optional[str]:
+        """``client.address`` as recorded: whole, its network only, or None (not recorded)."""
+        mode = self.client_mode
+        if mode == "full":
+            return address
+        if mode == "off":
+            return None
+        kept = self._clients.get(address)
+        if kept is None:
+            kept = _network_of(address)
+            if len(self._clients) >= _MAX_REMEMBERED:
+                self._clients.clear()
+            self._clients[address] = kept
+        return kept
 
     # -- query strings
     def query(self, query: str) -> str:
@@ -308,6 +335,34 @@ class Redactor:
         path, _, query = rest[path_at:].partition("?")
         netloc = rest[:path_at].rpartition("@")[2]
         return f"{scheme.lower()}://{netloc}{self.client_path(path)}{'?' + self.query(query) if query else ''}"
+
+
+_NETWORKS: dict = {}
+
+
+def _infrastructure(ipaddress) -> dict:
+    """Networks of platforms, not of users: RFC 1918, carrier-grade NAT (RFC 6598), unique local IPv6."""
+    if not _NETWORKS:
+        _NETWORKS[4] = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                                "100.64.0.0/10"))
+        _NETWORKS[6] = (ipaddress.ip_network("fc00::/7"),)
+    return _NETWORKS
+
+
+def _network_of(address: str) -> str:
+    """A public address cut to its network (/24, /48); an address of a private network whole."""
+    import ipaddress  # only here: most processes never see a public peer
+
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return REDACTED
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or any(
+            ip in network for network in _infrastructure(ipaddress)[ip.version]):
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False).network_address)
 
 
 # The rules with no setting and no route known: what URLs inside exception messages get.

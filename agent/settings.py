@@ -34,6 +34,8 @@ takealook's own:
                                page slugs under catch-all routes; "all": paths whole; "ids": ids and
                                route words only; "sku,slug": those route parameters' values too
   TAKEALOOK_RECORD_USER_AGENT  "true": record the User-Agent header (user_agent.original); off by default
+  TAKEALOOK_RECORD_CLIENT_ADDRESS  client.address: unset ("network"): a public address cut to its /24
+                               (IPv6 /48), a private one (a proxy, a router) whole; "full"; "off"
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class AgentSettings:
     record_path_values: str = "default"  # default | all
     record_path_names: frozenset = frozenset()
     record_user_agent: bool = False
+    record_client_address: str = "network"  # network | full | off
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> "AgentSettings":
@@ -108,6 +111,7 @@ class AgentSettings:
             old_http_names="http/dup" in env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
             old_db_names="database/dup" in env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
             record_user_agent=_truthy(env.get("TAKEALOOK_RECORD_USER_AGENT")),
+            record_client_address=_client_address_mode(env),
         )
         query_mode, query_names = _record_values(env, "TAKEALOOK_RECORD_QUERY_VALUES", ("all", "none"))
         path_mode, path_names = _record_values(env, "TAKEALOOK_RECORD_PATH_VALUES", ("all", "ids"))
@@ -220,6 +224,14 @@ def _export_mode(env: Mapping[str, str]) -> str:
     if mode not in ("process", "thread"):
         log.warning("takealook: TAKEALOOK_EXPORT=%r is not process or thread; using process", mode)
         return "process"
+    return mode
+
+
+def _client_address_mode(env: Mapping[str, str]) -> str:
+    mode = env.get("TAKEALOOK_RECORD_CLIENT_ADDRESS", "").strip().lower() or "network"
+    if mode not in ("network", "full", "off"):
+        log.warning("takealook: TAKEALOOK_RECORD_CLIENT_ADDRESS=%r is not network, full or off; using network", mode)
+        return "network"
     return mode
 
 

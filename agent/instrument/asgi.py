@@ -119,7 +119,9 @@ def _start(agent, scope):
             attributes["server.port"] = int(port)
     client = scope.get("client")
     if client:
-        attributes["client.address"] = str(client[0])
+        peer = agent.redactor.client_address(str(client[0]))
+        if peer:
+            attributes["client.address"] = peer
     if user_agent and agent.settings.record_user_agent:
         attributes["user_agent.original"] = user_agent[:256].decode("latin-1")
     if agent.settings.old_http_names:

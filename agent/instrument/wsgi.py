@@ -113,8 +113,11 @@ def _start(agent, environ):
         attributes["server.address"] = name or host
         if port.isdigit():
             attributes["server.port"] = int(port)
-    if environ.get("REMOTE_ADDR"):
-        attributes["client.address"] = environ["REMOTE_ADDR"]
+    peer = environ.get("REMOTE_ADDR")
+    if peer:
+        peer = agent.redactor.client_address(peer)
+        if peer:
+            attributes["client.address"] = peer
     if agent.settings.record_user_agent and environ.get("HTTP_USER_AGENT"):
         attributes["user_agent.original"] = environ["HTTP_USER_AGENT"][:256]
     if agent.settings.old_http_names:

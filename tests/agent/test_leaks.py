@@ -217,3 +217,4 @@ def test_what_analyses_need_is_there(store):
     search = next(s for s in spans if s.kind == "server" and s.http_route == "/search")
     assert search.attributes()["url.query"] == f"q=REDACTED&email=REDACTED&page=1&per_page={PAGE_SIZE}"
     assert "user_agent.original" not in search.attributes()
+    assert search.attributes()["client.address"] == "127.0.0.1"  # a loopback peer is not a user: kept whole

@@ -109,6 +109,31 @@ def test_paths_without_a_route_keep_the_words_of_routes_served():
         "http://svc:8000/api/users/REDACTED/profile/3?page=2&q=REDACTED"
 
 
+@pytest.mark.parametrize("address, expected", [
+    ("203.0.113.77", "203.0.113.0"),                  # a user's public address: its /24 only
+    ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),  # IPv6: its /48
+    ("::ffff:198.51.100.23", "198.51.100.0"),          # IPv4 mapped into IPv6
+    ("8.8.4.4", "8.8.4.0"),
+    ("127.0.0.1", "127.0.0.1"),                        # loopback, private, link-local, shared: a proxy or a router
+    ("10.1.42.7", "10.1.42.7"),
+    ("172.17.0.3", "172.17.0.3"),
+    ("192.168.1.20", "192.168.1.20"),
+    ("fe80::1%eth0", "fe80::1"),
+    ("100.64.3.9", "100.64.3.9"),
+    ("alice.example.org", REDACTED),                   # not an address
+    ("", REDACTED),
+])
+def test_client_address_keeps_networks_not_users(address, expected):
+    assert Redactor().client_address(address) == expected
+
+
+def test_client_address_modes():
+    assert Redactor(client_mode="full").client_address("203.0.113.77") == "203.0.113.77"
+    assert Redactor(client_mode="off").client_address("10.0.0.1") is None
+    redactor = Redactor()
+    assert [redactor.client_address("203.0.113.9") for _ in range(3)] == ["203.0.113.0"] * 3  # remembered
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -123,6 +148,10 @@ def test_record_settings_from_environment(caplog):
     bad = AgentSettings.load({"TAKEALOOK_RECORD_QUERY_VALUES": "status,a b,q"})
     assert (bad.record_query_values, bad.record_query_names) == ("default", frozenset({"status", "q"}))
     assert "ignoring a b in TAKEALOOK_RECORD_QUERY_VALUES" in caplog.text
+    assert default.record_client_address == "network"
+    assert AgentSettings.load({"TAKEALOOK_RECORD_CLIENT_ADDRESS": "OFF"}).record_client_address == "off"
+    assert AgentSettings.load({"TAKEALOOK_RECORD_CLIENT_ADDRESS": "ip"}).record_client_address == "network"
+    assert "TAKEALOOK_RECORD_CLIENT_ADDRESS='ip' is not network, full or off" in caplog.text
     given = AgentSettings.load({}, record_query_values="all", record_path_names={"sku"}, record_user_agent=True)
     assert (given.record_query_values, given.record_path_names, given.record_user_agent) == ("all", {"sku"}, True)
 
