@@ -13,7 +13,7 @@ import math
 import random
 import time
 
-from takealook.loadtests import stats
+from takealook.verdicts import stats
 
 N, RESAMPLES, NAIVE_RESAMPLES = 50_000, 2000, 20
 

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 
-from takealook.loadtests import stats
+from takealook.verdicts import stats
 
 
 def simulate(rng: random.Random, n: int, scale: float = 1.0, rho: float = 0.5, sigma: float = 0.5) -> stats.Series:

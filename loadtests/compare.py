@@ -15,10 +15,8 @@ measurement window count (no warm-up, no drain).
 ``paired=True``: ``before[i]`` ran at the same time as ``after[i]`` (two hosts
 side by side); run-to-run noise is then read from the pairs' differences.
 
-An endpoint is never called faster when its error rate rose by more than the
-error floor: a request that fails at once (a 401, a redirect to the login
-page) is fast, so a change that breaks an endpoint would look like a speed-up.
-Its verdict is then ``more errors``, and ``regressions`` counts it.
+The per-endpoint comparison, its verdict (``more errors`` beats ``faster``)
+and the regressions are ``takealook.verdicts``', shared with ``traces compare``.
 
 ``regressions(comparison, threshold_pct)`` lists what ``--fail-on-regression``
 gates on: a ``slower`` (or ``more errors``) verdict whose change exceeds the
@@ -34,26 +32,16 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
+from takealook import verdicts
 from takealook.errors import InputError, UsageError
-from takealook.loadtests import stats
 from takealook.loadtests.runs import Run
+from takealook.verdicts import EndpointComparison, Regression, stats
 
 OVERALL = "(all requests)"
 FAILURE_WARNING = 0.05  # load run warns about endpoints failing more than this share of requests
 _PSEUDO_METHOD = "TASK"  # open-model tasks that ended without a request of their own
-
-
-@dataclass(frozen=True)
-class EndpointComparison:
-    name: str
-    before: stats.Summary
-    after: stats.Summary
-    changes: Mapping[str, stats.Change]
-    verdict: str
-    latencies_before: tuple[float, ...]  # for the distribution chart
-    latencies_after: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -86,14 +74,6 @@ class Comparison:
     warnings: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Regression:
-    name: str
-    metric: str
-    change_pct: float
-    threshold_pct: float
-
-
 def endpoint_series(run: Run) -> dict[str, stats.Series]:
     seconds = float(run.meta["duration_s"])
     latencies: dict[str, list[float]] = defaultdict(list)
@@ -110,12 +90,9 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
                  error_floor_pts: float = stats.DEFAULT_ERROR_FLOOR_PTS,
                  resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 1, confidence: float = 0.95,
                  paired: bool = False) -> Comparison:
-    if metric not in stats.METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(stats.METRICS)}, not {metric!r}")
+    verdicts.check(metric, noise_floor_pct, resamples)
     if not before or not after:
         raise UsageError("give at least one run before and one after")
-    if noise_floor_pct < 0 or resamples < 100:
-        raise UsageError("--noise-floor must be >= 0 and --resamples >= 100")
     if paired and (len(before) != len(after) or len(before) < 2):
         raise UsageError("--paired needs as many runs after as before, at least two each, in matching order")
     sides = {"before": [endpoint_series(r) for r in before], "after": [endpoint_series(r) for r in after]}
@@ -133,12 +110,8 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
         else:
             b = [s[name] for s in sides["before"] if name in s]
             a = [s[name] for s in sides["after"] if name in s]
-        changes = stats.compare(b, a, stats.METRICS, noise_floor_pct, error_floor_pts, resamples,
-                                stats.seed_for(name, seed), confidence, paired=paired and len(b) >= 2)
-        return EndpointComparison(name, stats.summarize(b), stats.summarize(a), changes,
-                                  _verdict(changes, metric, error_floor_pts),
-                                  tuple(v for s in b for v in s.latencies_ms),
-                                  tuple(v for s in a for v in s.latencies_ms))
+        return verdicts.compare_endpoint(name, b, a, metric, noise_floor_pct, error_floor_pts, resamples, seed,
+                                         confidence, paired=paired and len(b) >= 2)
 
     endpoints = tuple(one(name) for name in common)
     overall = one(OVERALL)
@@ -153,29 +126,14 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
     )
 
 
-def _verdict(changes, metric: str, error_floor_pts: float) -> str:
-    """The verdict of ``metric``, unless the error rate rose beyond the floor and it would not say so."""
-    verdict = changes[metric].verdict
-    errors = changes["errors"].change_pct
-    if metric != "errors" and verdict != stats.SLOWER and errors is not None and errors > error_floor_pts:
-        return stats.MORE_ERRORS
-    return verdict
+_verdict = verdicts.verdict  # the verdict of ``metric``, unless the error rate rose beyond the floor
 
 
 def regressions(comparison: Comparison, threshold_pct: float) -> list[Regression]:
     """Endpoints (and the overall line) whose ``metric`` got worse beyond the threshold, interval above zero,
     and those whose verdict is ``more errors`` (their error-rate change, in points)."""
-    metric = comparison.metric
-    worse = stats.MORE_ERRORS if metric == "errors" else stats.SLOWER
-    found = []
-    for endpoint in (*comparison.endpoints, comparison.overall):
-        change = endpoint.changes[metric]
-        if change.verdict == worse and change.change_pct is not None and change.change_pct > threshold_pct:
-            found.append(Regression(endpoint.name, metric, change.change_pct, threshold_pct))
-        elif metric != "errors" and endpoint.verdict == stats.MORE_ERRORS:
-            errors = endpoint.changes["errors"]
-            found.append(Regression(endpoint.name, "errors", errors.change_pct or 0.0, comparison.error_floor_pts))
-    return found
+    return verdicts.regressions((*comparison.endpoints, comparison.overall), comparison.metric,
+                                comparison.error_floor_pts, threshold_pct)
 
 
 def failing_endpoints(run: Run, share: float = FAILURE_WARNING) -> list[tuple[str, float, str]]:

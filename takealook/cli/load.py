@@ -167,7 +167,7 @@ class _Progress:
 
 
 def _print_run_summary(args, folder: Path) -> None:
-    from takealook.loadtests import stats
+    from takealook.verdicts import stats
     from takealook.loadtests.compare import OVERALL, endpoint_series, failing_endpoints
     from takealook.loadtests.runs import load_run
     from takealook.report import load as report

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from takealook.loadtests import stats
-from takealook.loadtests.compare import Comparison, EndpointComparison, Regression
+from takealook.loadtests.compare import Comparison
 from takealook.report.model import Distribution, Document, KeyValues, Paragraph, Section, Table
+from takealook.verdicts import EndpointComparison, Regression, stats
 
 _TONE = {stats.SLOWER: "bad", stats.FASTER: "good", stats.MORE_ERRORS: "bad", stats.FEWER_ERRORS: "good"}
 

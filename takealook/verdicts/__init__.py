@@ -1,0 +1,104 @@
+"""Before and after, one machinery: samples per endpoint in, verdicts with intervals out.
+
+``load compare`` (``takealook.loadtests.compare``: load runs) and ``traces
+compare`` (``takealook.analyzers.traces.compare``: production traces split by
+resource attributes or time) hand each endpoint's requests of each side as
+``stats.Series`` (latencies and failures in time order) to ``compare_endpoint``
+and gate on ``regressions``; ``stats`` holds the statistics (percentiles, block
+bootstrap, minimum detectable change, verdicts). So the same traffic gets the
+same verdict whichever command measured it, and both JSON outputs share their
+per-endpoint keys (``takealook.report.load.endpoint_contract``).
+
+An endpoint is never called faster when its error rate rose by more than the
+error floor: a request that fails at once (a 401, a redirect to the login
+page) is fast, so a change that breaks an endpoint would look like a speed-up.
+Its verdict is then ``more errors``, and ``regressions`` counts it.
+
+``Settings`` are the knobs both commands expose (the CLI's flag defaults come
+from it). This package imports no part of takealook: the analyzers and the load
+tests both use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from takealook.errors import UsageError
+from takealook.verdicts import stats
+
+
+@dataclass(frozen=True)
+class Settings:
+    metric: str = "p95"  # what the verdict of an endpoint and --fail-on-regression look at
+    noise_floor_pct: float = stats.DEFAULT_NOISE_FLOOR_PCT  # smaller latency changes: no detectable change
+    error_floor_pts: float = stats.DEFAULT_ERROR_FLOOR_PTS  # the same for the error rate, in points
+    resamples: int = stats.DEFAULT_RESAMPLES
+    seed: int = 1
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        check(self.metric, self.noise_floor_pct, self.resamples)
+
+
+@dataclass(frozen=True)
+class EndpointComparison:
+    name: str
+    before: stats.Summary
+    after: stats.Summary
+    changes: Mapping[str, stats.Change]
+    verdict: str
+    latencies_before: tuple[float, ...]  # for the distribution chart
+    latencies_after: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Regression:
+    name: str
+    metric: str
+    change_pct: float
+    threshold_pct: float
+
+
+def check(metric: str, noise_floor_pct: float, resamples: int) -> None:
+    if metric not in stats.METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(stats.METRICS)}, not {metric!r}")
+    if noise_floor_pct < 0 or resamples < 100:
+        raise UsageError("--noise-floor must be >= 0 and --resamples >= 100")
+
+
+def compare_endpoint(name: str, before: Sequence[stats.Series], after: Sequence[stats.Series], metric: str,
+                     noise_floor_pct: float, error_floor_pts: float, resamples: int, seed: int, confidence: float,
+                     paired: bool = False) -> EndpointComparison:
+    """Every metric's change and the endpoint's verdict; ``seed`` is the comparison's (made per endpoint here)."""
+    changes = stats.compare(before, after, stats.METRICS, noise_floor_pct, error_floor_pts, resamples,
+                            stats.seed_for(name, seed), confidence, paired=paired)
+    return EndpointComparison(name, stats.summarize(before), stats.summarize(after), changes,
+                              verdict(changes, metric, error_floor_pts),
+                              tuple(v for s in before for v in s.latencies_ms),
+                              tuple(v for s in after for v in s.latencies_ms))
+
+
+def verdict(changes, metric: str, error_floor_pts: float) -> str:
+    """The verdict of ``metric``, unless the error rate rose beyond the floor and it would not say so."""
+    chosen = changes[metric].verdict
+    errors = changes["errors"].change_pct
+    if metric != "errors" and chosen != stats.SLOWER and errors is not None and errors > error_floor_pts:
+        return stats.MORE_ERRORS
+    return chosen
+
+
+def regressions(endpoints: Iterable[EndpointComparison], metric: str, error_floor_pts: float,
+                threshold_pct: float) -> list[Regression]:
+    """Endpoints whose ``metric`` got worse beyond the threshold, interval above zero, and those whose
+    verdict is ``more errors`` (their error-rate change, in points)."""
+    worse = stats.MORE_ERRORS if metric == "errors" else stats.SLOWER
+    found = []
+    for endpoint in endpoints:
+        change = endpoint.changes[metric]
+        if change.verdict == worse and change.change_pct is not None and change.change_pct > threshold_pct:
+            found.append(Regression(endpoint.name, metric, change.change_pct, threshold_pct))
+        elif metric != "errors" and endpoint.verdict == stats.MORE_ERRORS:
+            errors = endpoint.changes["errors"]
+            found.append(Regression(endpoint.name, "errors", errors.change_pct or 0.0, error_floor_pts))
+    return found
