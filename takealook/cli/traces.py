@@ -1,4 +1,4 @@
-"""``takealook traces import|report`` (issues 3 and 5).
+"""``takealook traces import|report`` (issues 3 and 5); ``traces compare`` is ``traces_compare.py``.
 
 ``traces report`` reads the span store and prints where requests spend their
 time: endpoints as users feel them, critical paths, and findings ranked by
@@ -20,7 +20,7 @@ import sys
 import time
 
 from takealook.analyzers.traces.settings import Settings
-from takealook.cli import traces_import
+from takealook.cli import traces_compare, traces_import
 from takealook.cli.common import (
     add_load_options, add_output_options, add_store_option, emit, load_filter, require, store_path,
 )
@@ -78,6 +78,7 @@ def register(subparsers) -> None:
                      help="processes reading the store (default: one per CPU, up to 4, for large stores)")
     add_output_options(rep)
     rep.set_defaults(run=run_report)
+    traces_compare.register(verbs)
 
 
 def parse_when(text: str | None, now_ns: int, flag: str) -> int | None:

@@ -1,0 +1,317 @@
+"""``traces compare``: two sides of production traffic, the verdicts of ``load compare``.
+
+    from takealook.analyzers.traces.compare import Side, compare_store
+    result = compare_store(".takealook/spans.db", Side((("cloud.provider", "heroku"),)),
+                           Side((("cloud.provider", "aws"),)), verdicts.Settings())
+
+A side (``Side``) selects traces by resource attributes of the trace's root
+span (every ``key=value`` must match; values compare as text, booleans as
+``true``/``false``) and by the time the trace started. Each trace of a side
+counts once for its entry endpoint, named as ``traces report`` names it
+(``trace.Entry``; a catch-all route's pages past ``paths_per_route`` share the
+route's row). Per endpoint the requests' durations and failures (5xx, failed
+spans), in time order, are one ``stats.Series`` per side, and
+``takealook.verdicts`` gives the changes, intervals and verdict, exactly as
+``load compare`` does for load runs (the block bootstrap resamples stretches of
+consecutive traces). ``compare_where`` says where each change is: the critical
+path before and after, the statements and calls whose time per request moved.
+
+Load-test traffic (``takealook.loadmark``) is left out unless ``load`` says
+otherwise, as in every analysis of the store.
+
+Errors are ``InputError`` with one line saying what to do: a side that matches
+no trace (naming the values the store holds for the attribute that matched
+nothing), no endpoint common to both sides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+from takealook.analyzers.traces.compare_where import SideTally, Where, where
+from takealook.analyzers.traces.endpoints import other_row
+from takealook.analyzers.traces.trace import Entry, TraceView, is_error
+from takealook.collector import Load, open_store
+from takealook.errors import InputError
+from takealook.routes import PATHS_PER_ROUTE
+from takealook.verdicts import EndpointComparison, Settings, compare_endpoint, stats
+
+OVERALL = "(all requests)"
+PATHS_TRACKED = 1000  # pages of one catch-all route told apart while reading (as analysis.py)
+_KEYS_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class Side:
+    """What selects one side's traces: resource attributes of the root span, and a start-time window."""
+
+    attributes: tuple[tuple[str, str], ...] = ()
+    since_ns: Optional[int] = None  # inclusive
+    until_ns: Optional[int] = None  # exclusive
+    text: str = ""  # as the user wrote it ("cloud.provider=heroku since 2h"), for messages and reports
+
+    def matches(self, start_ns: int, resource: dict) -> bool:
+        if self.since_ns is not None and start_ns < self.since_ns:
+            return False
+        if self.until_ns is not None and start_ns >= self.until_ns:
+            return False
+        return all(key in resource and value_text(resource[key]) == value for key, value in self.attributes)
+
+
+def value_text(value) -> str:
+    """A resource attribute's value as filters compare it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class TracesEndpoint:
+    comparison: EndpointComparison  # name, verdict, every metric's change
+    service: str
+    method: str
+    route: str
+    where: Where
+
+
+@dataclass(frozen=True)
+class TracesComparison:
+    before: Side
+    after: Side
+    settings: Settings
+    endpoints: tuple[TracesEndpoint, ...]
+    overall: EndpointComparison
+    only_before: tuple[str, ...]
+    only_after: tuple[str, ...]
+    traces_before: int
+    traces_after: int
+    window_before: tuple[Optional[int], Optional[int]]  # first start, last end of the side's traces (ns)
+    window_after: tuple[Optional[int], Optional[int]]
+    notes: tuple[str, ...] = ()  # what was left out (load tests)
+    warnings: tuple[str, ...] = field(default=())
+
+
+class _Collected:
+    """One side's traces, per entry endpoint: (duration ms, failed) in time order, and where the time went."""
+
+    def __init__(self):
+        self.samples: dict[tuple, list[tuple[float, bool]]] = {}
+        self.tallies: dict[tuple, SideTally] = {}
+        self.traces = 0
+        self.first_ns: Optional[int] = None
+        self.last_ns: Optional[int] = None
+
+    def add(self, key: tuple, view: TraceView) -> None:
+        root = view.root
+        self.traces += 1
+        self.first_ns = root.start_ns if self.first_ns is None else min(self.first_ns, root.start_ns)
+        self.last_ns = root.end_ns if self.last_ns is None else max(self.last_ns, root.end_ns)
+        self.samples.setdefault(key, []).append((root.duration_ns / 1e6, is_error(root)))
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = SideTally()
+        tally.add(view)
+
+    def fold(self, fold: dict[tuple, tuple]) -> None:
+        for old, new in fold.items():
+            if old in self.samples:  # time order is lost across pages of a route; the bootstrap blocks stay whole
+                self.samples.setdefault(new, []).extend(self.samples.pop(old))
+                self.tallies.setdefault(new, SideTally()).merge(self.tallies.pop(old))
+
+    @property
+    def seconds(self) -> float:
+        if self.first_ns is None or self.last_ns is None:
+            return 0.0
+        return max((self.last_ns - self.first_ns) / 1e9, 1.0)
+
+
+class _Reader:
+    """One pass over the store for both sides."""
+
+    def __init__(self, before: Side, after: Side, paths_per_route: int):
+        self.sides = {"before": (before, _Collected()), "after": (after, _Collected())}
+        self.paths_per_route = paths_per_route
+        self.entries: dict[tuple, Entry] = {}
+        self.pages: dict[tuple, set] = {}
+        self.resources: dict[str, dict] = {}  # resource JSON -> parsed
+        self.keys = {key for side in (before, after) for key, _ in side.attributes}
+        self.values: dict[str, Counter] = {key: Counter() for key in self.keys}  # what roots carry, for errors
+        self.seen_keys: Counter = Counter()
+        self.read = 0
+
+    def add(self, spans) -> None:
+        view = TraceView(spans)
+        if view.root is None or view.entry is None:
+            return
+        self.read += 1
+        resource = self.resources.get(view.root.resource_json)
+        if resource is None:
+            resource = self.resources[view.root.resource_json] = view.root.resource()
+            self.seen_keys.update(resource)
+        for key in self.keys:
+            if key in resource:
+                self.values[key][value_text(resource[key])] += 1
+        entry = None
+        for side, collected in self.sides.values():
+            if side.matches(view.root.start_ns, resource):
+                entry = entry or self._admit(view.entry)
+                collected.add(entry.key, view)
+
+    def _admit(self, entry: Entry) -> Entry:
+        if entry.by_path:
+            pages = self.pages.setdefault((entry.service, entry.method, entry.template), set())
+            if entry.route not in pages and len(pages) >= PATHS_TRACKED:
+                entry = other_row(entry)
+            else:
+                pages.add(entry.route)
+        self.entries.setdefault(entry.key, entry)
+        return entry
+
+    def fold_paths(self) -> None:
+        """Pages of a catch-all route past its busiest ``paths_per_route`` (both sides) become its one row."""
+        groups: dict[tuple, list[tuple]] = {}
+        for key, entry in self.entries.items():
+            if entry.by_path:
+                groups.setdefault((entry.service, entry.method, entry.template), []).append(key)
+        fold: dict[tuple, tuple] = {}
+        for keys in groups.values():
+            if len(keys) <= self.paths_per_route:
+                continue
+            busy = lambda k: -sum(len(c.samples.get(k, ())) for _, c in self.sides.values())  # noqa: E731
+            for key in sorted(keys, key=lambda k: (busy(k), k[2]))[self.paths_per_route:]:
+                other = other_row(self.entries[key])
+                fold[key] = other.key
+                self.entries.setdefault(other.key, other)
+        for _, collected in self.sides.values():
+            collected.fold(fold)
+
+
+def compare_store(path, before: Side, after: Side, settings: Optional[Settings] = None, load: Load = False,
+                  paths_per_route: int = PATHS_PER_ROUTE) -> TracesComparison:
+    settings = settings or Settings()
+    reader = _Reader(before, after, paths_per_route)
+    since, until = _union(before, after)
+    try:
+        with open_store(path) as store:
+            for spans in store.iter_traces(since, until, load=load):
+                reader.add(spans)
+            runs = store.load_runs(since, until)
+            summary = store.summary()
+    except sqlite3.DatabaseError as error:
+        raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
+                         "written by this version?") from error
+    for flag, (side, collected) in (("--before", reader.sides["before"]), ("--after", reader.sides["after"])):
+        if not collected.traces:
+            raise InputError(_nothing_matched(flag, side, reader, summary, load, runs))
+    reader.fold_paths()
+    return _compare(reader, settings, _notes(load, runs))
+
+
+def _union(before: Side, after: Side) -> tuple[Optional[int], Optional[int]]:
+    since = None if before.since_ns is None or after.since_ns is None else min(before.since_ns, after.since_ns)
+    until = None if before.until_ns is None or after.until_ns is None else max(before.until_ns, after.until_ns)
+    return since, until
+
+
+def _name(key: tuple, entry: Entry, labels: Counter) -> str:
+    """The endpoint as ``traces report`` names it; prefixed by its service when two services share the name."""
+    return entry.label if labels[entry.label] == 1 else f"{key[0]} {entry.label}"
+
+
+def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> TracesComparison:
+    (side_b, got_b), (side_a, got_a) = reader.sides["before"], reader.sides["after"]
+    keys = set(got_b.samples) | set(got_a.samples)
+    labels = Counter(reader.entries[k].label for k in keys)
+    names = {k: _name(k, reader.entries[k], labels) for k in keys}
+    common = sorted((k for k in keys if k in got_b.samples and k in got_a.samples), key=lambda k: names[k])
+    if not common:
+        raise InputError(f"the two sides have no endpoint in common (before: {_few(names[k] for k in got_b.samples)}; "
+                         f"after: {_few(names[k] for k in got_a.samples)})")
+
+    def one(name: str, b: list, a: list) -> EndpointComparison:
+        return compare_endpoint(name, [_series(b, got_b.seconds)], [_series(a, got_a.seconds)], settings.metric,
+                                settings.noise_floor_pct, settings.error_floor_pts, settings.resamples, settings.seed,
+                                settings.confidence)
+
+    endpoints = []
+    for key in common:
+        entry = reader.entries[key]
+        comparison = one(names[key], got_b.samples[key], got_a.samples[key])
+        endpoints.append(TracesEndpoint(comparison, entry.service, entry.method, entry.route,
+                                        where(got_b.tallies[key], got_a.tallies[key])))
+    overall = one(OVERALL, _all(got_b), _all(got_a))
+    return TracesComparison(
+        before=side_b, after=side_a, settings=settings, endpoints=tuple(endpoints), overall=overall,
+        only_before=tuple(sorted(names[k] for k in got_b.samples if k not in got_a.samples)),
+        only_after=tuple(sorted(names[k] for k in got_a.samples if k not in got_b.samples)),
+        traces_before=got_b.traces, traces_after=got_a.traces, window_before=(got_b.first_ns, got_b.last_ns),
+        window_after=(got_a.first_ns, got_a.last_ns), notes=notes, warnings=tuple(_warnings(side_b, side_a)))
+
+
+def _series(samples: list[tuple[float, bool]], seconds: float) -> stats.Series:
+    return stats.Series(tuple(s[0] for s in samples), tuple(s[1] for s in samples), seconds)
+
+
+def _all(collected: _Collected) -> list[tuple[float, bool]]:
+    """Every request of the side in one series; by endpoint, each endpoint's in time order (stretches stay whole)."""
+    return [sample for key in sorted(collected.samples) for sample in collected.samples[key]]
+
+
+def _warnings(before: Side, after: Side) -> list[str]:
+    out = ["one series per side: noise between the sides (a machine busier while one side ran) is not measured, "
+           "only the noise floor guards against it; sides that served at the same time (two platforms side by "
+           "side) compare best"]
+    if before.attributes == after.attributes and (before.since_ns, before.until_ns) == (after.since_ns, after.until_ns):
+        out.append("both sides select the same traces")
+    return out
+
+
+def _notes(load: Load, runs: dict[str, int]) -> tuple[str, ...]:
+    if load is False and runs:
+        listed = ", ".join(f"{label} ({count})" for label, count in runs.items())
+        return (f"left out {sum(runs.values())} traces of load tests (runs: {listed}); --include-load takes them "
+                "in, --load-run LABEL compares one run's traffic alone",)
+    if isinstance(load, str):
+        return (f"only the traces of load run {load!r}",)
+    return ()
+
+
+def _nothing_matched(flag: str, side: Side, reader: _Reader, summary, load: Load, runs: dict) -> str:
+    text = f"{flag} {side.text!r}" if side.text else flag
+    for key, value in side.attributes:
+        values = reader.values.get(key, Counter())
+        if value in values:
+            continue
+        if values:
+            seen = ", ".join(f"{v} ({n})" for v, n in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
+            return f"{text} matches no trace: no root span has {key}={value}; values of {key} seen: {seen}"
+        keys = ", ".join(sorted(reader.seen_keys)[:_KEYS_SHOWN]) or "none"
+        return (f"{text} matches no trace: no root span carries resource attribute {key!r}; attributes seen: "
+                f"{keys} (set it with OTEL_RESOURCE_ATTRIBUTES)")
+    if not reader.read and load is False and runs:
+        return (f"{text} matches no trace: the only traces in that time are load-test traffic "
+                f"({', '.join(runs)}): pass --include-load, or --load-run LABEL")
+    if side.attributes and (side.since_ns is None and side.until_ns is None):
+        return f"{text} matches no trace: no root span has all of {', '.join(f'{k}={v}' for k, v in side.attributes)}"
+    return (f"{text} matches no trace between {_when(side.since_ns, 'the start')} and {_when(side.until_ns, 'now')}"
+            + (" with those attributes" if side.attributes else "")
+            + f"; the store holds traces from {_when(summary.start_ns, '?')} to {_when(summary.end_ns, '?')}")
+
+
+def _when(ns: Optional[int], default: str) -> str:
+    if ns is None:
+        return default
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _few(names) -> str:
+    names = sorted(set(names))
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "none"
+
