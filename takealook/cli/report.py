@@ -5,7 +5,12 @@ it exists (``--store``, ``$TAKEALOOK_STORE`` or ``.takealook/spans.db``); a
 store named explicitly that does not exist is an error, the default one is
 skipped with a note. ``--dsn`` (repeatable) audits databases, read-only;
 ``--before``/``--after`` name load runs (labels under ``.takealook/runs`` or
-folders). Traffic of load tests is left out of the trace findings unless
+folders), or filters of ``traces compare`` (``deployment.environment=aws``,
+``2026-12-01T10:00..2026-12-01T12:00``, ``since 2h``: see
+``takealook.cli.traces_compare``): the report then compares the two sides of
+the store's traffic. A value with ``=``, ``:``, a space or a leading
+``since``/``until`` is a filter (run labels have none of them). Traffic of load
+tests is left out of the trace findings and comparisons unless
 ``--include-load`` or ``--load-run LABEL``.
 """
 
@@ -39,8 +44,11 @@ def register(subparsers) -> None:
     parser.add_argument("--dsn", action="append", default=[], metavar="DSN",
                         help="audit this database too (repeatable; read-only)")
     add_flags(parser, AuditOptions, STATS_AGE_FLAGS)
-    parser.add_argument("--before", nargs="+", metavar="RUN", help="load runs before the change")
-    parser.add_argument("--after", nargs="+", metavar="RUN", help="load runs after the change")
+    parser.add_argument("--before", action="append", nargs="+", metavar="RUN|FILTER",
+                        help="load runs before the change, or filters of the traces before it "
+                             "(deployment.environment=heroku, since 2h: as in `traces compare`)")
+    parser.add_argument("--after", action="append", nargs="+", metavar="RUN|FILTER",
+                        help="load runs after the change, or filters of the traces after it")
     parser.add_argument("--runs-dir", metavar="DIR", help="where load runs are kept (default .takealook/runs)")
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -49,11 +57,20 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if bool(args.before) != bool(args.after):
         raise UsageError("give both --before and --after runs, or neither")
+    before = [word for group in args.before or () for word in group]
+    after = [word for group in args.after or () for word in group]
+    filters = [_is_filter(word) for word in before + after]
+    if any(filters) and not all(filters):
+        raise UsageError("--before/--after take load runs or trace filters (KEY=VALUE, FROM..TO, since WHEN), "
+                         "not both")
+    traces_sides = all(filters) and bool(filters)
     store = store_path(args)
     explicit_store = bool(args.store or os.environ.get("TAKEALOOK_STORE"))
     if explicit_store and not store.exists():
         raise UsageError(f"no span store at {store}: run `takealook collect` first, or fix --store")
     use_store = store.exists()
+    if traces_sides and not use_store:
+        raise UsageError(f"--before/--after filters compare the traces of a span store, and there is none at {store}")
     if not (use_store or args.dsn or args.before):
         raise UsageError(f"nothing to report on: no span store at {store}, no --dsn and no --before/--after runs")
     from takealook.report import combined, combined_doc
@@ -65,8 +82,15 @@ def run(args) -> int:
     else:
         notes += traces.notes  # what the trace analysis left out (load-test traffic, a database not joined)
     audit = _audit(args.dsn, build(AuditOptions, args, STATS_AGE_FLAGS)) if args.dsn else None
-    comparison = _comparison(args) if args.before else None
+    comparison = _comparison(args, before, after) if args.before and not traces_sides else None
     report = combined.build(traces, audit, comparison)
+    if traces_sides:
+        from dataclasses import replace
+
+        from takealook.cli.traces_compare import compare_sides
+
+        compared = compare_sides(store, before, after, load_filter(args))
+        report = replace(report, traces_comparison=compared, notes=report.notes + compared.notes)
     if notes:
         from dataclasses import replace
 
@@ -100,11 +124,16 @@ def _audit(dsns: list, options: AuditOptions):
     return report
 
 
-def _comparison(args):
+def _is_filter(word: str) -> bool:
+    """A trace filter rather than a load run: run labels have no '=', ':' or space (``runs.check_label``)."""
+    return any(c in word for c in "=: ") or word.strip().lower() in ("since", "until")
+
+
+def _comparison(args, before: list, after: list):
     from takealook.loadtests.compare import compare_runs
     from takealook.loadtests.runs import load_run
 
     from takealook.cli.load import RUNS_ENV
 
     runs_dir = Path(args.runs_dir or os.environ.get(RUNS_ENV) or Path(".takealook") / "runs")
-    return compare_runs([load_run(r, runs_dir) for r in args.before], [load_run(r, runs_dir) for r in args.after])
+    return compare_runs([load_run(r, runs_dir) for r in before], [load_run(r, runs_dir) for r in after])

@@ -161,6 +161,15 @@ def _when(text: str, now_ns: int, flag: str, whole: str) -> int:
 # --------------------------------------------------------------------------- command
 
 
+def compare_sides(store, before_words: list[str], after_words: list[str], load, settings: Optional[Settings] = None):
+    """The comparison of the two sides' filters (for ``takealook report --before/--after``)."""
+    from takealook.analyzers.traces.compare import compare_store
+
+    now = time.time_ns()
+    return compare_store(store, side([before_words], "--before", now), side([after_words], "--after", now),
+                         settings or Settings(), load=load)
+
+
 def run_compare(args) -> int:
     from takealook.analyzers.traces.compare import compare_store
     from takealook.cli.load import parse_pct

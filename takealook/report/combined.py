@@ -52,6 +52,7 @@ class CombinedReport:
     comparison: Any = None  # loadtests Comparison
     applied_index: Optional[str] = None
     notes: tuple[str, ...] = ()
+    traces_comparison: Any = None  # analyzers.traces.compare TracesComparison (--before/--after filters)
 
 
 def build(traces=None, audit=None, comparison=None, applied_index: Optional[str] = None) -> CombinedReport:

@@ -57,6 +57,8 @@ def document(report: CombinedReport) -> Document:
         sections.append(_time_section(report.traces))
     if report.comparison is not None:
         sections.append(_comparison_section(report))
+    if report.traces_comparison is not None:
+        sections.append(_traces_comparison_section(report.traces_comparison))
     if report.audit is not None:
         from takealook.report.db import database_section
 
@@ -82,6 +84,10 @@ def _meta(report: CombinedReport) -> tuple:
         meta.append(("databases", ", ".join(d.database or d.dsn for d in report.audit.databases)))
     if report.comparison is not None:
         meta.append(("load runs", f"{', '.join(report.comparison.before)} → {', '.join(report.comparison.after)}"))
+    if report.traces_comparison is not None:
+        from takealook.report.traces_compare import sides_text
+
+        meta.append(("traces compared", sides_text(report.traces_comparison)))
     if report.applied_index:
         meta.append(("change applied", report.applied_index))
     return tuple(meta)
@@ -220,6 +226,18 @@ def _comparison_section(report: CombinedReport) -> Section:
     return Section("Before and after the change", tuple(blocks))
 
 
+def _traces_comparison_section(c) -> Section:
+    from takealook.report.traces_compare import endpoint_section, sides_text, verdict_table
+
+    s = c.settings
+    blocks = (Paragraph(f"Production traces, {sides_text(c)}; verdicts on {s.metric} with a {s.confidence:.0%} "
+                        f"block-bootstrap interval and a noise floor of {s.noise_floor_pct:g}%; \"where\": the part "
+                        "of the critical path that moved most and the statement or call behind it."),
+              verdict_table(c), *(Paragraph(w, "warning") for w in c.warnings))
+    changed = tuple(endpoint_section(e, s.confidence) for e in c.endpoints if e.comparison.verdict != "no detectable change")
+    return Section("Before and after in production traces", blocks, changed)
+
+
 def _ci(change) -> str | None:
     if change is None or not change.ci_pct:
         return None
@@ -265,6 +283,10 @@ def contract(report: CombinedReport) -> dict:
         from takealook.report.load import compare_contract
 
         out["comparison"] = compare_contract(report.comparison)
+    if report.traces_comparison is not None:
+        from takealook.report.traces_compare import contract as traces_compare_contract
+
+        out["traces_comparison"] = traces_compare_contract(report.traces_comparison)
     return out
 
 

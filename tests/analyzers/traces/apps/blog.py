@@ -5,7 +5,9 @@
 - ``GET /api/users``: per user, three COUNTs (posts, comments, likes), 50 users:
   one loop of three statements (token-protected: 401 without it);
 - ``GET /posts/<int:post_id>``: a post with its comments loaded in one more
-  statement (``selectinload``): clean;
+  statement (``selectinload``): clean; with ``BLOG_RELATED_POSTS=1`` (a later
+  release) also the author's other posts, by a statement that takes 60 ms
+  (``pg_sleep``: the slow query such a release ships);
 - ``GET /docs/<path:page>``: documentation pages under one catch-all route;
 - ``GET /health``.
 
@@ -17,7 +19,7 @@ import os
 import psycopg2
 from flask import Flask, abort, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import ForeignKey, func, select
+from sqlalchemy import ForeignKey, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 TOKEN = "blog-token-42"
@@ -83,7 +85,13 @@ def post(post_id):
     found = db.session.scalars(select(Post).options(selectinload(Post.comments)).where(Post.id == post_id)).first()
     if found is None:
         abort(404)
-    return jsonify({"title": found.title, "comments": [c.body for c in found.comments]})
+    answer = {"title": found.title, "comments": [c.body for c in found.comments]}
+    if os.environ.get("BLOG_RELATED_POSTS") == "1":
+        related = db.session.execute(text(
+            "SELECT p.id, p.title FROM posts p CROSS JOIN pg_sleep(0.06) WHERE p.user_id = :user AND p.id <> :post "
+            "ORDER BY p.id DESC LIMIT 5"), {"user": found.user_id, "post": found.id})
+        answer["related"] = [row.title for row in related]
+    return jsonify(answer)
 
 
 @app.get("/docs/<path:page>")
