@@ -77,9 +77,9 @@ def store(pg, tmp_path_factory):
                              "-b", f"127.0.0.1:{ports[side]}", "blog:app"], port=ports[side], env=env)
         sessions = {side: requests.Session() for side in SIDES}
         for n in range(ROUNDS):
-            for path in PATHS:
+            for page in PATHS:
                 for side, session in sessions.items():
-                    answer = session.get(f"http://127.0.0.1:{ports[side]}{path.format(n=1 + n % 50)}", timeout=30)
+                    answer = session.get(f"http://127.0.0.1:{ports[side]}{page.format(n=1 + n % 50)}", timeout=30)
                     assert answer.status_code == 200, answer.text[:300]
         for session in sessions.values():
             session.close()
