@@ -4,7 +4,7 @@
 or more per side (repetitions), and returns a ``Comparison``: per endpoint
 common to both sides and overall, the summaries of each side and, for p50,
 p95, p99, mean and the error rate, the change with its bootstrap interval,
-the minimum detectable change and a verdict (``stats.py`` says how). The
+the minimum detectable change and a verdict (``takealook.verdicts.stats`` says how). The
 verdict of an endpoint is that of ``metric`` (p95 unless asked otherwise).
 
 Latency here is what a user sees: the time from when the request was due
