@@ -4,4 +4,3 @@ This module keeps the old import path (``from takealook.loadtests import stats``
 """
 
 from takealook.verdicts.stats import *  # noqa: F401,F403
-from takealook.verdicts.stats import __doc__ as _doc  # noqa: F401

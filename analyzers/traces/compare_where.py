@@ -148,10 +148,14 @@ def _items(before: SideTally, after: SideTally, b_table: dict, a_table: dict, te
         if abs(a - b) < _MIN_CHANGE_MS:
             continue
         text, fingerprint = texts.get(key, (key[1], ""))
-        out.append(ItemChange(key[0], text, fingerprint, round(b_calls / before.requests, 2) if before.requests else 0.0,
-                              round(a_calls / after.requests, 2) if after.requests else 0.0, b, a, round(a - b, 3)))
+        out.append(ItemChange(key[0], text, fingerprint, _calls(b_calls, before.requests),
+                              _calls(a_calls, after.requests), b, a, round(a - b, 3)))
     out.sort(key=lambda i: (-abs(i.change_ms), i.service, i.text))
     return tuple(out[:TOP_ITEMS])
+
+
+def _calls(calls: int, requests: int) -> float:
+    return round(calls / requests, 2) if requests else 0.0
 
 
 def _cause(total: float, path: list[PathChange], statements, calls) -> str:

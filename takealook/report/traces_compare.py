@@ -119,8 +119,8 @@ def document(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
                               "(mean ms per request) and the statement or call behind it.")]
     for r in found:
         unit = " pts" if r.metric == "errors" else "%"
-        blocks.append(Paragraph(f"Regression: {r.name} {r.metric} {r.change_pct:+.1f}{unit} exceeds "
-                                f"{'the error floor' if r.metric == 'errors' and s.metric != 'errors' else '--fail-on-regression'} "
+        gate = "the error floor" if r.metric == "errors" and s.metric != "errors" else "--fail-on-regression"
+        blocks.append(Paragraph(f"Regression: {r.name} {r.metric} {r.change_pct:+.1f}{unit} exceeds {gate} "
                                 f"{r.threshold_pct:g}", "bad"))
     if threshold is not None and not found:
         blocks.append(Paragraph(f"No regression beyond {threshold:g} on {label}.", "good"))
@@ -150,7 +150,8 @@ def endpoint_section(e, confidence: float) -> Section:
                               "verdict"], rows, right=("before", "after", "min detectable"))]
     if w.cause:
         blocks.append(Paragraph(f"Where: {w.cause}", "bad" if comparison.verdict == stats.SLOWER else "info"))
-    blocks += [Paragraph(note, "warning") for note in sorted({ch.note for ch in comparison.changes.values() if ch.note})]
+    notes = sorted({ch.note for ch in comparison.changes.values() if ch.note})
+    blocks += [Paragraph(note, "warning") for note in notes]
     shares = tuple((side, tuple((k, round(v * 100, 1)) for k, v in values.items()))
                    for side, values in (("before", w.shares_before), ("after", w.shares_after)) if values)
     if shares:

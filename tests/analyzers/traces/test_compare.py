@@ -86,8 +86,8 @@ def test_load_traffic_counts_when_asked(store):
     assert everything.traces_before == 3 * N and everything.notes == ()
     dashboard = next(e for e in everything.endpoints if e.comparison.name == "GET /dashboard/{id}")
     assert dashboard.comparison.before.requests == 2 * N
-    with pytest.raises(InputError, match=r"^--after 'cloud.provider=aws' matches no trace: "
-                                        r"no root span has cloud.provider=aws; values of cloud.provider seen: heroku \(150\)$"):
+    with pytest.raises(InputError, match=r"^--after 'cloud.provider=aws' matches no trace: no root span has "
+                                        r"cloud.provider=aws; values of cloud.provider seen: heroku \(150\)$"):
         compare_store(store, heroku, Side((("cloud.provider", "aws"),), text="cloud.provider=aws"), load="soak")
 
 
@@ -106,7 +106,8 @@ def test_sides_with_no_endpoint_in_common(tmp_path):
     path = tmp_path / "spans.db"
     rng = random.Random(1)
     write_store(path, [_health(0, HEROKU, rng), _dashboard(10, AWS, rng, False)])
-    with pytest.raises(InputError, match=r"no endpoint in common \(before: GET /health; after: GET /dashboard/\{id\}"):
+    with pytest.raises(InputError,
+                       match=r"no endpoint in common \(before: GET /health; after: GET /dashboard/\{id\}"):
         compare_store(path, Side((("cloud.provider", "heroku"),)), Side((("cloud.provider", "aws"),)))
 
 

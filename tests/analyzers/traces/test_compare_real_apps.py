@@ -86,7 +86,8 @@ def store(pg, tmp_path_factory):
             session.close()
         expected = Counter({"1.4.2/heroku": ROUNDS * len(PATHS), "1.4.2/aws": ROUNDS * len(PATHS),
                             "1.5.0/aws": ROUNDS * len(PATHS)})
-        wait_for(lambda: _roots(path) == expected, 60, message=f"every request's trace in the store\n{processes.logs()}")
+        wait_for(lambda: _roots(path) == expected, 60,
+                 message=f"every request's trace in the store\n{processes.logs()}")
     finally:
         processes.stop()
         pg.drop_database(dsn)
