@@ -13,11 +13,14 @@ from takealook.analyzers.traces.settings import Settings
 from takealook.cli.db import ADVICE_FLAGS, AUDIT_FLAGS
 from takealook.cli.flags import add_flags, build, default_of, show_age
 from takealook.cli.traces import THRESHOLD_FLAGS
+from takealook.cli.verdict_flags import VERDICT_FLAGS
 from takealook.errors import UsageError
+from takealook.verdicts import Settings as VerdictSettings
 from tests.conftest import script
 
 CASES = [(Settings, THRESHOLD_FLAGS, ("traces", "report")), (IndexOptions, ADVICE_FLAGS, ("db", "indexes")),
-         (AuditOptions, AUDIT_FLAGS, ("db", "audit"))]
+         (AuditOptions, AUDIT_FLAGS, ("db", "audit")), (VerdictSettings, VERDICT_FLAGS, ("load", "compare")),
+         (VerdictSettings, VERDICT_FLAGS, ("traces", "compare"))]
 
 
 def _parse(settings_type, flags, argv):
@@ -33,8 +36,8 @@ def test_no_flag_is_the_dataclass_default_and_help_says_it(settings_type, flags,
                                         check=True).stdout.split())
     for flag in flags:
         default = default_of(settings_type, flag.field)
-        shown = flag.show(default) if flag.show else (str(int(default)) if float(default).is_integer() else
-                                                      str(default))
+        shown = flag.show(default) if flag.show else (
+            default if isinstance(default, str) else str(int(default)) if float(default).is_integer() else str(default))
         assert f"{flag.flag} " in help_text and f"(default {shown})" in help_text, flag.flag
 
 

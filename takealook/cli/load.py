@@ -16,7 +16,10 @@ import sys
 from pathlib import Path
 
 from takealook.cli.common import add_load_options, add_output_options, add_store_option, emit, load_filter, store_path
+from takealook.cli.flags import add_flags, build
+from takealook.cli.verdict_flags import VERDICT_FLAGS
 from takealook.errors import MissingExtra, UsageError
+from takealook.verdicts import Settings
 
 RUNS_ENV = "TAKEALOOK_RUNS"
 _SPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -199,16 +202,11 @@ def _register_compare(verbs) -> None:
     sub.add_argument("runs", nargs="*", metavar="RUN", help="BEFORE AFTER: run labels or run folders")
     sub.add_argument("--before", nargs="+", metavar="RUN", help="runs before the change (repetitions)")
     sub.add_argument("--after", nargs="+", metavar="RUN", help="runs after the change (repetitions)")
-    sub.add_argument("--metric", default="p95", choices=("p50", "p95", "p99", "mean", "errors"),
-                     help="what verdicts and --fail-on-regression look at (default p95)")
-    sub.add_argument("--noise-floor", default="5%", help="smaller latency changes are no detectable change (5%%)")
-    sub.add_argument("--error-floor", default="0.5", help="same for the error rate, in points (default 0.5)")
+    add_flags(sub, Settings, VERDICT_FLAGS)
     sub.add_argument("--fail-on-regression", metavar="PCT",
                      help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors)")
     sub.add_argument("--paired", action="store_true",
                      help="the i-th before and i-th after runs ran at the same time (two hosts side by side)")
-    sub.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    sub.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
     sub.add_argument("--runs-dir", help=f"where runs are kept (default ${RUNS_ENV} or .takealook/runs)")
     add_output_options(sub)
     sub.set_defaults(run=compare_command)
@@ -230,12 +228,13 @@ def compare_command(args) -> int:
             raise UsageError("give BEFORE AFTER, or --before RUN ... --after RUN ...")
         before_refs, after_refs = args.before, args.after
     threshold = parse_pct(args.fail_on_regression) if args.fail_on_regression else None
+    settings = build(Settings, args, VERDICT_FLAGS)
     runs_dir = _runs_dir(args)
     before = [load_run(ref, runs_dir) for ref in before_refs]
     after = [load_run(ref, runs_dir) for ref in after_refs]
-    comparison = compare_runs(before, after, metric=args.metric, noise_floor_pct=parse_pct(args.noise_floor),
-                              error_floor_pts=parse_pct(args.error_floor), resamples=args.resamples, seed=args.seed,
-                              paired=args.paired)
+    comparison = compare_runs(before, after, metric=settings.metric, noise_floor_pct=settings.noise_floor_pct,
+                              error_floor_pts=settings.error_floor_pts, resamples=settings.resamples,
+                              seed=settings.seed, confidence=settings.confidence, paired=args.paired)
     found = regressions(comparison, threshold) if threshold is not None else []
     emit(args, lambda: report.compare_document(comparison, found, threshold),
          lambda: report.compare_contract(comparison, found, threshold))

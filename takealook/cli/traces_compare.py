@@ -27,32 +27,15 @@ import time
 from typing import Optional, Sequence
 
 from takealook.cli.common import add_load_options, add_output_options, add_store_option, emit, load_filter, store_path
-from takealook.cli.flags import Flag, add_flags, build, non_negative_float, non_negative_int, percentage
+from takealook.cli.flags import add_flags, build
+from takealook.cli.verdict_flags import VERDICT_FLAGS
 from takealook.errors import UsageError
-from takealook.verdicts import Settings, stats
+from takealook.verdicts import Settings
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
 _FILTER_HELP = ("KEY=VALUE on the root span's resource (cloud.provider=heroku, service.version=1.4.2), "
                 "FROM..TO (2026-12-01T10:00..2026-12-01T12:00), or since/until WHEN (since 2h); "
                 "repeatable, all must match")
-
-
-def _metric(text: str, flag: str) -> str:
-    if text not in stats.METRICS:
-        raise UsageError(f"{flag} must be one of {', '.join(stats.METRICS)}, not {text!r}")
-    return text
-
-
-VERDICT_FLAGS = (
-    Flag("metric", "--metric", f"what verdicts and --fail-on-regression look at: {', '.join(stats.METRICS)}",
-         "METRIC", parse=_metric),
-    Flag("noise_floor_pct", "--noise-floor", "smaller latency changes are no detectable change", "PCT",
-         parse=percentage, show=lambda v: f"{v:g}%"),
-    Flag("error_floor_pts", "--error-floor", "the same for the error rate, in points", "PTS",
-         parse=non_negative_float),
-    Flag("resamples", "--resamples", "bootstrap resamples (at least 100)", parse=non_negative_int),
-    Flag("seed", "--seed", "bootstrap seed", parse=non_negative_int),
-)
 
 
 def register(verbs) -> None:

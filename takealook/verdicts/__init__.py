@@ -63,8 +63,10 @@ class Regression:
 def check(metric: str, noise_floor_pct: float, resamples: int) -> None:
     if metric not in stats.METRICS:
         raise UsageError(f"--metric must be one of {', '.join(stats.METRICS)}, not {metric!r}")
-    if noise_floor_pct < 0 or resamples < 100:
-        raise UsageError("--noise-floor must be >= 0 and --resamples >= 100")
+    if noise_floor_pct < 0:
+        raise UsageError(f"--noise-floor must be 0% or more, not {noise_floor_pct:g}%")
+    if resamples < 100:
+        raise UsageError(f"--resamples must be at least 100 (a 95% interval needs them), not {resamples}")
 
 
 def compare_endpoint(name: str, before: Sequence[stats.Series], after: Sequence[stats.Series], metric: str,

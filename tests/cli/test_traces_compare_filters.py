@@ -81,7 +81,7 @@ def test_a_side_needs_a_filter():
     (["--after", "cloud.provider=aws"], "give --before FILTER"),
     (["--before", "a=1", "--after", "b=2", "--noise-floor", "lots"], "--noise-floor 'lots'"),
     (["--before", "a=1", "--after", "b=2", "--metric", "p42"], "--metric must be one of"),
-    (["--before", "a=1", "--after", "b=2", "--resamples", "5"], "--resamples >= 100"),
+    (["--before", "a=1", "--after", "b=2", "--resamples", "5"], "--resamples must be at least 100"),
 ])
 def test_the_command_exits_2_with_one_line(tmp_path, args, message):
     out = subprocess.run([script("takealook"), "traces", "compare", "--store", str(tmp_path / "none.db"), *args],
