@@ -12,7 +12,8 @@ only by ``takealook.collector.server`` and the ``collect`` command.
 """
 
 from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, SpanEvent, SpanLink, TraceSpans
+from takealook.collector.location import StoreURL, is_url, parse_store
 from takealook.collector.read import Load, StoreReader, StoreSummary, open_store
 
 __all__ = ["KINDS", "STATUSES", "Load", "MetricPoint", "Span", "SpanEvent", "SpanLink", "StoreReader",
-           "StoreSummary", "TraceSpans", "open_store"]
+           "StoreSummary", "StoreURL", "TraceSpans", "is_url", "open_store", "parse_store"]

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
+from takealook.collector.location import StoreURL, parse_store
 from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, TraceSpans, new_span
 from takealook.collector.schema import (
     ATTRSET_SELECT, METRIC_COLUMNS, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
@@ -65,9 +66,19 @@ class StoreSummary:
     size_bytes: int  # the database file plus its write-ahead log
 
 
-def open_store(path: str | os.PathLike, *, allow_empty: bool = False) -> "StoreReader":
-    """Open the span store at ``path`` for reading; InputError if it cannot be used."""
-    reader = StoreReader(Path(path))
+def open_store(path: "str | os.PathLike | StoreURL", *, allow_empty: bool = False) -> "StoreReader":
+    """Open the span store at ``path`` for reading; InputError if it cannot be used.
+
+    ``path`` is an SQLite file, or a ClickHouse table by URL (``chdb:DIR``, ``clickhouse://...``; see
+    ``location.py``), read by ``clickhouse_read.ClickHouseReader`` with the same methods.
+    """
+    where = parse_store(path)
+    if isinstance(where, StoreURL):
+        from takealook.collector.clickhouse_read import ClickHouseReader
+
+        reader = ClickHouseReader(where)
+    else:
+        reader = StoreReader(where)
     if not allow_empty and reader._is_empty():
         reader.close()
         raise InputError(

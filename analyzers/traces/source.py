@@ -36,7 +36,7 @@ from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
 from takealook.analyzers.traces.rates import SERVER_DURATION_METRICS
 from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.trace import Entry
-from takealook.collector import Load, open_store
+from takealook.collector import Load, StoreURL, open_store, parse_store
 from takealook.errors import InputError
 from takealook.routes import route_template, template_path
 
@@ -93,7 +93,7 @@ def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, 
     window = window or Window()
     analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
     try:
-        return _analyze(Path(path), analysis, window, _Filters(service, endpoint, load), progress, jobs)
+        return _analyze(parse_store(path), analysis, window, _Filters(service, endpoint, load), progress, jobs)
     except sqlite3.DatabaseError as error:  # a damaged file, or one a different takealook wrote
         raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
                          "written by this version?") from error
@@ -106,7 +106,7 @@ class _Filters:
         self.service, self.endpoint, self.load = service, endpoint, load
 
 
-def _analyze(path: Path, analysis: TraceAnalysis, window: Window, filters: _Filters, progress,
+def _analyze(path, analysis: TraceAnalysis, window: Window, filters: _Filters, progress,
              jobs: Optional[int]) -> tuple[TraceAnalysis, TraceReport]:
     service = filters.service
     with open_store(path) as store:
@@ -120,7 +120,9 @@ def _analyze(path: Path, analysis: TraceAnalysis, window: Window, filters: _Filt
     if isinstance(filters.load, str) and filters.load not in runs:
         raise InputError(f"no traces of load run {filters.load!r} in {path} in that time; "
                          + (f"load runs there: {', '.join(runs)}" if runs else "it holds no load-test traffic"))
-    if jobs is None:
+    if isinstance(path, StoreURL):
+        jobs = 1  # the engine reads in parallel itself; its sessions do not cross a fork
+    elif jobs is None:
         jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
     parallel = jobs > 1 and summary.start_ns is not None
     if parallel:  # with no connection open here: SQLite handles must not cross a fork

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from takealook.cli.common import add_store_option, require, store_path
+from takealook.cli.common import add_store_option, require, store_file
 from takealook.errors import UsageError
 
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                         help="OTLP/HTTP address (default 127.0.0.1:4318; port 0 picks a free one)")
     parser.add_argument("--grpc", default="127.0.0.1:4317", metavar="HOST:PORT|off",
                         help="OTLP/gRPC address, or 'off' (default 127.0.0.1:4317)")
-    add_store_option(parser)
+    add_store_option(parser, files_only=True)
     parser.add_argument("--max-body", default="8MiB", metavar="SIZE",
                         help="largest request accepted, compressed or not (default 8MiB)")
     parser.add_argument("--max-memory", default="512MiB", metavar="SIZE",
@@ -58,7 +58,7 @@ def settings_from_args(args: argparse.Namespace):
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise UsageError(f"--cors-origin {origin!r}: expected an origin such as https://app.example.com, or '*'")
     return CollectorSettings(
-        store=store_path(args),
+        store=store_file(args, "takealook collect"),
         http=parse_address(args.listen, "--listen"),
         grpc=grpc,
         max_body=parse_size(args.max_body, "--max-body"),

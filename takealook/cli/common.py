@@ -24,11 +24,14 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
 
-def add_store_option(parser: argparse.ArgumentParser) -> None:
+def add_store_option(parser: argparse.ArgumentParser, files_only: bool = False) -> None:
     parser.add_argument(
         "--store",
-        metavar="PATH",
-        help=f"span store (default: ${STORE_ENV} or {DEFAULT_STORE})",
+        metavar="PATH" if files_only else "STORE",
+        help=f"span store (default: ${STORE_ENV} or {DEFAULT_STORE})" if files_only else
+        f"span store: an SQLite file, chdb:DIR, or clickhouse://[user[:password]@]host[:port]/database"
+        f"[?table=otel_traces&secure=1] (the Collector's clickhouse exporter's table; default: ${STORE_ENV} "
+        f"or {DEFAULT_STORE})",
     )
 
 
@@ -49,8 +52,28 @@ def load_filter(args: argparse.Namespace):
     return bool(args.include_load)
 
 
-def store_path(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "store", None) or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+def store_path(args: argparse.Namespace):
+    """The store the command reads or writes: a Path (SQLite) or a ``takealook.collector.StoreURL``.
+
+    A URL is never taken for a file name; a bad one is an InputError (exit 2)."""
+    from takealook.collector.location import parse_store
+
+    return parse_store(getattr(args, "store", None) or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def store_file(args: argparse.Namespace, command: str) -> Path:
+    """``store_path`` for commands that write the SQLite store themselves (``collect``): a URL is a usage error."""
+    store = store_path(args)
+    if not isinstance(store, Path):
+        raise UsageError(f"{command} keeps spans in an SQLite file; to fill ClickHouse, run the OpenTelemetry "
+                         "Collector with its clickhouse exporter (see otel-collector.yaml), or `takealook traces "
+                         "import FILE --store URL`")
+    return store
+
+
+def store_exists(store) -> bool:
+    """An SQLite store's file exists; a URL is taken to exist (opening it says otherwise)."""
+    return not isinstance(store, Path) or store.exists()
 
 
 def output_format(args: argparse.Namespace) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from takealook.analyzers.db.options import AuditOptions
 from takealook.cli.common import (
-    add_load_options, add_output_options, add_store_option, emit, load_filter, require, store_path,
+    add_load_options, add_output_options, add_store_option, emit, load_filter, require, store_exists, store_path,
 )
 from takealook.cli.db import AUDIT_FLAGS
 from takealook.cli.flags import add_flags, build
@@ -66,9 +66,9 @@ def run(args) -> int:
     traces_sides = all(filters) and bool(filters)
     store = store_path(args)
     explicit_store = bool(args.store or os.environ.get("TAKEALOOK_STORE"))
-    if explicit_store and not store.exists():
+    if explicit_store and not store_exists(store):
         raise UsageError(f"no span store at {store}: run `takealook collect` first, or fix --store")
-    use_store = store.exists()
+    use_store = store_exists(store)
     if traces_sides and not use_store:
         raise UsageError(f"--before/--after filters compare the traces of a span store, and there is none at {store}")
     if not (use_store or args.dsn or args.before):
@@ -101,7 +101,7 @@ def run(args) -> int:
     return 0
 
 
-def _traces(store: Path, args):
+def _traces(store, args):
     from takealook.analyzers.traces import Settings, Window
     from takealook.analyzers.traces.source import analyze_store
     from takealook.cli.traces import parse_when

@@ -1,6 +1,8 @@
 """``takealook traces import FILE...``: load OTLP JSON files (the Collector's file exporter) into the store.
 
-Idempotent: importing a file twice stores each span once. Bad lines are
+The store is an SQLite file, or a ClickHouse table by URL (``chdb:DIR``,
+``clickhouse://...``), written in the layout of the Collector's clickhouse
+exporter (created when missing). Idempotent: importing a file twice stores each span once. Bad lines are
 skipped and listed (the first 20), and the command still exits 0 when
 something was imported; it exits 2 when a file cannot be read at all, or
 when every line was bad.
@@ -28,11 +30,11 @@ def register(verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     require("opentelemetry.proto", "audit")
     from takealook.collector.importer import check_files, import_files
-    from takealook.collector.store import SpanStore
 
     paths = [Path(f) for f in args.files]
+    target = store_path(args)  # a bad URL stops here, before anything is created
     check_files(paths)  # before creating a store for nothing
-    store = SpanStore(store_path(args))
+    store = _writer(target)
     show = sys.stderr.isatty()
     try:
         result = import_files(paths, store, progress=_progress if show else None)
@@ -47,10 +49,24 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"imported {result.spans_new} new spans ({result.spans_duplicate} already stored"
           + (f", {result.spans_rejected} invalid" if result.spans_rejected else "")
-          + f") and {result.points_new} metric points from {result.files} file(s) into {store_path(args)}")
+          + f") and {result.points_new} metric points from {result.files} file(s) into {target}")
+    ignored = getattr(store, "points_ignored", 0)
+    if ignored:
+        print(f"takealook traces import: note: {ignored} metric points not stored (a ClickHouse store holds the "
+              "exporter's spans table; rates come from the traces)", file=sys.stderr)
     if result.skipped_lines and result.lines == result.skipped_lines:
         raise InputError("no line of the given files is an OTLP export request; see the lines above")
     return 0
+
+
+def _writer(target):
+    if isinstance(target, Path):
+        from takealook.collector.store import SpanStore
+
+        return SpanStore(target)
+    from takealook.collector.clickhouse_write import ClickHouseWriter
+
+    return ClickHouseWriter(target)
 
 
 def _progress(result) -> None:

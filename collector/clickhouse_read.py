@@ -1,0 +1,294 @@
+"""The store's read API over a ClickHouse table in the Collector exporter's layout.
+
+``ClickHouseReader`` answers what ``read.StoreReader`` answers (``open_store``
+picks it for ``chdb:`` and ``clickhouse://`` stores), with the same ``Span``
+records: ids in lowercase hex, kinds and statuses as ``model.KINDS`` and
+``STATUSES`` words whichever spelling the table uses, the typed HTTP and
+database fields resolved from the attribute map as the collector resolves them
+at ingest (``semconv.typed_fields``, once per distinct attribute map).
+
+The table has no per-trace summary, so a trace's start, services, endpoints
+and load-test mark are aggregated per ``TraceId`` by the engine. A trace
+belongs to a window by its first span's start, like in SQLite; spans are
+looked for from ``TRACE_SLACK_NS`` before the window (a trace longer than that
+is cut). Whole traces are then read a batch at a time, each batch one query
+over the time range its traces span, so the engine prunes by ``Timestamp``.
+
+The exporter writes traces only: metric points are not read from ClickHouse
+(``metric_points`` yields nothing), so rates come from the traces.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from typing import Iterator, Optional
+
+from takealook.collector.clickhouse import (
+    SERVER_KINDS, connect, literal, ns_literal, table_layout,
+)
+from takealook.collector.location import StoreURL
+from takealook.collector.model import KINDS, MetricPoint, Span, TraceSpans, new_span
+from takealook.collector.semconv import typed_fields
+from takealook.errors import InputError
+from takealook.loadmark import DEFAULT_LABEL, KEY, MAX_LABEL, PREFIX
+
+TRACE_SLACK_NS = 3600 * 10**9  # how long before the window a trace's spans are looked for
+DEFAULT_BATCH = 2000  # traces per span query
+_SET_CACHE = 50_000
+_MARK = KEY + "=" + PREFIX
+_KIND_NUMBER = {name: number for number, name in enumerate(KINDS)}
+
+
+def kind_word(spelling: str) -> str:
+    """``Server`` or ``SPAN_KIND_SERVER`` -> ``server``; anything else -> ``unspecified``."""
+    word = spelling.lower()
+    if word.startswith("span_kind_"):
+        word = word[len("span_kind_"):]
+    return word if word in _KIND_NUMBER else "unspecified"
+
+
+def status_word(spelling: str) -> str:
+    """``Error`` or ``STATUS_CODE_ERROR`` -> ``error``; anything else -> ``unset``."""
+    word = spelling.lower()
+    if word.startswith("status_code_"):
+        word = word[len("status_code_"):]
+    return word if word in ("ok", "error") else "unset"
+
+
+class ClickHouseReader:
+    """Read access to one ClickHouse spans table. Not thread-safe: open one reader per thread."""
+
+    def __init__(self, url: StoreURL):
+        self.url = url
+        self.path = str(url)
+        self._engine = connect(url)
+        try:
+            self._layout = table_layout(self._engine, url)
+        except BaseException:
+            self._engine.close()
+            raise
+        self._sets: dict = {}  # (kind, attributes JSON) -> (attributes JSON, typed fields...)
+        self._columns = self._span_columns()
+
+    # -- life cycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> "ClickHouseReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _is_empty(self) -> bool:
+        return not self._engine.rows(f"SELECT 1 FROM {self.url.qualified} LIMIT 1")
+
+    # -- overview -----------------------------------------------------------
+
+    def summary(self):
+        from takealook.collector.read import StoreSummary
+
+        row = self._engine.rows(
+            f"SELECT count(), uniqExact(TraceId), toUnixTimestamp64Nano(min(Timestamp)), "
+            f"max(toUnixTimestamp64Nano(Timestamp) + toInt64(Duration)) FROM {self.url.qualified}")[0]
+        spans, traces, start, end = (int(v) for v in row)
+        size = self._size()
+        return StoreSummary(self.path, 0, spans, traces, 0, tuple(self.services()), start if spans else None,
+                            end if spans else None, size)
+
+    def _size(self) -> int:
+        try:
+            rows = self._engine.rows(
+                f"SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = "
+                f"{literal(self.url.database)} AND table = {literal(self.url.table)}")
+        except InputError:  # a user without access to system tables
+            return 0
+        return int(rows[0][0] or 0) if rows else 0
+
+    def services(self) -> list[str]:
+        return [r[0] for r in self._engine.rows(
+            f"SELECT DISTINCT ServiceName FROM {self.url.qualified} ORDER BY ServiceName")]
+
+    def count_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                     service: Optional[str] = None, route: Optional[str] = None, load=True) -> int:
+        sql = self.traces_sql(since_ns, until_ns, service, route, load, order=False)
+        return int(self._engine.rows(f"SELECT count() FROM ({sql})")[0][0])
+
+    def load_runs(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None) -> dict[str, int]:
+        if not self._layout.has("TraceState"):
+            return {}
+        sql = self.traces_sql(since_ns, until_ns, None, None, True, order=False)
+        rows = self._engine.rows(f"SELECT label, count() FROM ({sql}) WHERE label != '' GROUP BY label ORDER BY label")
+        return {label: int(count) for label, count in rows}
+
+    # -- which traces -------------------------------------------------------
+
+    def traces_sql(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str],
+                   route: Optional[str], load, order: bool = True, extra: str = "") -> str:
+        """One row per trace that started in the window: TraceId, first start, last start (ns), load label.
+
+        ``extra``: more aggregates (``expr AS name``) for callers that select traces by them.
+        """
+        where, having = [], []
+        if since_ns is not None:
+            where.append(f"Timestamp >= {ns_literal(int(since_ns) - TRACE_SLACK_NS)}")
+            having.append(f"first >= {int(since_ns)}")
+        if until_ns is not None:
+            where.append(f"Timestamp < {ns_literal(until_ns)}")
+            having.append(f"first < {int(until_ns)}")
+        server = f"SpanKind IN ({', '.join(map(literal, SERVER_KINDS))})"
+        if service is not None and route is not None:
+            having.append(f"countIf(ServiceName = {literal(service)} AND {server} AND "
+                          f"SpanAttributes['http.route'] = {literal(route)}) > 0")
+        elif service is not None:
+            having.append(f"countIf(ServiceName = {literal(service)}) > 0")
+        elif route is not None:
+            having.append(f"countIf({server} AND SpanAttributes['http.route'] = {literal(route)}) > 0")
+        state = self._layout.column("TraceState", "''")
+        label = (f"if(state = '', '', if(trim(extract(state, '{_MARK}([^,]*)')) = '', {literal(DEFAULT_LABEL)}, "
+                 f"substring(trim(extract(state, '{_MARK}([^,]*)')), 1, {MAX_LABEL})))")
+        outer = []
+        if load is False:
+            outer.append("label = ''")
+        elif isinstance(load, str):
+            if not load:
+                raise ValueError("load must be True, False or a run label")
+            outer.append(f"label = {literal(load)}")
+        elif load is not True:
+            raise ValueError("load must be True, False or a run label")
+        inner = (f"SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)) AS first, "
+                 f"toUnixTimestamp64Nano(max(Timestamp)) AS last, "
+                 f"anyIf({state}, position({state}, '{_MARK}') > 0) AS state{extra} "
+                 f"FROM {self.url.qualified}"
+                 + (f" WHERE {' AND '.join(where)}" if where else "")
+                 + " GROUP BY TraceId" + (f" HAVING {' AND '.join(having)}" if having else ""))
+        extras = "".join(f", {part.rsplit(' AS ', 1)[1]}" for part in extra.split(", ") if " AS " in part)
+        sql = (f"SELECT TraceId, first, last, {label} AS label{extras} FROM ({inner})"
+               + (f" WHERE {' AND '.join(outer)}" if outer else ""))
+        return sql + (" ORDER BY first, TraceId" if order else "")
+
+    # -- traces -------------------------------------------------------------
+
+    def iter_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                    service: Optional[str] = None, route: Optional[str] = None,
+                    batch: int = DEFAULT_BATCH, load=True) -> Iterator[TraceSpans]:
+        """Whole traces that started in [since_ns, until_ns), oldest first (see ``StoreReader.iter_traces``)."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        listed = self._engine.rows(self.traces_sql(since_ns, until_ns, service, route, load))
+        yield from self.read_traces([(r[0], int(r[1]), int(r[2]), r[3] or None) for r in listed], batch)
+
+    def read_traces(self, listed: list[tuple], batch: int = DEFAULT_BATCH) -> Iterator[TraceSpans]:
+        """The spans of ``listed`` traces ((trace id, first start, last start, load label)), in that order."""
+        for at in range(0, len(listed), batch):
+            page = listed[at:at + batch]
+            low = min(first for _, first, _, _ in page)
+            high = max(last for _, _, last, _ in page)
+            by_trace = self._spans_of([trace_id for trace_id, _, _, _ in page], low, high)
+            for trace_id, _, _, label in page:
+                spans = by_trace.get(trace_id)
+                if spans:
+                    spans.load = label
+                    yield spans
+
+    def trace(self, trace_id: str) -> TraceSpans:
+        wanted = trace_id.strip().lower()
+        spans = self._spans_of([wanted], None, None).get(wanted, TraceSpans())
+        state = next((s for s in self._states(wanted) if _MARK in s), "")
+        from takealook.loadmark import label_of
+
+        spans.load = label_of(state)
+        return spans
+
+    def _states(self, trace_id: str) -> list[str]:
+        if not self._layout.has("TraceState"):
+            return []
+        return [r[0] for r in self._engine.rows(
+            f"SELECT DISTINCT TraceState FROM {self.url.qualified} WHERE TraceId = {literal(trace_id)}")]
+
+    def _spans_of(self, trace_ids: list[str], low: Optional[int], high: Optional[int]) -> dict[str, TraceSpans]:
+        where = [f"TraceId IN ({', '.join(map(literal, trace_ids))})"]
+        if low is not None:
+            where.append(f"Timestamp >= {ns_literal(low)} AND Timestamp <= {ns_literal(high)}")
+        rows = self._engine.rows(f"SELECT {self._columns} FROM {self.url.qualified} WHERE {' AND '.join(where)} "
+                                 "ORDER BY TraceId, Timestamp, SpanId")
+        paused = gc.isenabled()
+        gc.disable()  # thousands of new objects and no cycles: see read.StoreReader._spans_of
+        try:
+            out: dict[str, TraceSpans] = {}
+            seen: set = set()
+            for row in rows:
+                key = (row[0], row[1])
+                if key in seen:  # the exporter retried a batch: one copy of each span, as in SQLite
+                    continue
+                seen.add(key)
+                group = out.get(row[0])
+                if group is None:
+                    group = out[row[0]] = TraceSpans()
+                group.append(self._span(row))
+            return out
+        finally:
+            if paused:
+                gc.enable()
+
+    def _span_columns(self) -> str:
+        column = self._layout.column
+        return ", ".join((
+            "lower(TraceId)", "lower(SpanId)", "lower(ParentSpanId)", "SpanName", "SpanKind",
+            "toUnixTimestamp64Nano(Timestamp)", "toInt64(Duration)", "StatusCode",
+            column("StatusMessage", "''"), "toJSONString(SpanAttributes)", "ServiceName",
+            "toJSONString(" + column("ResourceAttributes", "map()") + ")", column("ScopeName", "''"),
+            column("Events.Name", "[]"),
+            "arrayMap(x -> toUnixTimestamp64Nano(x), " + column("Events.Timestamp", "CAST([], 'Array(DateTime64(9))')") + ")",
+            column("Events.Attributes", "[]"), column("Links.TraceId", "[]"), column("Links.SpanId", "[]"),
+            column("Links.Attributes", "[]"),
+        ))
+
+    def _span(self, r: list) -> Span:
+        kind = kind_word(r[4])
+        cached = self._sets.get((kind, r[9]))
+        if cached is None:
+            if len(self._sets) >= _SET_CACHE:
+                self._sets.clear()
+            attrs = json.loads(r[9])
+            cached = self._sets[(kind, r[9])] = (r[9], *typed_fields(attrs, _KIND_NUMBER[kind]))
+        events = _events(r[13], r[14], r[15]) if r[13] else "[]"
+        links = (json.dumps([{"trace_id": t.lower(), "span_id": s.lower(), "attributes": a}
+                             for t, s, a in zip(r[16], r[17], r[18])]) if r[16] else "[]")
+        return new_span(r[0], r[1], r[2] or None, r[10] or "unknown_service", r[3], kind, int(r[5]),
+                        max(0, int(r[6])), status_word(r[7]), r[8] or "", *cached[1:], cached[0], r[11], events,
+                        links, r[12] or "")
+
+    # -- spans --------------------------------------------------------------
+
+    def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
+                   service: Optional[str] = None, route: Optional[str] = None, load=True) -> Iterator[Span]:
+        traces = self.traces_sql(since_ns, until_ns, None, None, load, order=False)
+        where = ["ParentSpanId = ''", f"TraceId IN (SELECT TraceId FROM ({traces}))"]
+        if since_ns is not None:
+            where.append(f"Timestamp >= {ns_literal(since_ns)}")
+        if until_ns is not None:
+            where.append(f"Timestamp < {ns_literal(until_ns)}")
+        if service is not None:
+            where.append(f"ServiceName = {literal(service)}")
+        if route is not None:
+            where.append(f"SpanAttributes['http.route'] = {literal(route)}")
+        rows = self._engine.rows(f"SELECT {self._columns} FROM {self.url.qualified} WHERE {' AND '.join(where)} "
+                                 "ORDER BY Timestamp")
+        for row in rows:
+            yield self._span(row)
+
+    # -- metrics ------------------------------------------------------------
+
+    def metric_points(self, name: Optional[str] = None, since_ns: Optional[int] = None,
+                      until_ns: Optional[int] = None, service: Optional[str] = None,
+                      load=True) -> Iterator[MetricPoint]:
+        """None: the exporter's metric tables are not read (rates come from the traces)."""
+        return iter(())
+
+
+def _events(names: list, times: list, attributes: list) -> str:
+    return json.dumps([{"name": n, "time_ns": int(t), "attributes": a} for n, t, a in zip(names, times, attributes)])
+
