@@ -166,3 +166,19 @@ def write_store(path, traces, points=()) -> None:
         store.write(batches)
     finally:
         store.close()
+
+
+def file_exporter_line(traces) -> str:
+    """The traces as one line of the Collector's file exporter: OTLP JSON, ids in hex (``traces import`` reads it)."""
+    import base64
+
+    from google.protobuf import json_format
+
+    document = json_format.MessageToDict(otlp_request(traces))
+    for resource_spans in document.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(document)

@@ -230,3 +230,23 @@ def test_load_tests_name_endpoints_as_the_report_does(store, cms, blog):
     names = {f"{e.method} {e.template}" for e in generated}
     reported = {e["endpoint"] for e in cms["endpoints"] + blog["endpoints"]}
     assert names == reported
+
+
+def test_the_same_spans_in_chdb_give_the_same_report(store, tmp_path):
+    """Issue 17: the apps' spans imported into SQLite and into ClickHouse (chdb, the exporter's layout) read alike."""
+    from tests.analyzers.traces.builder import file_exporter_line
+
+    with open_store(store) as reader:
+        traces = list(reader.iter_traces(load=True))
+    exported = tmp_path / "traces.json"
+    exported.write_text(file_exporter_line(traces) + "\n")
+    sqlite, chdb = tmp_path / "copy.db", f"chdb:{tmp_path / 'ch'}"
+    for target in (str(sqlite), chdb):
+        out = subprocess.run([script("takealook"), "traces", "import", str(exported), "--store", target],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and f"imported {sum(map(len, traces))} new spans" in out.stdout, out.stderr
+    for service in ("cms", "cms-clean", "blog"):
+        mine, theirs = _report(sqlite, "--service", service), _report(chdb, "--service", service)
+        assert mine["endpoints"] and mine["endpoints"] == theirs["endpoints"], service
+        assert mine["findings"] == theirs["findings"] and mine["totals"] == theirs["totals"], service
+        assert mine == theirs
