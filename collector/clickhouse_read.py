@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import gc
 import json
-from typing import Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 from takealook.collector.clickhouse import (
-    SERVER_KINDS, connect, literal, ns_literal, table_layout,
+    ERROR_STATUSES, SERVER_KINDS, connect, literal, ns_literal, table_layout,
 )
 from takealook.collector.location import StoreURL
 from takealook.collector.model import KINDS, MetricPoint, Span, TraceSpans, new_span
@@ -54,6 +55,24 @@ def status_word(spelling: str) -> str:
     if word.startswith("status_code_"):
         word = word[len("status_code_"):]
     return word if word in ("ok", "error") else "unset"
+
+
+@dataclass(frozen=True)
+class EntryGroup:
+    """Root server spans of one service, method and route (and path, for routes named by their path)."""
+
+    service: str
+    method: str
+    route: str  # http.route as recorded; '' when absent
+    path: str  # the request's path for catch-all routes and spans without a route; '' otherwise
+    name: str  # the span's name when it has neither route nor path
+    requests: int
+    errors: int  # failed spans and 5xx answers
+    client_errors: int  # 4xx answers
+    duration_ns: int  # summed
+    quantiles_ns: tuple[float, float, float]  # p50, p95, p99, interpolated between ranks
+    first_ns: int
+    end_ns: int
 
 
 class ClickHouseReader:
@@ -168,6 +187,77 @@ class ClickHouseReader:
         sql = (f"SELECT TraceId, first, last, {label} AS label{extras} FROM ({inner})"
                + (f" WHERE {' AND '.join(outer)}" if outer else ""))
         return sql + (" ORDER BY first, TraceId" if order else "")
+
+    # -- what the engine computes over all spans ----------------------------
+
+    def entry_groups(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load,
+                     by_path: Callable[[str], bool]) -> list[EntryGroup]:
+        """Root server spans grouped by service, method, route (and path, where ``by_path(route)`` or there is
+        no route), each group's count, failures, 4xx answers and exact percentiles, computed by the engine."""
+        roots = self._roots_sql(since_ns, until_ns, service, load)
+        routes = [r[0] for r in self._engine.rows(f"SELECT DISTINCT route FROM ({roots}) WHERE server")]
+        page = f"if(route IN ({_paged(routes, by_path)}), path, '')"
+        rows = self._engine.rows(
+            f"SELECT service, method, route, {page} AS page, if(route = '' AND path = '', name, '') AS label, "
+            "count(), countIf(failed), countIf(NOT failed AND status >= 400 AND status < 500), sum(duration), "
+            "quantilesExactInclusive(0.5, 0.95, 0.99)(duration), min(start), max(start + duration) "
+            f"FROM ({roots}) WHERE server GROUP BY service, method, route, page, label "
+            "ORDER BY count() DESC LIMIT 1000 BY service, method, route")
+        return [EntryGroup(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]),
+                           tuple(float(q) for q in r[9]), int(r[10]), int(r[11])) for r in rows]
+
+    def sample_traces(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load,
+                      by_path: Callable[[str], bool], slowest: int, failed: int, share: int) -> list[tuple]:
+        """A bounded, stratified sample of traces per entry group (as ``entry_groups`` groups them; traces whose
+        root is not a server span form groups by root name): its ``slowest`` slowest, up to ``failed`` failed
+        ones, and ``share`` more picked at random (by a hash of the trace id, so the same each time). Items as
+        ``read_traces`` takes them, oldest first."""
+        roots = self._roots_sql(since_ns, until_ns, service, load)
+        routes = [r[0] for r in self._engine.rows(f"SELECT DISTINCT route FROM ({roots}) WHERE server")]
+        group = (f"service, server, method, route, if(route IN ({_paged(routes, by_path)}), path, ''), "
+                 "if(NOT server OR (route = '' AND path = ''), name, '')")
+        rows = self._engine.rows(
+            f"SELECT trace_id, start, start + duration, state FROM ("
+            f"SELECT trace_id, start, duration, failed, state, "
+            f"row_number() OVER (PARTITION BY {group} ORDER BY duration DESC, cityHash64(trace_id)) AS slow_rank, "
+            f"row_number() OVER (PARTITION BY {group} ORDER BY failed DESC, cityHash64(trace_id)) AS failed_rank, "
+            f"row_number() OVER (PARTITION BY {group} ORDER BY cityHash64(trace_id)) AS random_rank "
+            f"FROM ({roots})) WHERE slow_rank <= {int(slowest)} OR (failed AND failed_rank <= {int(failed)}) "
+            f"OR random_rank <= {int(share)} ORDER BY start, trace_id")
+        from takealook.loadmark import label_of
+
+        # The trace's spans are looked for up to a minute past its root's end (work the root did not wait for).
+        return [(r[0], int(r[1]), int(r[2]) + 60 * 10**9, label_of(r[3]) if r[3] else None) for r in rows]
+
+    def _roots_sql(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load) -> str:
+        """Root spans with their typed fields, filtered like ``traces_sql`` (by the root's own load mark)."""
+        where = ["ParentSpanId = ''"]
+        if since_ns is not None:
+            where.append(f"Timestamp >= {ns_literal(since_ns)}")
+        if until_ns is not None:
+            where.append(f"Timestamp < {ns_literal(until_ns)}")
+        if service is not None:
+            traces = self.traces_sql(since_ns, until_ns, service, None, True, order=False)
+            where.append(f"TraceId IN (SELECT TraceId FROM ({traces}))")
+        state = self._layout.column("TraceState", "''")
+        if load is False:
+            where.append(f"position({state}, '{_MARK}') = 0")
+        elif isinstance(load, str):
+            where.append(f"trim(extract({state}, '{_MARK}([^,]*)')) = {literal(load)}")
+        attribute = "SpanAttributes"
+        status = (f"toInt32OrZero(if({attribute}['http.response.status_code'] != '', "
+                  f"{attribute}['http.response.status_code'], {attribute}['http.status_code']))")
+        path = (f"multiIf({attribute}['url.path'] != '', {attribute}['url.path'], {attribute}['http.target'] != '', "
+                f"splitByChar('?', {attribute}['http.target'])[1], {attribute}['url.full'] != '', "
+                f"path({attribute}['url.full']), {attribute}['http.url'] != '', path({attribute}['http.url']), '')")
+        return (
+            f"SELECT lower(TraceId) AS trace_id, ServiceName AS service, SpanName AS name, "
+            f"SpanKind IN ({', '.join(map(literal, SERVER_KINDS))}) AS server, "
+            f"if({attribute}['http.request.method'] != '', {attribute}['http.request.method'], "
+            f"{attribute}['http.method']) AS method, {attribute}['http.route'] AS route, {path} AS path, "
+            f"{status} AS status, toUnixTimestamp64Nano(Timestamp) AS start, toInt64(greatest(toInt64(Duration), 0)) "
+            f"AS duration, StatusCode IN ({', '.join(map(literal, ERROR_STATUSES))}) OR (server AND status >= 500) "
+            f"AS failed, {state} AS state FROM {self.url.qualified} WHERE {' AND '.join(where)}")
 
     # -- traces -------------------------------------------------------------
 
@@ -287,6 +377,11 @@ class ClickHouseReader:
                       load=True) -> Iterator[MetricPoint]:
         """None: the exporter's metric tables are not read (rates come from the traces)."""
         return iter(())
+
+
+def _paged(routes: list[str], by_path: Callable[[str], bool]) -> str:
+    """The routes whose requests are told apart by path, as an SQL list ('' stands for no route)."""
+    return ", ".join(literal(route) for route in routes if not route or by_path(route)) or "''"
 
 
 def _events(names: list, times: list, attributes: list) -> str:

@@ -36,7 +36,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from takealook.analyzers.traces.connections import ConnectionAggregator
 from takealook.analyzers.traces.critical_path import CriticalPathAggregator
-from takealook.analyzers.traces.endpoints import EndpointAggregator, EndpointStats, ServiceStats, other_row
+from takealook.analyzers.traces.endpoints import (
+    EndpointAggregator, EndpointStats, EntryFigures, ServiceStats, other_row,
+)
 from takealook.analyzers.traces.failures import ErrorAggregator
 from takealook.analyzers.traces.health import HealthAggregator
 from takealook.analyzers.traces.n_plus_one import RepeatAggregator, find_repeats
@@ -65,6 +67,9 @@ class Totals:
     window_start_ns: Optional[int]
     window_end_ns: Optional[int]
     window_minutes: float
+    # Traces that started in the window: ``traces`` unless the report rests on a sample of them (``sampled``).
+    traces_in_window: int = 0
+    sampled: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,10 @@ class TraceAnalysis:
         self.slowest: dict[tuple, TraceView] = {}
         self.first_trace: dict[str, str] = {}
         self.pages: dict[tuple, set] = {}  # (service, method, route template) -> pages of a catch-all seen
+        # Set when the traces are a sample of a large store (sampling.py): the engine's figures per entry key,
+        # which replace the sample's counts, rates and percentiles, and how many traces the window holds.
+        self.figures: dict[tuple, EntryFigures] = {}
+        self.traces_in_window: Optional[int] = None
 
     def add_trace(self, spans: Sequence[Span]) -> None:
         self.read += 1
@@ -181,6 +190,7 @@ class TraceAnalysis:
     def _fold_paths(self) -> None:
         """Pages of a catch-all route past the busiest ``paths_per_route`` become the route's one row."""
         fold = self.endpoints.fold_paths(self.settings.paths_per_route)
+        self._refigure(fold)
         if not fold:
             return
         rename = lambda key: fold.get(key, key)  # noqa: E731 - passed to every aggregator
@@ -192,6 +202,17 @@ class TraceAnalysis:
             if mine is None or view.root.duration_ns > mine.root.duration_ns:
                 slowest[rename(key)] = view
         self.slowest = slowest
+
+    def _refigure(self, fold: dict) -> None:
+        """The engine's figures keyed as the endpoints are once pages are folded into their route's row."""
+        figures: dict[tuple, EntryFigures] = {}
+        for key, mine in self.figures.items():
+            key = fold.get(key, key)
+            if key in figures:
+                figures[key].add(mine)
+            else:
+                figures[key] = EntryFigures(**vars(mine))
+        self.figures = figures
 
     def merge(self, other: "TraceAnalysis") -> None:
         """Add what another analysis (of other traces, in another process) saw; earlier traces first."""
@@ -233,8 +254,12 @@ class TraceAnalysis:
             self.last_ns = end
 
     def result(self) -> TraceReport:
-        start = self.window.since_ns if self.window.since_ns is not None else self.first_ns
-        end = self.window.until_ns if self.window.until_ns is not None else self.last_ns
+        first, last = self.first_ns, self.last_ns
+        if self.figures:  # the window as all the requests cover it, not only the sample
+            first = min(f.first_ns for f in self.figures.values())
+            last = max(f.end_ns for f in self.figures.values())
+        start = self.window.since_ns if self.window.since_ns is not None else first
+        end = self.window.until_ns if self.window.until_ns is not None else last
         minutes = max((end - start) / 60e9, 1 / 60) if start is not None and end is not None else 1 / 60
         measured = request_counts(self.points, self.window.since_ns, self.window.until_ns)
         self._fold_paths()
@@ -242,6 +267,8 @@ class TraceAnalysis:
         served = self.endpoints.served() if measured else {}
         for key in self.endpoints.endpoints:
             stats = self.endpoints.endpoint_stats(key, minutes, measured.get(key), served)
+            if key in self.figures:
+                stats = self.figures[key].apply(stats, minutes)
             path = self.paths.result(key)
             endpoints[key] = _with_path(stats, path)
         statements = self.statements.statements(endpoints)
@@ -250,7 +277,8 @@ class TraceAnalysis:
             spans=self.spans, traces=self.traces, services=tuple(sorted(self.endpoints.service_spans)),
             skipped_spans=sum(self.skipped.values()), skipped_reasons=dict(self.skipped.most_common()),
             traces_without_entry=self.without_entry, window_start_ns=start, window_end_ns=end,
-            window_minutes=round(minutes, 3),
+            window_minutes=round(minutes, 3), traces_in_window=self.traces_in_window or self.traces,
+            sampled=self.traces_in_window is not None and self.read < self.traces_in_window,
         )
         ranked = sorted(endpoints.values(), key=lambda e: (-e.p95_ms * e.requests_per_min, e.endpoint))
         return TraceReport(

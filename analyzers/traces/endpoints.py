@@ -23,7 +23,7 @@ from the spans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from takealook.analyzers.traces.critical_path import PathPart
@@ -59,6 +59,9 @@ class EndpointStats:
     route_template: str = ""  # the route's template: "/{path}" for a page of a catch-all route
     by_path: bool = False  # a page of a catch-all route, named by its path
     other_paths: int = 0  # on a catch-all's "other" row: the paths folded into it (at least)
+    # Traces the per-trace figures (per-request counts, critical path, findings) rest on: ``requests`` unless
+    # the report was made from a sample of a large store (see ``sampling.py``).
+    traces_analysed: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,7 @@ class EndpointAggregator:
             mean_ms=ms(sum(tally.durations) / n), services_per_request=round(tally.services / n, 2),
             sql_per_request=round(tally.sql / n, 2), outbound_calls_per_request=round(tally.outbound / n, 2),
             requests_measured=total, client_error_rate=client_error_rate, route_template=entry.template or entry.route,
-            by_path=entry.by_path, other_paths=self.other_paths.get(key, 0),
+            by_path=entry.by_path, other_paths=self.other_paths.get(key, 0), traces_analysed=n,
         )
 
     def service_stats(self, minutes: float) -> list[ServiceStats]:
@@ -259,6 +262,39 @@ class EndpointAggregator:
             ))
         rows.sort(key=lambda row: (-row.requests, row.service))
         return rows
+
+
+@dataclass
+class EntryFigures:
+    """An endpoint's figures over all its requests, computed by the store's engine (``sampling.py``)."""
+
+    requests: int
+    errors: int
+    client_errors: int
+    duration_ns: int
+    quantiles_ns: tuple[float, float, float]  # p50, p95, p99
+    first_ns: int
+    end_ns: int
+
+    def add(self, other: "EntryFigures") -> None:
+        """Another group named alike (routes written two ways, pages folded into a route's row): counts add
+        up, percentiles are averaged by requests (an approximation: quantiles do not add)."""
+        total = self.requests + other.requests
+        self.quantiles_ns = tuple((a * self.requests + b * other.requests) / total
+                                  for a, b in zip(self.quantiles_ns, other.quantiles_ns))
+        self.requests, self.errors = total, self.errors + other.errors
+        self.client_errors += other.client_errors
+        self.duration_ns += other.duration_ns
+        self.first_ns, self.end_ns = min(self.first_ns, other.first_ns), max(self.end_ns, other.end_ns)
+
+    def apply(self, stats: EndpointStats, minutes: float) -> EndpointStats:
+        """``stats`` (from the traces analysed) with the engine's counts, rates and percentiles."""
+        n = self.requests
+        p50, p95, p99 = self.quantiles_ns
+        return replace(stats, requests=n, requests_per_min=round(n / minutes, 3), rate_source="spans",
+                       requests_measured=None, error_rate=ratio(self.errors, n),
+                       client_error_rate=ratio(self.client_errors, n), p50_ms=ms(p50), p95_ms=ms(p95),
+                       p99_ms=ms(p99), mean_ms=ms(self.duration_ns / n))
 
 
 def other_row(entry: Entry) -> Entry:

@@ -34,6 +34,9 @@ from typing import Callable, Optional
 
 from takealook.analyzers.traces.analysis import TraceAnalysis, TraceReport
 from takealook.analyzers.traces.rates import SERVER_DURATION_METRICS
+from takealook.analyzers.traces.sampling import (
+    FAILED, SAMPLE_MIN_TRACES, SHARE, SLOWEST, by_path, can_sample, entry_figures, sample_note,
+)
 from takealook.analyzers.traces.settings import Settings, Window
 from takealook.analyzers.traces.trace import Entry
 from takealook.collector import Load, StoreURL, open_store, parse_store
@@ -83,17 +86,20 @@ def _forms(text: str) -> set[str]:
 def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, window: Optional[Window] = None,
                   service: Optional[str] = None, endpoint: Optional[str] = None,
                   progress: Optional[Progress] = None, jobs: Optional[int] = None,
-                  load: Load = False) -> tuple[TraceAnalysis, TraceReport]:
+                  load: Load = False, sample: Optional[bool] = None) -> tuple[TraceAnalysis, TraceReport]:
     """The analysis (for joins done afterwards) and its report over the store at ``path``.
 
     ``jobs``: processes reading the store side by side, each a slice of the window
     (default: one per CPU, at most ``MAX_JOBS``, when the window holds at least
     ``PARALLEL_MIN_TRACES`` traces; reading and building spans is most of a report's time).
+    ``sample``: over a store that aggregates (ClickHouse), figures by the engine and per-trace analyses over a
+    sample of traces (``sampling.py``); None (the default) when the window holds ``SAMPLE_MIN_TRACES`` or more.
     """
     window = window or Window()
     analysis = TraceAnalysis(settings, window, endpoint_matcher(endpoint))
     try:
-        return _analyze(parse_store(path), analysis, window, _Filters(service, endpoint, load), progress, jobs)
+        return _analyze(parse_store(path), analysis, window, _Filters(service, endpoint, load, sample), progress,
+                        jobs)
     except sqlite3.DatabaseError as error:  # a damaged file, or one a different takealook wrote
         raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
                          "written by this version?") from error
@@ -102,8 +108,8 @@ def analyze_store(path: str | os.PathLike, settings: Optional[Settings] = None, 
 class _Filters:
     """What selects the traces besides the window (plain values: they travel to worker processes)."""
 
-    def __init__(self, service: Optional[str], endpoint: Optional[str], load: Load):
-        self.service, self.endpoint, self.load = service, endpoint, load
+    def __init__(self, service: Optional[str], endpoint: Optional[str], load: Load, sample: Optional[bool] = None):
+        self.service, self.endpoint, self.load, self.sample = service, endpoint, load, sample
 
 
 def _analyze(path, analysis: TraceAnalysis, window: Window, filters: _Filters, progress,
@@ -127,13 +133,35 @@ def _analyze(path, analysis: TraceAnalysis, window: Window, filters: _Filters, p
     parallel = jobs > 1 and summary.start_ns is not None
     if parallel:  # with no connection open here: SQLite handles must not cross a fork
         _read_in_parallel(path, analysis, _slices(window, summary, jobs), filters, progress, total)
+    notes: tuple[str, ...] = ()
     with open_store(path, allow_empty=True) as store:
-        if not parallel:
+        sample = filters.sample if filters.sample is not None else total >= SAMPLE_MIN_TRACES
+        if sample and can_sample(store):
+            _read_sample(store, analysis, window, filters, progress, total)
+            note = sample_note(analysis.read, total)
+            notes = (note,) if note else ()
+        elif not parallel:
             _read(store, analysis, window, filters, progress, total)
         if analysis.traces == 0:
             raise InputError(_nothing_found(summary, window, filters, analysis, runs))
     report = analysis.result()
-    return analysis, replace(report, notes=report.notes + _load_notes(filters.load, runs))
+    return analysis, replace(report, notes=report.notes + notes + _load_notes(filters.load, runs))
+
+
+def _read_sample(store, analysis: TraceAnalysis, window: Window, filters: _Filters, progress, total: int) -> None:
+    """The engine's figures over every request, then the sample's traces through the analyses."""
+    args = (window.since_ns, window.until_ns, filters.service, filters.load, by_path)
+    analysis.figures = entry_figures(store.entry_groups(*args))
+    listed = store.sample_traces(*args, SLOWEST, FAILED, SHARE)
+    analysis.traces_in_window = total
+    done = 0
+    for spans in store.read_traces(listed):
+        analysis.add_trace(spans)
+        done += 1
+        if progress is not None and done % 1000 == 0:
+            progress(done, len(listed))
+    if progress is not None:
+        progress(done, len(listed))
 
 
 def _load_notes(load: Load, runs: dict[str, int]) -> tuple[str, ...]:

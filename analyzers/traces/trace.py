@@ -273,6 +273,11 @@ def _is_browser(span: Span) -> bool:
     return span.name in BROWSER_ROOT_NAMES or '"webjs"' in span.resource_json
 
 
+def entry_of(root: Span) -> Optional[Entry]:
+    """The entry endpoint of a trace whose root (a server span, not a browser's) is ``root``."""
+    return _entry(None, root) if root.kind == "server" and not _is_browser(root) else None
+
+
 def _entry(view: TraceView, root: Span) -> Optional[Entry]:
     if _is_browser(root):
         server = next((k for k in view.kids(root) if k.kind == "server"), None)

@@ -144,7 +144,8 @@ def contract(report: TraceReport) -> dict:
 def document(report: TraceReport, title: str = "Where requests spend their time") -> Document:
     t = report.totals
     meta = [("window", f"{_when(t.window_start_ns)} – {_when(t.window_end_ns)} ({_n(t.window_minutes)} min)"),
-            ("traces", t.traces), ("spans", t.spans), ("services", ", ".join(t.services) or "—")]
+            ("traces", f"{t.traces:,} analysed of {t.traces_in_window:,} (a sample)" if t.sampled else t.traces),
+            ("spans", t.spans), ("services", ", ".join(t.services) or "—")]
     if t.skipped_spans:
         meta.append(("spans skipped", t.skipped_spans))
     sections = [
@@ -218,11 +219,13 @@ def endpoint_label(e) -> str:
 
 
 def _endpoints_section(report: TraceReport) -> Section:
-    rows = [(endpoint_label(e), e.service, e.requests, e.requests_per_min, f"{e.error_rate:.1%}",
-             f"{e.client_error_rate:.1%}", e.p50_ms, e.p95_ms, e.p99_ms, e.services_per_request, e.sql_per_request,
-             e.outbound_calls_per_request) for e in report.endpoints]
-    table = Table.of(("endpoint", "service", "requests", "req/min", "errors", "4xx", "p50 ms", "p95 ms", "p99 ms",
-                      "services", "SQL/req", "calls/req"), rows, right=("errors", "4xx"))
+    sampled = report.totals.sampled
+    rows = [(endpoint_label(e), e.service, e.requests, *((e.traces_analysed,) if sampled else ()), e.requests_per_min,
+             f"{e.error_rate:.1%}", f"{e.client_error_rate:.1%}", e.p50_ms, e.p95_ms, e.p99_ms,
+             e.services_per_request, e.sql_per_request, e.outbound_calls_per_request) for e in report.endpoints]
+    table = Table.of(("endpoint", "service", "requests", *(("traces analysed",) if sampled else ()), "req/min",
+                      "errors", "4xx", "p50 ms", "p95 ms", "p99 ms", "services", "SQL/req", "calls/req"), rows,
+                     right=("errors", "4xx"))
     blocks: list = [Paragraph("Entry endpoints (root server spans, browser roots), busiest-slowest first; errors "
                               "are 5xx answers and failures, 4xx the answers refused (login walls, bad input)."),
                     table]
@@ -230,9 +233,13 @@ def _endpoints_section(report: TraceReport) -> Section:
     if pages:
         blocks.append(Paragraph("Named by their path: the pages of catch-all routes (" + ", ".join(pages) + "); "
                                 "past the busiest of a route, the rest are one row named by the route."))
-    sampled = [e.endpoint for e in report.endpoints if e.rate_source == "metrics"]
     if sampled:
-        blocks.append(Paragraph("Rates from metric points (traces are sampled) for: " + ", ".join(sampled)))
+        blocks.append(Paragraph("Requests, rates, errors and percentiles are over every request in the window; "
+                                "services, SQL and calls per request (and the findings) over the traces analysed: "
+                                "a sample of each endpoint's slowest, failed and random traces."))
+    metered = [e.endpoint for e in report.endpoints if e.rate_source == "metrics"]
+    if metered:
+        blocks.append(Paragraph("Rates from metric points (traces are sampled) for: " + ", ".join(metered)))
     return Section("Endpoints as users feel them", tuple(blocks))
 
 

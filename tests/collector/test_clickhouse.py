@@ -268,3 +268,62 @@ def test_missing_tables_wrong_layouts_and_unreachable_servers_are_one_line_error
         assert says in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "hunter2" not in out.stderr, out.stderr
     out = _run("collect", "--store", f"chdb:{folder}")
     assert out.returncode == 2 and "SQLite file" in out.stderr
+
+
+def test_a_large_table_is_reported_from_engine_figures_and_a_stratified_sample(tmp_path):
+    """Issue 17: rates, errors and percentiles by the engine over every request; the per-trace analyses over each
+    endpoint's slowest, failed and random traces; the same endpoint figures as SQLite reading every trace."""
+    from takealook.analyzers.traces import sampling
+    from takealook.collector.clickhouse_write import ClickHouseWriter
+    from takealook.collector.importer import import_files
+    from takealook.collector.store import SpanStore
+    from takealook.report import render
+    from takealook.report.traces import contract, document
+    from tests.analyzers.traces.builder import TraceBuilder, file_exporter_line
+    from tests.contracts import check
+
+    traces = []
+    for n in range(600):  # two endpoints of 300 requests: one with an N+1 on its slow requests, 12 failures
+        builder = TraceBuilder(offset_ms=n * 100)
+        slow = n % 50 == 3
+        if n % 2:
+            root = builder.server("orders", "GET", "/orders/<int:id>", 0, 20 + n % 37 + (400 if slow else 0),
+                                  status_code=500 if n % 25 == 1 else 200)
+            for q in range(8 if slow else 1):
+                builder.sql("orders", N_PLUS_ONE, 1 + q * 9, 8 if slow else 1.5, root)
+        else:
+            builder.server("orders", "POST", "/cart/", 0, 5 + n % 11, status_code=201)
+        traces.append(builder.spans)
+    exported = tmp_path / "traces.json"
+    exported.write_text("".join(file_exporter_line(traces[i:i + 100]) + "\n" for i in range(0, 600, 100)))
+    url = parse_store(f"chdb:{tmp_path / 'ch'}")
+    for store in (SpanStore(tmp_path / "spans.db"), ClickHouseWriter(url)):
+        try:
+            assert import_files([exported], store).spans_new == 600 + 288 + 12 * 8
+        finally:
+            store.close()
+    _, everything = analyze_store(tmp_path / "spans.db")
+    _, sampled = analyze_store(url, sample=True)
+    assert (sampled.totals.traces_in_window, sampled.totals.sampled) == (600, True)
+    per_endpoint = sampling.SLOWEST + sampling.FAILED + sampling.SHARE
+    assert sampling.SHARE <= sampled.totals.traces <= 2 * per_endpoint < 600
+    whole = {e.endpoint: e for e in everything.endpoints}
+    for e in sampled.endpoints:
+        exact = whole[e.endpoint]
+        assert (e.requests, e.requests_per_min, e.error_rate, e.client_error_rate) == (
+            exact.requests, exact.requests_per_min, exact.error_rate, exact.client_error_rate)
+        assert (e.p50_ms, e.p95_ms, e.p99_ms, e.mean_ms) == pytest.approx(
+            (exact.p50_ms, exact.p95_ms, exact.p99_ms, exact.mean_ms), abs=0.002)
+        assert sampling.SHARE <= e.traces_analysed <= per_endpoint and exact.traces_analysed == exact.requests == 300
+    orders = {e.endpoint: e for e in sampled.endpoints}["GET /orders/{id}"]
+    assert set(orders.slowest_trace_ids) <= {f"{t[0].trace_id}" for t in traces if t[0].duration_ns > 400e6}
+    errors = next(f for f in sampled.findings if f.kind == "error")
+    assert errors.count == 12  # every failed request is in the sample
+    repeats = next(f for f in sampled.findings if f.kind == "n_plus_one")
+    assert repeats.occurrences == 12  # every slow request too: its N+1 is found in all of them
+    assert repeats.occurrences == next(f for f in everything.findings if f.kind == "n_plus_one").occurrences
+    check("traces-report", json.loads(render.to_json(contract(sampled))))
+    text = render.render(document(sampled), "md", color=False)
+    assert "analysed of 600 (a sample)" in text and "traces analysed" in text and "rest on a sample" in text
+    _, small = analyze_store(url)  # 600 traces: below the size where sampling starts, every trace is read
+    assert not small.totals.sampled and small.endpoints == everything.endpoints
