@@ -1,6 +1,7 @@
-"""Benchmark: `takealook traces report --format json` over a store of 1,000,000 spans.
+"""Benchmark: `takealook traces report --format json` over a store of 1,000,000 spans, and over ClickHouse.
 
     .venv/bin/python bench/traces_report.py [--traces 50000] [--keep PATH]
+    .venv/bin/python bench/traces_report.py --scale 1M,10M [--stores sqlite,chdb]
 
 Builds a store of 50,000 traces of 20 spans across 3 services (a gateway
 calling an orders service and a stock service, each with its own SQL, and an N+1
@@ -14,6 +15,15 @@ Baseline, measured in the same run on the same file: a subprocess that only
 reads every span row with Python's sqlite3 (the store's own span SELECT, spans
 joined to their attribute sets), the floor for any Python reader of this store; the report's time is printed as a ratio
 of it. The machine may be shared with other work: run it a few times.
+
+``--scale 1M,10M`` (issue 17): the same report over 1 and 10 million spans in
+each store: SQLite (built as above) and chdb (ClickHouse embedded, the
+Collector clickhouse exporter's layout; the first 50,000 traces written by
+``traces import``'s writer from the same requests, larger tables made of copies
+of them with new ids, later in time, by the engine). Wall time and peak memory
+of the report, and the 10M/1M time ratio per store. Goals: 10M spans on chdb
+reported in 30 s and 2 GiB at most on a 2-core machine, and a ratio well under
+10 (over a large table the per-trace analyses run on a bounded sample).
 """
 
 from __future__ import annotations
@@ -194,12 +204,96 @@ print(n)
 """
 
 
+BASE_TRACES = 50_000  # written through the writer; larger chdb tables copy them
+COPY = """
+INSERT INTO {table}
+SELECT Timestamp + toIntervalNanosecond({shift} * copy), concat(leftPad(hex(toUInt16(copy)), 4, '0'), substring(TraceId, 5)),
+       SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, ResourceAttributes, ScopeName, ScopeVersion,
+       SpanAttributes, Duration, StatusCode, StatusMessage, `Events.Timestamp`, `Events.Name`, `Events.Attributes`,
+       `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`
+FROM {table} ARRAY JOIN range(1, {copies} + 1) AS copy WHERE TraceId LIKE '0000%'
+"""
+
+
+def build_chdb(folder: Path, traces: int) -> float:
+    """The first BASE_TRACES traces as `traces import` writes them, the rest as copies made by the engine."""
+    from takealook.collector.clickhouse import connect
+    from takealook.collector.clickhouse_write import ClickHouseWriter
+    from takealook.collector.location import parse_store
+
+    url = parse_store(f"chdb:{folder}")
+    rng = random.Random(7)
+    writer, converter = TraceWriter(rng), Converter()
+    started = time.perf_counter()
+    base = min(traces, BASE_TRACES)
+    t0 = time.time_ns() - traces * 50 * MS
+    store = ClickHouseWriter(url)
+    try:
+        for number in range(1, base + 1):
+            writer.trace(number, t0 + number * 50 * MS)
+            if number % 500 == 0 or number == base:
+                store.write([converter.traces(writer.take()).batch])
+    finally:
+        store.close()
+    if traces > base:
+        engine = connect(url)
+        try:
+            engine.command(COPY.format(table=url.qualified, shift=base * 50 * MS, copies=traces // base - 1))
+            engine.command(f"OPTIMIZE TABLE {url.qualified} FINAL")
+        finally:
+            engine.close()
+    return time.perf_counter() - started
+
+
+def scale(sizes: list[int], stores: list[str], keep: Path) -> int:
+    """The report over each size of each store: time, peak memory, and the ratio of the largest to the smallest."""
+    takealook = str(Path(sys.executable).with_name("takealook"))
+    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f} (a shared machine is noisy)")
+    for kind in stores:
+        walls = {}
+        for spans in sizes:
+            traces = spans // 20
+            target = keep / f"{kind}-{spans}" / ("spans.db" if kind == "sqlite" else "ch")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([sys.executable, __file__, "--build-only", "--traces", str(traces), "--keep",
+                                str(target), "--stores", kind], check=True)
+            store = str(target) if kind == "sqlite" else f"chdb:{target}"
+            wall, rss, code = measure([takealook, "traces", "report", "--store", store, "--format", "json"])
+            if code:
+                print(f"{kind}, {spans:,} spans: traces report failed with exit code {code}")
+                return 1
+            walls[spans] = wall
+            goal = (f"; goal 30 s ({'met' if wall <= 30 else 'MISSED'}) and 2048 MiB "
+                    f"({'met' if rss <= 2048 else 'MISSED'})" if kind == "chdb" and spans >= 10_000_000 else "")
+            print(f"{kind}, {spans:,} spans: traces report --format json {wall:.2f} s, peak {rss:.0f} MiB{goal}")
+        if len(walls) > 1:
+            low, high = min(walls), max(walls)
+            print(f"{kind}: {high // 10**6}M/{low // 10**6}M time ratio {walls[high] / walls[low]:.2f} "
+                  f"(spans x{high / low:.0f})")
+    return 0
+
+
+def _spans(text: str) -> int:
+    text = text.strip().upper()
+    return int(float(text[:-1]) * 1_000_000) if text.endswith("M") else int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=50_000)
     parser.add_argument("--keep", metavar="PATH", help="build (or reuse) the store here instead of a temp folder")
+    parser.add_argument("--scale", metavar="SIZES", help="spans per store, e.g. 1M,10M: the scale benchmark")
+    parser.add_argument("--stores", default="sqlite,chdb", help="stores of the scale benchmark (sqlite, chdb)")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            return scale([_spans(s) for s in args.scale.split(",")], args.stores.split(","), Path(args.keep or tmp))
+    if args.build_only and args.stores == "chdb":
+        seconds = build_chdb(Path(args.keep), args.traces)
+        print(f"chdb store: {args.traces:,} traces x 20 spans written in {seconds:.1f} s")
+        return 0
     if args.build_only:
         seconds = build_store(Path(args.keep), args.traces)
         print(f"store: {args.traces:,} traces x 20 spans written in {seconds:.1f} s "
