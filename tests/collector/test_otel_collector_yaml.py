@@ -58,18 +58,27 @@ def _main() -> dict:
     return yaml.safe_load(_expand(CONFIG.read_text()))
 
 
-def _agent_tier() -> dict:
+def _tier(name: str) -> dict:
     text = CONFIG.read_text()
-    block = text.split("# BEGIN agent-tier\n", 1)[1].split("# END agent-tier", 1)[0]
+    block = text.split(f"# BEGIN {name}\n", 1)[1].split(f"# END {name}", 1)[0]
     lines = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in block.splitlines()]
     return yaml.safe_load(_expand("\n".join(lines)))
+
+
+def _agent_tier() -> dict:
+    return _tier("agent-tier")
+
+
+def _clickhouse_tier() -> dict:
+    return _tier("clickhouse-tier")
 
 
 def _type(component_id: str) -> str:
     return component_id.split("/", 1)[0]
 
 
-@pytest.mark.parametrize("load", [_main, _agent_tier], ids=["sampling-tier", "agent-tier"])
+@pytest.mark.parametrize("load", [_main, _agent_tier, _clickhouse_tier],
+                         ids=["sampling-tier", "agent-tier", "clickhouse-tier"])
 def test_pipelines_reference_defined_components_of_contrib_types(load):
     config = load()
     for kind in (*KINDS, "extensions"):
@@ -121,3 +130,21 @@ def test_agent_tier_routes_by_trace_id():
     assert balancer["routing_key"] == "traceID"
     assert balancer["resolver"]["dns"]["hostname"]
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+
+
+def test_clickhouse_tier_writes_the_table_takealook_reads_and_drops_old_spans():
+    from takealook.collector import parse_store
+
+    config = _clickhouse_tier()
+    exporter = config["exporters"]["clickhouse"]
+    assert exporter["endpoint"].startswith("tcp://127.0.0.1:9000")
+    hours = re.fullmatch(r"(\d+)h", exporter["ttl"])
+    assert hours and int(hours.group(1)) >= 24  # a TTL: the table does not grow forever
+    assert exporter["create_schema"] is True and exporter["sending_queue"]["storage"] in config["extensions"]
+    pipelines = config["service"]["pipelines"]
+    assert pipelines["traces"]["exporters"] == ["clickhouse"]
+    assert "tail_sampling" not in pipelines["traces"]["processors"]  # reports sample at read time
+    # The --store URL the comment shows reads the table this exporter writes.
+    shown = re.search(r"--store (clickhouse://\S+)", CONFIG.read_text()).group(1)
+    url = parse_store(shown)
+    assert (url.database, url.table) == (exporter["database"], exporter["traces_table_name"])
