@@ -32,7 +32,7 @@ from takealook.collector.location import StoreURL
 from takealook.collector.model import KINDS, MetricPoint, Span, TraceSpans, new_span
 from takealook.collector.semconv import typed_fields
 from takealook.errors import InputError
-from takealook.loadmark import DEFAULT_LABEL, KEY, MAX_LABEL, PREFIX
+from takealook.loadmark import DEFAULT_LABEL, KEY, MAX_LABEL, PREFIX, label_of
 
 TRACE_SLACK_NS = 3600 * 10**9  # how long before the window a trace's spans are looked for
 DEFAULT_BATCH = 2000  # traces per span query
@@ -145,11 +145,8 @@ class ClickHouseReader:
     # -- which traces -------------------------------------------------------
 
     def traces_sql(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str],
-                   route: Optional[str], load, order: bool = True, extra: str = "") -> str:
-        """One row per trace that started in the window: TraceId, first start, last start (ns), load label.
-
-        ``extra``: more aggregates (``expr AS name``) for callers that select traces by them.
-        """
+                   route: Optional[str], load, order: bool = True) -> str:
+        """One row per trace that started in the window: TraceId, first start, last start (ns), load label."""
         where, having = [], []
         if since_ns is not None:
             where.append(f"Timestamp >= {ns_literal(int(since_ns) - TRACE_SLACK_NS)}")
@@ -179,12 +176,11 @@ class ClickHouseReader:
             raise ValueError("load must be True, False or a run label")
         inner = (f"SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)) AS first, "
                  f"toUnixTimestamp64Nano(max(Timestamp)) AS last, "
-                 f"anyIf({state}, position({state}, '{_MARK}') > 0) AS state{extra} "
+                 f"anyIf({state}, position({state}, '{_MARK}') > 0) AS state "
                  f"FROM {self.url.qualified}"
                  + (f" WHERE {' AND '.join(where)}" if where else "")
                  + " GROUP BY TraceId" + (f" HAVING {' AND '.join(having)}" if having else ""))
-        extras = "".join(f", {part.rsplit(' AS ', 1)[1]}" for part in extra.split(", ") if " AS " in part)
-        sql = (f"SELECT TraceId, first, last, {label} AS label{extras} FROM ({inner})"
+        sql = (f"SELECT TraceId, first, last, {label} AS label FROM ({inner})"
                + (f" WHERE {' AND '.join(outer)}" if outer else ""))
         return sql + (" ORDER BY first, TraceId" if order else "")
 
@@ -224,8 +220,6 @@ class ClickHouseReader:
             f"row_number() OVER (PARTITION BY {group} ORDER BY cityHash64(trace_id)) AS random_rank "
             f"FROM ({roots})) WHERE slow_rank <= {int(slowest)} OR (failed AND failed_rank <= {int(failed)}) "
             f"OR random_rank <= {int(share)} ORDER BY start, trace_id")
-        from takealook.loadmark import label_of
-
         # The trace's spans are looked for up to a minute past its root's end (work the root did not wait for).
         return [(r[0], int(r[1]), int(r[2]) + 60 * 10**9, label_of(r[3]) if r[3] else None) for r in rows]
 
@@ -287,8 +281,6 @@ class ClickHouseReader:
         wanted = trace_id.strip().lower()
         spans = self._spans_of([wanted], None, None).get(wanted, TraceSpans())
         state = next((s for s in self._states(wanted) if _MARK in s), "")
-        from takealook.loadmark import label_of
-
         spans.load = label_of(state)
         return spans
 

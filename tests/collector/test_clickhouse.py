@@ -225,11 +225,13 @@ def test_imports_write_the_exporters_layout_and_its_spelling(tmp_path):
     from takealook.collector.importer import import_files
     from tests.analyzers.traces.builder import TraceBuilder, file_exporter_line
 
+    from takealook.collector import TraceSpans
+
     builder = TraceBuilder()
     root = builder.server("stock", "GET", "/api/stock/<int:id>", 0, 20)
     builder.sql("stock", "SELECT qty FROM stock WHERE id = %s", 1, 5, root)
     exported = tmp_path / "more.json"
-    exported.write_text(file_exporter_line([builder.spans]) + "\n")
+    exported.write_text(file_exporter_line([TraceSpans(builder.spans, load="after-2")]) + "\n")
     writer = ClickHouseWriter(old)
     try:
         first = import_files([exported], writer)
@@ -246,6 +248,7 @@ def test_imports_write_the_exporters_layout_and_its_spelling(tmp_path):
     assert kinds == [["SPAN_KIND_INTERNAL"], ["SPAN_KIND_SERVER"]] or kinds == [["SPAN_KIND_CLIENT"], ["SPAN_KIND_SERVER"]]
     with open_store(old) as reader:
         read = reader.trace(builder.trace_id)
+        assert reader.load_runs() == {"after-2": 1, "before": 1} and read.load == "after-2"
     assert [(s.kind, s.http_route, s.db_statement) for s in read] == [
         (s.kind, s.http_route, s.db_statement) for s in builder.spans]
 
@@ -327,3 +330,44 @@ def test_a_large_table_is_reported_from_engine_figures_and_a_stratified_sample(t
     assert "analysed of 600 (a sample)" in text and "traces analysed" in text and "rest on a sample" in text
     _, small = analyze_store(url)  # 600 traces: below the size where sampling starts, every trace is read
     assert not small.totals.sampled and small.endpoints == everything.endpoints
+
+
+def test_a_clickhouse_server_url_reads_and_writes_through_clickhouse_connect(tmp_path):
+    """`clickhouse://` end to end: clickhouse-connect over HTTP to a loopback ClickHouse interface (the engine
+    behind ``clickhouse_shim.py``): import, then the same report as SQLite's; a database that is not there."""
+    import sys
+
+    from tests.analyzers.traces.builder import TraceBuilder, file_exporter_line
+    from tests.processes import Processes
+
+    traces = []
+    for n in range(40):
+        builder = TraceBuilder(offset_ms=n * 500)
+        root = builder.server("orders", "GET", "/orders/<int:id>", 0, 60 + n, status_code=500 if n % 10 == 3 else 200)
+        for q in range(6):
+            builder.sql("orders", N_PLUS_ONE, 1 + q * 9, 9, root)
+        traces.append(builder.spans)
+    exported = tmp_path / "traces.json"
+    exported.write_text(file_exporter_line(traces) + "\n")
+    port = free_port()
+    processes = Processes(tmp_path)
+    try:
+        processes.start([sys.executable, str(Path(__file__).with_name("clickhouse_shim.py")), str(port),
+                         str(tmp_path / "server")], env={}, port=port)
+        server = f"clickhouse://default:unused@127.0.0.1:{port}/default"
+        out = _run("traces", "import", str(exported), "--store", server)
+        assert out.returncode == 0 and "imported 280 new spans" in out.stdout, out.stderr
+        assert f"into clickhouse://default@127.0.0.1:{port}/default" in out.stdout and "unused" not in out.stdout
+        again = _run("traces", "import", str(exported), "--store", server)
+        assert "imported 0 new spans (280 already stored)" in again.stdout, again.stderr
+        assert _run("traces", "import", str(exported), "--store", str(tmp_path / "spans.db")).returncode == 0
+        theirs = _run("traces", "report", "--store", server, "--format", "json")
+        mine = _run("traces", "report", "--store", str(tmp_path / "spans.db"), "--format", "json")
+        assert theirs.returncode == 0, theirs.stderr
+        assert json.loads(theirs.stdout) == json.loads(mine.stdout)
+        assert {f["kind"] for f in json.loads(theirs.stdout)["findings"]} >= {"n_plus_one", "error"}
+        missing = _run("traces", "report", "--store", f"clickhouse://127.0.0.1:{port}/nowhere")
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+        assert "no table nowhere.otel_traces" in missing.stderr
+    finally:
+        processes.stop()
