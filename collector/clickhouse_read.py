@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import gc
 import json
-from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from takealook.collector.clickhouse import (
     ERROR_STATUSES, SERVER_KINDS, connect, literal, ns_literal, table_layout,
 )
 from takealook.collector.location import StoreURL
-from takealook.collector.model import KINDS, MetricPoint, Span, TraceSpans, new_span
+from takealook.collector.model import KINDS, EntryGroup, MetricPoint, Span, TraceSpans, new_span
 from takealook.collector.semconv import typed_fields
 from takealook.errors import InputError
 from takealook.loadmark import DEFAULT_LABEL, KEY, MAX_LABEL, PREFIX, label_of
@@ -55,24 +54,6 @@ def status_word(spelling: str) -> str:
     if word.startswith("status_code_"):
         word = word[len("status_code_"):]
     return word if word in ("ok", "error") else "unset"
-
-
-@dataclass(frozen=True)
-class EntryGroup:
-    """Root server spans of one service, method and route (and path, for routes named by their path)."""
-
-    service: str
-    method: str
-    route: str  # http.route as recorded; '' when absent
-    path: str  # the request's path for catch-all routes and spans without a route; '' otherwise
-    name: str  # the span's name when it has neither route nor path
-    requests: int
-    errors: int  # failed spans and 5xx answers
-    client_errors: int  # 4xx answers
-    duration_ns: int  # summed
-    quantiles_ns: tuple[float, float, float]  # p50, p95, p99, interpolated between ranks
-    first_ns: int
-    end_ns: int
 
 
 class ClickHouseReader:

@@ -95,6 +95,25 @@ class Span:
         return [SpanLink(link["trace_id"], link["span_id"], link.get("attributes", {})) for link in raw]
 
 
+@dataclass(frozen=True)
+class EntryGroup:
+    """Root server spans of one service, method and route (and path, for routes named by their path), counted by
+    the store's ``entry_groups`` over every request in a window: what a report over a large store rests on."""
+
+    service: str
+    method: str
+    route: str  # http.route as recorded; '' when absent
+    path: str  # the request's path for catch-all routes and spans without a route; '' otherwise
+    name: str  # the span's name when it has neither route nor path
+    requests: int
+    errors: int  # failed spans and 5xx answers
+    client_errors: int  # 4xx answers
+    duration_ns: int  # summed
+    quantiles_ns: tuple[float, float, float]  # p50, p95, p99, interpolated between ranks
+    first_ns: int
+    end_ns: int
+
+
 class TraceSpans(list):
     """One trace's spans (``Span``, sorted by start), as ``iter_traces`` yields them: a plain list
     that also says whether the trace is load-test traffic.

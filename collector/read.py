@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
+from takealook.collector import read_sample
 from takealook.collector.location import StoreURL, parse_store
-from takealook.collector.model import KINDS, STATUSES, MetricPoint, Span, TraceSpans, new_span
+from takealook.collector.model import KINDS, EntryGroup, STATUSES, MetricPoint, Span, TraceSpans, new_span
 from takealook.collector.schema import (
     ATTRSET_SELECT, METRIC_COLUMNS, SPAN_SELECT, SPAN_SELECT_WITH_TRACE_ID, TEMPORALITIES,
     connect_reader,
@@ -283,6 +284,28 @@ class StoreReader:
         self._resources.update((r[0], (r[1], r[2])) for r in self._conn.execute(_RESOURCES))
         self._scopes.update(self._conn.execute("SELECT id, name FROM scopes"))
 
+    # -- reports over large windows (read_sample.py) ------------------------
+
+    def entry_groups(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load,
+                     by_path) -> list[EntryGroup]:
+        """Root server spans of the window grouped by service, method, route (and path where ``by_path(route)``
+        or there is no route), with each group's requests, failures, 4xx answers and percentiles."""
+        self._roots = read_sample.roots(self, _lo(since_ns), _hi(until_ns), service, load)
+        return read_sample.entry_groups(self._roots, by_path)
+
+    def sample_traces(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load,
+                      by_path, slowest: int, failed: int, share: int) -> list:
+        """A bounded, stratified sample of the window's traces per entry group, for ``read_traces``."""
+        listed = getattr(self, "_roots", None)
+        if listed is None:
+            listed = read_sample.roots(self, _lo(since_ns), _hi(until_ns), service, load)
+        self._roots = None
+        return read_sample.sample(listed, by_path, slowest, failed, share)
+
+    def read_traces(self, listed: list, batch: int = DEFAULT_BATCH) -> Iterator[TraceSpans]:
+        """The whole traces of ``sample_traces``' items, in that order."""
+        return read_sample.read(self, listed, batch)
+
     # -- spans --------------------------------------------------------------
 
     def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
@@ -305,13 +328,16 @@ class StoreReader:
 
     def _load_attrsets(self, rows: list[tuple]) -> None:
         """Fetch the attribute sets of ``rows`` that the cache does not have."""
+        self._load_attrset_ids({r[9] for r in rows})
+
+    def _load_attrset_ids(self, wanted: set) -> None:
         cache = self._attrsets
-        missing = {r[9] for r in rows if r[9] not in cache}
+        missing = {i for i in wanted if i not in cache}
         if not missing:
             return
         if len(cache) + len(missing) > _ATTRSET_CACHE:
             cache.clear()
-            missing = {r[9] for r in rows}
+            missing = set(wanted)
         ids = list(missing)
         for start in range(0, len(ids), 900):
             chunk = ids[start:start + 900]

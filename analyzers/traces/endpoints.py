@@ -288,9 +288,15 @@ class EntryFigures:
         self.first_ns, self.end_ns = min(self.first_ns, other.first_ns), max(self.end_ns, other.end_ns)
 
     def apply(self, stats: EndpointStats, minutes: float) -> EndpointStats:
-        """``stats`` (from the traces analysed) with the engine's counts, rates and percentiles."""
+        """``stats`` (from the traces analysed) with the engine's counts, rates and percentiles.
+
+        Rates from metric points (traces sampled before the store) stay: they count what the store never saw.
+        """
         n = self.requests
         p50, p95, p99 = self.quantiles_ns
+        if stats.rate_source == "metrics":
+            return replace(stats, requests=n, p50_ms=ms(p50), p95_ms=ms(p95), p99_ms=ms(p99),
+                           mean_ms=ms(self.duration_ns / n))
         return replace(stats, requests=n, requests_per_min=round(n / minutes, 3), rate_source="spans",
                        requests_measured=None, error_rate=ratio(self.errors, n),
                        client_error_rate=ratio(self.client_errors, n), p50_ms=ms(p50), p95_ms=ms(p95),

@@ -1,14 +1,15 @@
 """Reports whose cost does not grow with the store: figures by the engine, per-trace analyses over a sample.
 
 A ClickHouse table may hold billions of spans. Reading every trace into Python
-would make a report's time and memory grow with it, so over such a store
-(``SAMPLE_MIN_TRACES`` traces in the window or more) the report is made in two
+would make a report's time and memory grow with it, so over a large window
+(``SAMPLE_MIN_TRACES`` traces or more, any store) the report is made in two
 parts:
 
-- the engine computes, over every root server span in the window, each entry
+- the store computes, over every root server span in the window, each entry
   endpoint's requests, failures, 4xx answers, mean and exact p50/p95/p99
-  (``StoreReader.entry_groups``: one SQL aggregate), named here as the trace
-  analysis names endpoints (``trace.entry_of``);
+  (``entry_groups``: one SQL aggregate on ClickHouse; on SQLite one pass over
+  the root spans, counted in ``collector/read_sample.py``), named here as the
+  trace analysis names endpoints (``trace.entry_of``);
 - the per-trace analyses (critical path, per-request counts, N+1, sequential
   and repeated calls, errors, connections, statements, health) run over a
   bounded, stratified sample of whole traces per endpoint
@@ -25,8 +26,8 @@ endpoint's real rate. Groups named alike (a route recorded two ways, pages
 folded into their route's row) add their counts; their percentiles are
 averaged by requests.
 
-Stores whose reader cannot aggregate (SQLite) are read whole, as before: their
-figures all rest on every trace.
+Smaller windows are read whole, as before: their figures all rest on every
+trace.
 """
 
 from __future__ import annotations

@@ -126,8 +126,10 @@ def _analyze(path, analysis: TraceAnalysis, window: Window, filters: _Filters, p
     if isinstance(filters.load, str) and filters.load not in runs:
         raise InputError(f"no traces of load run {filters.load!r} in {path} in that time; "
                          + (f"load runs there: {', '.join(runs)}" if runs else "it holds no load-test traffic"))
-    if isinstance(path, StoreURL):
-        jobs = 1  # the engine reads in parallel itself; its sessions do not cross a fork
+    # Large windows: the store's figures over every request and a sample of traces (sampling.py).
+    sample = filters.sample if filters.sample is not None else total >= SAMPLE_MIN_TRACES
+    if isinstance(path, StoreURL) or sample:
+        jobs = 1  # the engine reads in parallel itself, its sessions do not cross a fork; a sample is small
     elif jobs is None:
         jobs = min(os.cpu_count() or 1, MAX_JOBS) if total >= PARALLEL_MIN_TRACES else 1
     parallel = jobs > 1 and summary.start_ns is not None
@@ -135,7 +137,6 @@ def _analyze(path, analysis: TraceAnalysis, window: Window, filters: _Filters, p
         _read_in_parallel(path, analysis, _slices(window, summary, jobs), filters, progress, total)
     notes: tuple[str, ...] = ()
     with open_store(path, allow_empty=True) as store:
-        sample = filters.sample if filters.sample is not None else total >= SAMPLE_MIN_TRACES
         if sample and can_sample(store):
             _read_sample(store, analysis, window, filters, progress, total)
             note = sample_note(analysis.read, total)

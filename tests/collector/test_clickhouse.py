@@ -330,6 +330,15 @@ def test_a_large_table_is_reported_from_engine_figures_and_a_stratified_sample(t
     assert "analysed of 600 (a sample)" in text and "traces analysed" in text and "rest on a sample" in text
     _, small = analyze_store(url)  # 600 traces: below the size where sampling starts, every trace is read
     assert not small.totals.sampled and small.endpoints == everything.endpoints
+    # SQLite samples alike (its random share picked by another hash): the same figures, failures and N+1s.
+    _, lite = analyze_store(tmp_path / "spans.db", sample=True)
+    assert lite.totals.sampled and sampling.SHARE <= lite.totals.traces <= 2 * per_endpoint
+    fields = ("endpoint", "requests", "requests_per_min", "error_rate", "client_error_rate", "p50_ms", "p95_ms",
+              "p99_ms", "mean_ms")
+    assert [[getattr(e, f) for f in fields] for e in lite.endpoints] == [
+        [getattr(e, f) for f in fields] for e in sampled.endpoints]
+    assert next(f for f in lite.findings if f.kind == "error").count == 12
+    assert next(f for f in lite.findings if f.kind == "n_plus_one").occurrences == 12
 
 
 def test_a_clickhouse_server_url_reads_and_writes_through_clickhouse_connect(tmp_path):
