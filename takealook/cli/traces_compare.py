@@ -26,7 +26,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from takealook.cli.common import add_load_options, add_output_options, add_store_option, emit, load_filter, store_path
+from takealook.cli.common import (
+    add_load_options, add_output_options, add_store_option, emit, load_filter, store_exists, store_path,
+)
 from takealook.cli.flags import add_flags, build
 from takealook.cli.verdict_flags import VERDICT_FLAGS
 from takealook.errors import UsageError
@@ -164,7 +166,7 @@ def run_compare(args) -> int:
     threshold = parse_pct(args.fail_on_regression) if args.fail_on_regression else None
     settings = build(Settings, args, VERDICT_FLAGS)
     store = store_path(args)
-    if not store.exists():
+    if not store_exists(store):
         raise UsageError(f"no span store at {store}: run `takealook collect` first, or pass --store")
     comparison = compare_store(store, before, after, settings, load=load_filter(args))
     found = regressions((*(e.comparison for e in comparison.endpoints), comparison.overall), settings.metric,
