@@ -10,10 +10,17 @@ span (every ``key=value`` must match; values compare as text, booleans as
 counts once for its entry endpoint, named as ``traces report`` names it
 (``trace.Entry``; a catch-all route's pages past ``paths_per_route`` share the
 route's row). Per endpoint the requests' durations and failures (5xx, failed
-spans), in time order, are one ``stats.Series`` per side, and
+spans), in time order, make one ``stats.Series`` per instance of the entry
+service (``service.instance.id``: a process, a dyno) on each side, and
 ``takealook.verdicts`` gives the changes, intervals and verdict, exactly as
-``load compare`` does for load runs (the block bootstrap resamples stretches of
-consecutive traces). ``compare_where`` says where each change is: the critical
+``load compare`` does for repeated load runs (the block bootstrap resamples
+stretches of consecutive traces; what instances differ by beyond their sampling
+noise widens the interval). Two processes of the same code differ: hash seeds,
+memory layout, a neighbour on the host (Mytkowicz et al., "Producing wrong data
+without doing anything obviously wrong!", ASPLOS 2009). Measured here, two
+gunicorn processes of one Flask app, requests interleaved, differed by up to
+18% at p50 of a 2 ms endpoint; a side with one instance cannot show that, so
+the noise floor is then the only guard and the comparison says so. ``compare_where`` says where each change is: the critical
 path before and after, the statements and calls whose time per request moved.
 
 Load-test traffic (``takealook.loadmark``) is left out unless ``load`` says
@@ -96,24 +103,27 @@ class TracesComparison:
     window_after: tuple[Optional[int], Optional[int]]
     notes: tuple[str, ...] = ()  # what was left out (load tests)
     warnings: tuple[str, ...] = field(default=())
+    instances_before: int = 1  # instances (service.instance.id) of the entry services: one series each
+    instances_after: int = 1
 
 
 class _Collected:
-    """One side's traces, per entry endpoint: (duration ms, failed) in time order, and where the time went."""
+    """One side's traces, per entry endpoint: (duration ms, failed, instance) in time order, and where the time
+    went."""
 
     def __init__(self):
-        self.samples: dict[tuple, list[tuple[float, bool]]] = {}
+        self.samples: dict[tuple, list[tuple[float, bool, str]]] = {}
         self.tallies: dict[tuple, SideTally] = {}
         self.traces = 0
         self.first_ns: Optional[int] = None
         self.last_ns: Optional[int] = None
 
-    def add(self, key: tuple, view: TraceView) -> None:
+    def add(self, key: tuple, view: TraceView, instance: str) -> None:
         root = view.root
         self.traces += 1
         self.first_ns = root.start_ns if self.first_ns is None else min(self.first_ns, root.start_ns)
         self.last_ns = root.end_ns if self.last_ns is None else max(self.last_ns, root.end_ns)
-        self.samples.setdefault(key, []).append((root.duration_ns / 1e6, is_error(root)))
+        self.samples.setdefault(key, []).append((root.duration_ns / 1e6, is_error(root), instance))
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = SideTally()
@@ -162,7 +172,7 @@ class _Reader:
         for side, collected in self.sides.values():
             if side.matches(view.root.start_ns, resource):
                 entry = entry or self._admit(view.entry)
-                collected.add(entry.key, view)
+                collected.add(entry.key, view, value_text(resource.get("service.instance.id", "")))
 
     def _admit(self, entry: Entry) -> Entry:
         if entry.by_path:
@@ -236,7 +246,7 @@ def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> Tra
                          f"after: {_few(names[k] for k in got_a.samples)})")
 
     def one(name: str, b: list, a: list) -> EndpointComparison:
-        return compare_endpoint(name, [_series(b, got_b.seconds)], [_series(a, got_a.seconds)], settings.metric,
+        return compare_endpoint(name, _series(b, got_b.seconds), _series(a, got_a.seconds), settings.metric,
                                 settings.noise_floor_pct, settings.error_floor_pts, settings.resamples, settings.seed,
                                 settings.confidence)
 
@@ -252,22 +262,35 @@ def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> Tra
         only_before=tuple(sorted(names[k] for k in got_b.samples if k not in got_a.samples)),
         only_after=tuple(sorted(names[k] for k in got_a.samples if k not in got_b.samples)),
         traces_before=got_b.traces, traces_after=got_a.traces, window_before=(got_b.first_ns, got_b.last_ns),
-        window_after=(got_a.first_ns, got_a.last_ns), notes=notes, warnings=tuple(_warnings(side_b, side_a)))
+        window_after=(got_a.first_ns, got_a.last_ns), notes=notes,
+        warnings=tuple(_warnings(side_b, side_a, _instances(got_b), _instances(got_a))),
+        instances_before=_instances(got_b), instances_after=_instances(got_a))
 
 
-def _series(samples: list[tuple[float, bool]], seconds: float) -> stats.Series:
-    return stats.Series(tuple(s[0] for s in samples), tuple(s[1] for s in samples), seconds)
+def _series(samples: list[tuple[float, bool, str]], seconds: float) -> list[stats.Series]:
+    """One series per instance, each in time order; the side's time shared by their requests (they ran at once)."""
+    by_instance: dict[str, list[tuple[float, bool, str]]] = {}
+    for sample in samples:
+        by_instance.setdefault(sample[2], []).append(sample)
+    return [stats.Series(tuple(s[0] for s in group), tuple(s[1] for s in group), seconds * len(group) / len(samples))
+            for group in by_instance.values()]
 
 
-def _all(collected: _Collected) -> list[tuple[float, bool]]:
+def _instances(collected: _Collected) -> int:
+    return len({sample[2] for samples in collected.samples.values() for sample in samples})
+
+
+def _all(collected: _Collected) -> list[tuple[float, bool, str]]:
     """Every request of the side in one series; by endpoint, each endpoint's in time order (stretches stay whole)."""
     return [sample for key in sorted(collected.samples) for sample in collected.samples[key]]
 
 
-def _warnings(before: Side, after: Side) -> list[str]:
-    out = ["one series per side: noise between the sides (a machine busier while one side ran) is not measured, "
-           "only the noise floor guards against it; sides that served at the same time (two platforms side by "
-           "side) compare best"]
+def _warnings(before: Side, after: Side, instances_before: int, instances_after: int) -> list[str]:
+    out = []
+    if instances_before < 2 and instances_after < 2:
+        out.append("one instance (service.instance.id) on each side: what two processes of the same code differ by "
+                   "(often 5-20% on a fast endpoint) is not measured, only the noise floor guards against it; sides "
+                   "served by several instances each, at the same time, compare best")
     if before.attributes == after.attributes and (before.since_ns, before.until_ns) == (after.since_ns, after.until_ns):
         out.append("both sides select the same traces")
     return out

@@ -25,9 +25,9 @@ def _iso(ns: Optional[int]) -> Optional[str]:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _side(side, traces: int, window) -> dict:
+def _side(side, traces: int, window, instances: int) -> dict:
     return {"filter": side.text, "attributes": dict(side.attributes), "since": _iso(side.since_ns),
-            "until": _iso(side.until_ns), "traces": traces, "first_trace_at": _iso(window[0]),
+            "until": _iso(side.until_ns), "traces": traces, "instances": instances, "first_trace_at": _iso(window[0]),
             "last_trace_at": _iso(window[1])}
 
 
@@ -59,8 +59,8 @@ def contract(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
     s = c.settings
     return {
         "schema_version": 1,
-        "before": _side(c.before, c.traces_before, c.window_before),
-        "after": _side(c.after, c.traces_after, c.window_after),
+        "before": _side(c.before, c.traces_before, c.window_before, c.instances_before),
+        "after": _side(c.after, c.traces_after, c.window_after, c.instances_after),
         "endpoints": [_endpoint(e, s.metric) for e in c.endpoints],
         "overall": endpoint_contract(c.overall, s.metric),
         "only_before": list(c.only_before),
@@ -103,8 +103,13 @@ def _cause_of(c, name: str) -> Optional[str]:
     return None
 
 
+def _counted(traces: int, instances: int) -> str:
+    return f"{traces} traces" + (f", {instances} instances" if instances > 1 else "")
+
+
 def sides_text(c) -> str:
-    return f"{c.before.text} ({c.traces_before} traces) → {c.after.text} ({c.traces_after} traces)"
+    return (f"{c.before.text} ({_counted(c.traces_before, c.instances_before)}) → "
+            f"{c.after.text} ({_counted(c.traces_after, c.instances_after)})")
 
 
 def document(c, found: Sequence[Regression] = (), threshold: Optional[float] = None) -> Document:
@@ -132,8 +137,8 @@ def document(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
     sections = [Section("Verdicts", tuple(blocks)),
                 Section("Endpoints", (), tuple(endpoint_section(e, s.confidence) for e in c.endpoints))]
     return Document(f"Traces compared: {c.before.text} → {c.after.text}", tuple(sections),
-                    meta=(("before", f"{c.before.text} ({c.traces_before} traces)"),
-                          ("after", f"{c.after.text} ({c.traces_after} traces)"),
+                    meta=(("before", f"{c.before.text} ({_counted(c.traces_before, c.instances_before)})"),
+                          ("after", f"{c.after.text} ({_counted(c.traces_after, c.instances_after)})"),
                           ("metric", label), ("noise floor", f"{s.noise_floor_pct:g}%")))
 
 

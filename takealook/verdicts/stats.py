@@ -10,7 +10,7 @@ percent; the error rate's change is in percentage points.
 
 A side is one or more series of requests in time order: a load run's requests
 of an endpoint, or the traces of an endpoint that one filter of ``traces
-compare`` selects (one series per side; "run" below is a series).
+compare`` selects from one instance of the service ("run" below is a series).
 
 Confidence intervals come from a block bootstrap. Requests of one run are not
 independent (a GC pause, a noisy neighbour or a cache warming up slows a

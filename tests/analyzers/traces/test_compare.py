@@ -102,6 +102,33 @@ def test_sides_by_time_and_identical_sides(store):
     assert "both sides select the same traces" in same.warnings
 
 
+def _instance(resource: str, instance: str) -> str:
+    return json.dumps({**json.loads(resource), "service.instance.id": instance})
+
+
+def test_instances_that_differ_are_noise_not_a_change(tmp_path):
+    """Each side: a fast and a slow process of the same code (20% apart). One process a side, the two sides
+    look different; two a side, the difference between instances is measured and the A/A says no change."""
+    rng = random.Random(3)
+    traces = []
+    speeds = {_instance(HEROKU, "h1"): 1.0, _instance(HEROKU, "h2"): 1.2, _instance(AWS, "a1"): 1.2,
+              _instance(AWS, "a2"): 1.0}
+    for i in range(200):
+        for j, (resource, speed) in enumerate(speeds.items()):
+            b = TraceBuilder(offset_ms=i * 100.0 + j * 10)
+            b.server("gateway", "GET", "/health", 0, speed * (2 + rng.random()), resource_json=resource)
+            traces.append(b.spans)
+    path = tmp_path / "spans.db"
+    write_store(path, traces)
+    both = compare_store(path, Side((("cloud.provider", "heroku"),)), Side((("cloud.provider", "aws"),)), Settings())
+    assert (both.instances_before, both.instances_after) == (2, 2) and both.warnings == ()
+    assert [e.comparison.verdict for e in both.endpoints] == ["no detectable change"]
+    one = compare_store(path, Side((("service.instance.id", "h1"),)), Side((("service.instance.id", "a1"),)),
+                        Settings())
+    assert [e.comparison.verdict for e in one.endpoints] == ["slower"]  # what one process a side cannot tell apart
+    assert (one.instances_before, one.instances_after) == (1, 1) and "one instance" in one.warnings[0]
+
+
 def test_sides_with_no_endpoint_in_common(tmp_path):
     path = tmp_path / "spans.db"
     rng = random.Random(1)

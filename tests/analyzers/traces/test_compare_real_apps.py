@@ -15,6 +15,7 @@ downs, as platforms serving at the same time do.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -34,7 +35,8 @@ from tests.processes import Processes
 APPS = Path(__file__).resolve().parent / "apps"
 sys.path.insert(0, str(APPS))  # blog.SCHEMA
 
-ROUNDS = 150  # requests per endpoint and side: a p95 verdict needs 100 per side; 15 bootstrap blocks
+ROUNDS = 200  # requests per endpoint and side, 100 per instance: what a p95 needs to say how instances differ
+INSTANCES = 2  # gunicorn processes per side, each its own service.instance.id: one series each
 PATHS = ("/", "/posts/{n}", "/health")
 SIDES = {"heroku": "deployment.environment=heroku,service.version=1.4.2",
          "aws": "deployment.environment=aws,service.version=1.4.2",
@@ -70,17 +72,22 @@ def store(pg, tmp_path_factory):
                          "--store", str(path), "--quiet"], port=otlp, env={})
         ports = {}
         for side, attributes in SIDES.items():
-            ports[side] = free_port()
+            ports[side] = [free_port() for _ in range(INSTANCES)]
             env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp}", "OTEL_RESOURCE_ATTRIBUTES": attributes,
                    "BLOG_DSN": dsn, "BLOG_RELATED_POSTS": "1" if side == "release" else "0"}
-            processes.start([script("takealook-run"), "--service", "blog", script("gunicorn"), "-w", "1",
-                             "-b", f"127.0.0.1:{ports[side]}", "blog:app"], port=ports[side], env=env)
+            for port in ports[side]:
+                processes.start([script("takealook-run"), "--service", "blog", script("gunicorn"), "-w", "1",
+                                 "-b", f"127.0.0.1:{port}", "blog:app"], port=port, env=env)
         sessions = [(side, requests.Session()) for side in SIDES]
+        # The order cycles through all six orders of the three sides, so each side follows each other side
+        # as often (a request right after the release's 60 ms wait runs on an idle, cooler CPU: had one side
+        # always followed the release, the A/A sides would differ by 15%).
+        orders = list(itertools.permutations(sessions))
         for n in range(ROUNDS):
-            turn = sessions[n % 3:] + sessions[:n % 3]  # each side first in turn: none always follows another
-            for page in PATHS:
-                for side, session in turn:
-                    answer = session.get(f"http://127.0.0.1:{ports[side]}{page.format(n=1 + n % 50)}", timeout=30)
+            for p, page in enumerate(PATHS):
+                for side, session in orders[(n * len(PATHS) + p) % len(orders)]:
+                    port = ports[side][n % INSTANCES]
+                    answer = session.get(f"http://127.0.0.1:{port}{page.format(n=1 + n % 50)}", timeout=30)
                     assert answer.status_code == 200, answer.text[:300]
         for _, session in sessions:
             session.close()
@@ -144,6 +151,7 @@ def test_two_identical_sides_show_no_change(store):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
     data = _json(out)
     assert data["after"]["attributes"] == {"deployment.environment": "aws", "service.version": "1.4.2"}
+    assert data["before"]["instances"] == data["after"]["instances"] == INSTANCES and data["warnings"] == []
     verdicts = {e["name"]: e["verdict"] for e in data["endpoints"]}
     assert verdicts == dict.fromkeys(("GET /", "GET /health", "GET /posts/{post_id}"), "no detectable change"), \
         json.dumps(data["endpoints"], indent=1)[:4000]
@@ -155,6 +163,7 @@ def test_the_text_report_names_the_cause(store, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "GET /posts/{post_id}" in out.stdout and "slower" in out.stdout
     assert "Where: mean +" in out.stdout and "statement SELECT p.id, p.title FROM posts p" in out.stdout
+    assert f"({ROUNDS * len(PATHS)} traces, {INSTANCES} instances)" in out.stdout
     html = tmp_path / "compare.html"
     out = _compare(store, "--before", "deployment.environment=heroku", "--after", "service.version=1.5.0",
                    "-o", str(html))
