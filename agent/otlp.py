@@ -171,19 +171,69 @@ def _cached(cache: dict, key, value: bytes) -> bytes:
 
 
 def encode_request(batches) -> bytes:
-    """ExportTraceServiceRequest bytes from [(resource attributes dict, [record, ...]), ...]."""
+    """ExportTraceServiceRequest bytes from [(resource attributes dict, [record, ...]), ...].
+
+    The common span (no trace state, events, links or status; a parent) is written inline here with
+    one ``struct`` call for its ids and one for its times, its attributes a single lookup keyed by
+    their items; anything else goes through ``encode_span``. Spans of one scope follow each other
+    (one tracer's), so the scope is compared by identity with the previous span's first."""
     body = []
+    block_cache = _block_cache
+    name_kind_cache = _name_kind_cache
+    pack_full = _pack_full
+    pack_times = _pack_times
+    prefixes = _SPAN_PREFIXES
+    join = b"".join
     for resource, records in batches:
         scopes: dict = {}
+        last_name = last_version = last_trace = None
+        high = low = 0
+        spans: list = []
         for record in records:
-            span = encode_span(record)
-            scopes.setdefault((record[14], record[15]), []).append(b"\x12" + _varint(len(span)) + span)  # 2 spans
+            (trace_id, span_id, parent_id, remote, name, kind, start, end, status, status_text, attributes,
+             events, links, state, scope_name, scope_version) = record
+            if scope_name is not last_name or scope_version is not last_version:
+                last_name, last_version = scope_name, scope_version
+                spans = scopes.get((scope_name, scope_version))
+                if spans is None:
+                    spans = scopes[(scope_name, scope_version)] = []
+            if parent_id and not (state or events or links or status or status_text):
+                name_kind = name_kind_cache.get((name, kind))
+                if name_kind is None:
+                    name_kind = _cached(name_kind_cache, (name, kind), _field(5, name.encode("utf-8", "replace"))
+                                        + b"\x30" + _varint(kind))
+                if attributes:
+                    items = tuple(attributes.items())
+                    try:
+                        block = block_cache.get((9, items))
+                    except TypeError:  # an unhashable value
+                        block = None
+                    if block is None:
+                        block = _attributes(9, attributes)
+                else:
+                    block = b""
+                if trace_id is not last_trace:  # a trace's spans share one int (marshal keeps it shared)
+                    last_trace, high, low = trace_id, trace_id >> 64, trace_id & _LOW64
+                span = join((pack_full(0x0A10, high, low, 0x1208, span_id, 0x2208, parent_id),
+                             name_kind, pack_times(0x39, start, 0x41, end), block,
+                             _STATUS_UNSET_FLAGS_REMOTE if remote else _STATUS_UNSET_FLAGS))
+            else:
+                span = encode_span(record)
+            size = len(span)
+            spans.append(prefixes[size] if size < 16384 else b"\x12" + _varint(size))  # 2 spans
+            spans.append(span)
         scope_spans = []
         for (name, version), spans in scopes.items():
             scope = _field(1, name.encode()) + (_field(2, version.encode()) if version else b"")
-            scope_spans.append(_field(2, _field(1, scope) + b"".join(spans)))
-        body.append(_field(1, _field(1, _attributes(1, resource)) + b"".join(scope_spans)))
-    return b"".join(body)
+            scope_spans.append(_field(2, _field(1, scope) + join(spans)))
+        body.append(_field(1, _field(1, _attributes(1, resource)) + join(scope_spans)))
+    return join(body)
+
+
+_pack_full = struct.Struct(">HQQHQHQ").pack  # the ids of a span with a parent and no trace state
+_SPAN_PREFIXES = tuple(b"\x12" + v for v in _SMALL_VARINTS)
+_STATUS_UNSET_FLAGS = b"\x7a\x00" + _FLAGS
+_STATUS_UNSET_FLAGS_REMOTE = b"\x7a\x00" + _FLAGS_REMOTE_PARENT
 
 
 # --------------------------------------------------------------------------- sending

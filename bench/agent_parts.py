@@ -76,6 +76,10 @@ def child(variant: str, requests: int) -> None:
         import takealook.agent
 
         assert takealook.agent.start()
+        # Read by start(); gone again, so every variant's app sees the same environment (requests scans
+        # os.environ for proxies at every call: each variable more costs it thousands of instructions).
+        os.environ.pop("TAKEALOOK_DISABLED_INSTRUMENTATIONS")
+        os.environ.pop("OTEL_TRACES_EXPORTER", None)
         agent = takealook.agent.current()
         if variant == "records":
             agent.pipeline._send = lambda payload: True  # noqa: SLF001 - everything but the socket
