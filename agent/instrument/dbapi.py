@@ -66,31 +66,55 @@ def install_psycopg(agent) -> None:
 
 def _start(query, conninfo_of, cursor):
     """A DB span under the current span, or None (no parent, not sampled, or failure)."""
-    agent = _agent
     parent = current_span()
     if not isinstance(parent, LeanSpan) and not parent.get_span_context().is_valid:
         return None
     try:
-        if isinstance(query, bytes):
-            query = query.decode("utf-8", "replace")
-        elif not isinstance(query, str):
-            query = query.as_string(cursor)  # psycopg's sql.Composed
-        text, operation = scrub(query)
-        dbname, host, port = conninfo_of(cursor)
-        attributes = {"db.system": "postgresql", "db.system.name": "postgresql", "db.query.text": text,
-                      "db.namespace": dbname or "", "db.operation.name": operation}
-        if host:
-            attributes["server.address"] = host
-        if port:
-            attributes["server.port"] = port
-        if agent.settings.old_db_names:
-            attributes.update({"db.statement": text, "db.name": dbname or ""})
-        name = f"{operation} {dbname}" if operation and dbname else (operation or "postgresql")
-        span = agent.provider.make_span(name, parent, _CLIENT, attributes, agent.scope)
+        info = conninfo_of(cursor)
+        # A statement's name and attributes, made once per text and connection: the app runs the same
+        # few statements over and over (the texts are its own literals, the same objects each time).
+        known = _statements.get((query, info)) if type(query) is str else None
+        if known is None:
+            known = _describe(query, info, cursor)
+        agent = _agent
+        span = agent.provider.make_span(known[0], parent, _CLIENT, known[1].copy(), agent.scope)
         return span if isinstance(span, LeanSpan) else None
     except Exception:
         log.debug("takealook: could not start a DB span", exc_info=True)
         return None
+
+
+_statements: dict = {}
+_STATEMENTS_MAX = 1024  # entries; beyond, the cache starts over (the scrub cache behind it is kept)
+
+
+def _describe(query, info, cursor) -> tuple:
+    """(span name, attributes) of a statement on a connection; cached when the text is a string."""
+    key = (query, info) if type(query) is str else None  # bytes and psycopg's sql.Composed: not kept
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    elif not isinstance(query, str):
+        query = query.as_string(cursor)
+    text, operation = scrub(query)
+    dbname, host, port = info
+    attributes = {"db.system": "postgresql", "db.system.name": "postgresql", "db.query.text": text,
+                  "db.namespace": dbname or "", "db.operation.name": operation}
+    if host:
+        attributes["server.address"] = host
+    if port:
+        attributes["server.port"] = port
+    if _agent.settings.old_db_names:
+        attributes.update({"db.statement": text, "db.name": dbname or ""})
+    name = f"{operation} {dbname}" if operation and dbname else (operation or "postgresql")
+    known = (name, attributes)
+    if key is not None and len(query) <= _CACHED_TEXT_MAX:
+        if len(_statements) >= _STATEMENTS_MAX:
+            _statements.clear()
+        _statements[key] = known
+    return known
+
+
+_CACHED_TEXT_MAX = 8192  # characters: a huge text (a bulk INSERT of literals) is not kept
 
 
 def _start_connect():
@@ -189,11 +213,11 @@ def _traced(method, conninfo_of, batch=False):
             except TypeError:
                 pass
         try:
-            result = method(self, _comment(query, span), *args, **kwargs)
+            result = method(self, _comment(query, span) if _agent.settings.sqlcommenter else query, *args, **kwargs)
         except BaseException as error:
             _end(span, error)
             raise
-        _end(span, None)
+        span.end()
         return result
 
     traced._takealook = True
