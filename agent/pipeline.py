@@ -48,6 +48,7 @@ FLUSH_AT = 128  # spans per message at most
 MAX_WAIT_S = 1.0  # a buffered span waits at most this long (checked by the idle thread)
 MAX_MESSAGE = 192 * 1024  # under the default socket send buffer; bigger batches are split
 WARN_EVERY_S = 60.0
+_monotonic = time.monotonic
 
 
 class Pipeline:
@@ -119,7 +120,16 @@ class Pipeline:
         record = (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
                   span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
                   span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
-        self.add(record)
+        with self._lock:  # as add() does, without a second call per span
+            buffer = self._buffer
+            if not buffer:
+                self._oldest = _monotonic()
+            buffer.append(record)
+            full = len(buffer) >= FLUSH_AT
+        if full:
+            self.flush()
+        if self._idle_thread is None:
+            self._start_idle_thread()
 
     def add(self, record: tuple) -> None:
         """Buffers one span record; a full buffer is sent (the idle thread sends the rest)."""

@@ -32,6 +32,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from takealook.agent import errorscrub
 
+_time_ns = time.time_ns
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ATTR_TYPES = (str, bool, int, float)
@@ -115,7 +116,7 @@ class LeanSpan(trace.Span):
         self._context = None
         self._on_end = on_end
         self._error_text = None
-        self.start_ns = start_ns or time.time_ns()
+        self.start_ns = start_ns or _time_ns()
 
     # -- the OpenTelemetry Span API
     def get_span_context(self) -> SpanContext:
@@ -211,7 +212,7 @@ class LeanSpan(trace.Span):
     def end(self, end_time: Optional[int] = None) -> None:
         if self.end_ns:
             return
-        self.end_ns = end_time or time.time_ns()
+        self.end_ns = end_time or _time_ns()
         try:
             self._on_end(self)
         except Exception:  # telemetry must never fail the app
@@ -260,6 +261,7 @@ class LeanTracerProvider(trace.TracerProvider):
         self._on_end_of_scope = on_end_of_scope
         self._sampler = sampler  # None: parent-based always-on, the default, decided inline
         self._ids = _Ids()
+        self._span_bits = self._ids._random.getrandbits  # the same generator after a fork (it is reseeded)
         self._tracers: dict = {}
 
     def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: Optional[str] = None,
@@ -274,6 +276,9 @@ class LeanTracerProvider(trace.TracerProvider):
 
     def make_span(self, name: str, parent: trace.Span, kind: int, attributes: Optional[dict], scope: tuple,
                   links=None, start_time: Optional[int] = None, on_end=None) -> trace.Span:
+        if self._sampler is None and isinstance(parent, LeanSpan):  # the common case: a child, sampled
+            return LeanSpan(name, parent.trace_id, self._span_bits(64) or 1, parent.span_id, False, kind, attributes,
+                            parent.trace_state, scope, on_end or self._on_end, start_time)
         ids = self._ids
         if isinstance(parent, LeanSpan):
             trace_id, parent_id, remote, sampled, state = parent.trace_id, parent.span_id, False, True, \
