@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from opentelemetry import trace
 from opentelemetry.trace import (
+    INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     SpanContext,
@@ -280,6 +281,9 @@ class LeanTracerProvider(trace.TracerProvider):
             return LeanSpan(name, parent.trace_id, self._span_bits(64) or 1, parent.span_id, False, kind, attributes,
                             parent.trace_state, scope, on_end or self._on_end, start_time)
         ids = self._ids
+        if self._sampler is None and parent is INVALID_SPAN:  # a new trace, sampled
+            return LeanSpan(name, ids.trace_id(), self._span_bits(64) or 1, 0, False, kind, attributes, None, scope,
+                            on_end or self._on_end, start_time)
         if isinstance(parent, LeanSpan):
             trace_id, parent_id, remote, sampled, state = parent.trace_id, parent.span_id, False, True, \
                 parent.trace_state

@@ -24,16 +24,36 @@ _BAGGAGE = W3CBaggagePropagator()
 IN_CLIENT_CALL: ContextVar = ContextVar("takealook_in_client_call", default=False)
 
 
-def suppressed() -> bool:
-    return bool(otel_context.get_value(SUPPRESS_KEY))
-
-
 try:  # the keys OpenTelemetry's API keeps the current span and baggage under
     from opentelemetry.baggage import _BAGGAGE_KEY
     from opentelemetry.trace.propagation import _SPAN_KEY
 except ImportError:  # pragma: no cover - an API that moved them: the public functions are as good
     _SPAN_KEY = _BAGGAGE_KEY = None
-_get_current = otel_context.get_current
+
+
+def _context_var():
+    """The ContextVar behind OpenTelemetry's current context, when it is the default runtime context
+    (reading and setting it directly spares two or three calls each time), else None."""
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+        from opentelemetry.context.context import Context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        variable = _RUNTIME_CONTEXT._current_context  # noqa: SLF001
+        if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext and isinstance(variable, ContextVar) \
+                and isinstance(variable.get(), Context):
+            return variable, Context
+    except Exception:  # pragma: no cover - another API version or runtime context
+        pass
+    return None, None
+
+
+_CONTEXT_VAR, _Context = _context_var() if _SPAN_KEY is not None else (None, None)
+_get_current = _CONTEXT_VAR.get if _CONTEXT_VAR is not None else otel_context.get_current
+
+
+def suppressed() -> bool:
+    return bool(_get_current().get(SUPPRESS_KEY))
 
 
 def current_span():
@@ -118,11 +138,18 @@ _environ_keys: dict = {}
 
 
 def attach(span, parent_context=None):
+    if _CONTEXT_VAR is not None:  # what set_span_in_context and attach do, without their calls
+        values = dict(parent_context if parent_context is not None else _CONTEXT_VAR.get())
+        values[_SPAN_KEY] = span
+        return _CONTEXT_VAR.set(_Context(values))
     return otel_context.attach(trace.set_span_in_context(span, parent_context))
 
 
 def detach(token) -> None:
     try:
-        otel_context.detach(token)
+        if _CONTEXT_VAR is not None:
+            _CONTEXT_VAR.reset(token)
+        else:
+            otel_context.detach(token)
     except Exception:  # detaching from another context: nothing of the app's is at stake
         pass

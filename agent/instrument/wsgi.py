@@ -26,7 +26,7 @@ import logging
 from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
-from takealook.agent.instrument.common import attach, detach, extract_from_environ
+from takealook.agent.instrument.common import attach, current_span, detach, extract_from_environ
 from takealook.agent.redact import REDACTED
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
@@ -109,10 +109,12 @@ def _start(agent, environ):
         attributes["url.query"] = agent.redactor.query(query)
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
     if host:
-        name, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
-        attributes["server.address"] = name or host
-        if port.isdigit():
-            attributes["server.port"] = int(port)
+        address = _hosts.get(host)
+        if address is None:
+            address = _host_address(host)
+        attributes["server.address"] = address[0]
+        if address[1] is not None:
+            attributes["server.port"] = address[1]
     peer = environ.get("REMOTE_ADDR")
     if peer:
         peer = agent.redactor.client_address(peer)
@@ -124,9 +126,24 @@ def _start(agent, environ):
         attributes.update({"http.method": method, "http.scheme": scheme})
     parent = extract_from_environ(environ)
     # Straight to the provider: these attributes are clean already (the tracer's start_span checks each).
-    span = agent.provider.make_span(method, trace.get_current_span(parent), _SERVER, attributes, agent.scope)
+    span = agent.provider.make_span(method, current_span() if parent is None else trace.get_current_span(parent),
+                                    _SERVER, attributes, agent.scope)
     environ[SPAN_KEY] = span
     return span, attach(span, parent)
+
+
+_hosts: dict = {}
+
+
+def _host_address(host: str) -> tuple:
+    """(server.address, server.port or None) of a Host header, remembered (a server answers to a few)."""
+    name, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
+    address = (name or host, int(port) if port.isdigit() else None)
+    if len(host) <= 256:
+        if len(_hosts) >= 64:  # many names (a wildcard domain): start over rather than grow
+            _hosts.clear()
+        _hosts[host] = address
+    return address
 
 
 def _finish(agent, span, code: int, environ, error) -> None:
