@@ -21,10 +21,12 @@ change when other processes crowd the machine, so one run per variant is
 enough and parts of a few microseconds are visible. The helper's part is
 counted the same way on a replay of what the app sent it: the messages of
 ``--requests`` requests received from its socket, decoded, encoded as OTLP and
-posted to a receiver on loopback. Instructions become microseconds at this
-machine's rate for Python code, measured in the same run (instructions and CPU
-time of one pure-Python loop). Without valgrind, CPU time is used instead
-(``--cpu``), which on a busy machine is noisy. Spans per request: 5.
+posted to a receiver on loopback. Instructions become microseconds at two
+rates measured in the same run (callgrind's instructions over the least CPU
+time of three native runs): the app's, an upper bound since its CPU time
+includes its system calls (libpq, sockets) but its instructions do not; and
+the agent's own Python, the helper's replay. Without valgrind, CPU time is used
+instead (``--cpu``), which on a busy machine is noisy. Spans per request: 5.
 
     python bench/agent_parts.py [--requests 300] [--cpu --repeat 5]
 """
@@ -241,18 +243,22 @@ def main() -> int:
                                              str(args.requests)], env=env, cwd=work, capture_output=True,
                                             check=True).stdout)
         helper = run("replay", ("--messages", str(messages)))
-        rate = None
+        rate = python_rate = None
         if valgrind:  # the app's own rate: its instructions over its least CPU time of three native runs
             native = min(run("none", counted=False)["cpu"] for _ in range(3))
             rate = statistics.median(r["instructions"] for r in runs["none"]) / args.requests / native
-        report(runs, helper, rate, args.requests)
+            # The agent's own rate: the helper's replay is the agent's Python (decode, encode, a post a
+            # second), timed natively the same way.
+            native = min(run("replay", ("--messages", str(messages)), counted=False)["cpu"] for _ in range(3))
+            python_rate = helper["instructions"] / args.requests / native
+        report(runs, helper, rate, args.requests, python_rate)
     finally:
         stop(procs)
         cluster.stop()
     return 0
 
 
-def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> None:
+def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int, python_rate=None) -> None:
     """Per part: microseconds (and instructions) per request and per span."""
     if rate:
         cost = {name: statistics.median(r["instructions"] for r in results) / requests for name, results in
@@ -273,10 +279,17 @@ def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> No
     ]
     measure = f"instructions (callgrind; the app runs {rate / 1e9:.2f} G/s here)" if rate else "CPU time"
     print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}")
-    print(f"{'part':<40}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else ""))
+    # The app's rate counts its system calls' time but not their instructions: microseconds at it are an
+    # upper bound. The agent's parts are plain Python, which runs at the helper's rate (also printed).
+    agent_unit = 1e6 / python_rate if python_rate else None
+    if agent_unit:
+        print(f"the agent's Python (the helper's replay) runs {python_rate / 1e9:.2f} G/s here")
+    print(f"{'part':<40}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else "")
+          + (f"{'µs/span at the agent rate':>27}" if agent_unit else ""))
     for label, value in parts + [("total (app + helper)", sum(v for _, v in parts))]:
         line = f"{label:<40}{value * unit:>12.1f}{value * unit / SPANS_PER_REQUEST:>10.2f}"
-        print(line + (f"{value / SPANS_PER_REQUEST:>12.0f}" if rate else ""))
+        line += f"{value / SPANS_PER_REQUEST:>12.0f}" if rate else ""
+        print(line + (f"{value * agent_unit / SPANS_PER_REQUEST:>27.2f}" if agent_unit else ""))
 
 
 if __name__ == "__main__":
