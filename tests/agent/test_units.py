@@ -116,6 +116,20 @@ def test_spans_follow_the_opentelemetry_api(provider):
     assert "late" not in root_span.attributes
 
 
+def test_spans_made_inline_are_whole_spans(provider):
+    """The default sampler's spans are made without LeanSpan.__init__: every slot is set as it would set it."""
+    root = provider.make_span("root", trace.INVALID_SPAN, 2, {"a": 1}, ("s", "1"))
+    child = provider.make_span("child", root, 3, None, ("s", "1"), start_time=7)
+    for span, parent_id, attributes, start in ((root, 0, {"a": 1}, root.start_ns), (child, root.span_id, {}, 7)):
+        made = LeanSpan(span.name, span.trace_id, span.span_id, parent_id, False, span.kind, attributes, None,
+                        ("s", "1"), provider._on_end, start)  # noqa: SLF001
+        assert {slot: getattr(span, slot) for slot in LeanSpan.__slots__} == \
+            {slot: getattr(made, slot) for slot in LeanSpan.__slots__}
+    assert child.trace_id == root.trace_id and root.start_ns > 0 and root.span_id != child.span_id
+    child.end()
+    assert provider.ended == [child] and child.end_ns > 0
+
+
 def test_remote_parent_and_sampling(provider):
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
