@@ -112,17 +112,21 @@ def _attributes(number: int, attributes) -> bytes:
         cached = None
     if cached is not None:
         return cached
-    tag = _SMALL_VARINTS[number << 3 | 2]
-    out = []
-    for key, value in attributes.items():
-        pair = _key_value(key, value)
-        out.append(tag + _varint(len(pair)) + pair)
-    encoded = b"".join(out)
+    encoded = _encode_attributes(number, attributes)
     if items is not None and len(encoded) <= 4 * _CACHED_MAX:
         if len(_block_cache) >= _CACHE_LIMIT:
             _block_cache.clear()
         _block_cache[(number, items)] = encoded
     return encoded
+
+
+def _encode_attributes(number: int, attributes) -> bytes:
+    tag = _SMALL_VARINTS[number << 3 | 2]
+    out = []
+    for key, value in attributes.items():
+        pair = _key_value(key, value)
+        out.append(tag + _varint(len(pair)) + pair)
+    return b"".join(out)
 
 
 def encode_span(record: tuple) -> bytes:
@@ -161,8 +165,8 @@ _FLAGS = b"\x85\x01" + _pack_fixed32(0x100 | 0x01)
 _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x100 | 0x200 | 0x01)
 
 
-def _cached(cache: dict, key, value: bytes) -> bytes:
-    if len(value) > _CACHED_MAX:
+def _cached(cache: dict, key, value: bytes, most: int = _CACHED_MAX) -> bytes:
+    if len(value) > most:
         return value
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
@@ -178,8 +182,8 @@ def encode_request(batches) -> bytes:
     their items; anything else goes through ``encode_span``. Spans of one scope follow each other
     (one tracer's), so the scope is compared by identity with the previous span's first."""
     body = []
-    block_cache = _block_cache
-    name_kind_cache = _name_kind_cache
+    span_blocks = _span_blocks
+    names_by_kind = _names_by_kind
     pack_full = _pack_full
     pack_times = _pack_times
     prefixes = _SPAN_PREFIXES
@@ -198,18 +202,21 @@ def encode_request(batches) -> bytes:
                 if spans is None:
                     spans = scopes[(scope_name, scope_version)] = []
             if parent_id and not (state or events or links or status or status_text):
-                name_kind = name_kind_cache.get((name, kind))
+                names = names_by_kind.get(kind)  # a dict per kind: no key tuple to make and hash
+                name_kind = names.get(name) if names is not None else None
                 if name_kind is None:
-                    name_kind = _cached(name_kind_cache, (name, kind), _field(5, name.encode("utf-8", "replace"))
-                                        + b"\x30" + _varint(kind))
+                    name_kind = _name_kind(name, kind)
                 if attributes:
                     items = tuple(attributes.items())
                     try:
-                        block = block_cache.get((9, items))
+                        block = span_blocks.get(items)
                     except TypeError:  # an unhashable value
+                        items = None
                         block = None
                     if block is None:
-                        block = _attributes(9, attributes)
+                        block = _encode_attributes(9, attributes)
+                        if items is not None:
+                            _cached(span_blocks, items, block, 4 * _CACHED_MAX)
                 else:
                     block = b""
                 if trace_id is not last_trace:  # a trace's spans share one int (marshal keeps it shared)
@@ -228,6 +235,20 @@ def encode_request(batches) -> bytes:
             scope_spans.append(_field(2, _field(1, scope) + join(spans)))
         body.append(_field(1, _field(1, _attributes(1, resource)) + join(scope_spans)))
     return join(body)
+
+
+_span_blocks: dict = {}  # a span's attributes block by its items
+_names_by_kind: dict = {}  # kind -> {name: encoded name and kind}
+
+
+def _name_kind(name: str, kind: int) -> bytes:
+    encoded = _field(5, name.encode("utf-8", "replace")) + b"\x30" + _varint(kind)  # 5 name, 6 kind
+    names = _names_by_kind.get(kind)
+    if names is None:
+        if len(_names_by_kind) >= 16:  # kinds are 1-5; anything else is not kept growing
+            _names_by_kind.clear()
+        names = _names_by_kind[kind] = {}
+    return _cached(names, name, encoded)
 
 
 _pack_full = struct.Struct(">HQQHQHQ").pack  # the ids of a span with a parent and no trace state
