@@ -252,3 +252,46 @@ def test_url_rules_remember_results_and_forget_them_when_a_route_is_learned():
     long_path = "/users/" + "x" * 600
     assert redactor.server_path(long_path, "/users/<name>") == "/users/REDACTED"
     assert (long_path, "/users/<name>") not in redactor._done  # noqa: SLF001 - long inputs are not kept
+
+
+def test_statement_cache_gives_each_span_its_own_attributes_and_stays_bounded(monkeypatch, provider):
+    """A unit layer under the real-PostgreSQL tests: a statement's attributes are made once, and what
+    one span adds to them (a failure's error.type) never reaches the next execution's span."""
+    from types import SimpleNamespace
+
+    from takealook.agent.instrument import dbapi
+    from takealook.agent.instrument.common import attach, detach
+
+    monkeypatch.setattr(dbapi, "_agent", SimpleNamespace(provider=provider, settings=AgentSettings(),
+                                                         scope=("takealook.agent", "test")))
+    monkeypatch.setattr(dbapi, "_statements", {})
+
+    class Cursor:
+        fail = False
+
+        def execute(self, query, params=None):
+            if self.fail:
+                raise ValueError("duplicate key")
+
+    execute = dbapi._traced(Cursor.execute, lambda cursor: ("shop", "db.internal", 5432))  # noqa: SLF001
+    cursor = Cursor()
+    root = provider.make_span("GET /", trace.INVALID_SPAN, 2, {}, ("takealook.agent", "test"))
+    token = attach(root)
+    try:
+        cursor.fail = True
+        with pytest.raises(ValueError):
+            execute(cursor, "INSERT INTO t VALUES (%s, 'secret')", (1,))
+        cursor.fail = False
+        execute(cursor, "INSERT INTO t VALUES (%s, 'secret')", (1,))
+        for i in range(dbapi._STATEMENTS_MAX + 10):  # noqa: SLF001
+            execute(cursor, f"SELECT {i} FROM t")
+    finally:
+        detach(token)
+    failed, succeeded = provider.ended[:2]
+    assert failed.attributes["error.type"] == "ValueError" and "error.type" not in succeeded.attributes
+    assert succeeded.attributes == {"db.system": "postgresql", "db.system.name": "postgresql",
+                                    "db.query.text": "INSERT INTO t VALUES (%s, %s)", "db.namespace": "shop",
+                                    "db.operation.name": "INSERT", "server.address": "db.internal",
+                                    "server.port": 5432}
+    assert succeeded.name == "INSERT shop" and succeeded.attributes is not failed.attributes
+    assert len(dbapi._statements) <= dbapi._STATEMENTS_MAX  # noqa: SLF001
