@@ -85,7 +85,8 @@ def parse_store(text: Union[str, os.PathLike, StoreURL]) -> Store:
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
         raise InputError(f"--store {_safe(text)}: unknown kind of store {scheme!r}; give a file path, "
-                         "chdb:DIR or clickhouse://[user[:password]@]host[:port]/database")
+                         f"chdb:DIR or clickhouse://[user[:password]@]host[:port]/database (a file whose name "
+                         f"has a colon: ./{_safe(text)})")
     return _chdb(text) if scheme == "chdb" else _clickhouse(text)
 
 
