@@ -160,7 +160,8 @@ def test_a_store_url_is_never_created_as_a_file(tmp_path):
     with open_store(f"chdb:{tmp_path / 'data'}") as reader:
         (span,) = reader.trace("0af7651916cd43dd8448eb211c80319c")
         assert (span.service, span.kind, span.http_route, span.duration_ns) == ("orders", "server", "/orders", 10**7)
-    for store, says in (("chdbx:data", "unknown kind of store 'chdbx'"), ("chdbx:data", "name has a colon: ./chdbx:data"), ("chdb:nowhere", "no chdb store at nowhere")):
+    for store, says in (("chdbx:data", "unknown kind of store 'chdbx'"), ("chdbx:data", "name has a colon: ./chdbx:data"),
+                        ("chdb:nowhere", "no chdb store at nowhere")):
         out = _run("traces", "report", "--store", store, cwd=tmp_path)
         assert out.returncode == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     out = _run("traces", "import", str(exported), "--store", "chdbx:data", cwd=tmp_path)
