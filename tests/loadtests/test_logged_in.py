@@ -222,3 +222,21 @@ def test_bad_login_input_is_one_line_and_exit_2(world, case):
         assert run.meta["ended"] - run.meta["t0"] < 10
         assert run.meta["stopped_because"] in out.stderr
         check("load-run-metadata", json.loads((run.path / "run.json").read_text()))
+
+
+def test_a_failed_login_on_a_worker_stops_the_master_and_every_worker(world):
+    """--processes 2: a Locust master and two workers on 127.0.0.1; the worker's failed login reaches the
+    master, which stops the whole run at once with the worker's reason."""
+    w, folder = world
+    label = "wrong-password-workers"
+    suite, _ = _generate(w, folder, label, "shop", *FORM_LOGIN)
+    clean = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+    out = subprocess.run([script("takealook"), "load", "run", suite, "--host", w.shop, "--label", label,
+                          "--runs-dir", folder / "runs", "--rate", "15/s", "--duration", "30s", "--processes", "2"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**clean, **CREDENTIALS, "SHOP_PASSWORD": "nope"})
+    assert out.returncode == 2, out.stderr
+    assert "no user could log in: POST /accounts/login/ answered with the login form again" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    run = load_run(label, folder / "runs")
+    assert run.meta["ended"] - run.meta["t0"] < 10
