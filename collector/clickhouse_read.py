@@ -14,6 +14,12 @@ looked for from ``TRACE_SLACK_NS`` before the window (a trace longer than that
 is cut). Whole traces are then read a batch at a time, each batch one query
 over the time range its traces span, so the engine prunes by ``Timestamp``.
 
+Grouping by ``TraceId`` over a window (counting traces, listing them, load runs)
+holds a row per trace while it runs; every such query carries ``SPILL``
+(``bounded``): past ``SPILL_BYTES`` the engine writes partial aggregates and sorts
+to disk, so memory stays bounded at any window size, and the figures are the
+same.
+
 The exporter writes traces only: metric points are not read from ClickHouse
 (``metric_points`` yields nothing), so rates come from the traces.
 """
@@ -37,7 +43,17 @@ TRACE_SLACK_NS = 3600 * 10**9  # how long before the window a trace's spans are 
 DEFAULT_BATCH = 2000  # traces per span query
 _SET_CACHE = 50_000
 _MARK = KEY + "=" + PREFIX
+SPILL_BYTES = 512 * 2**20  # a grouping or sort of more than this goes to disk (per query thread)
+# Extra settings on the queries that group by trace (tests cap memory with them).
+SPILL: dict = {}
 _KIND_NUMBER = {name: number for number, name in enumerate(KINDS)}
+
+
+def bounded(sql: str) -> str:
+    """``sql`` with the settings that let the engine spill its per-trace grouping and sorting to disk."""
+    settings = {"max_bytes_before_external_group_by": SPILL_BYTES, "max_bytes_before_external_sort": SPILL_BYTES,
+                **SPILL}
+    return sql + " SETTINGS " + ", ".join(f"{name} = {int(value)}" for name, value in settings.items())
 
 
 def kind_word(spelling: str) -> str:
@@ -115,13 +131,14 @@ class ClickHouseReader:
     def count_traces(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
                      service: Optional[str] = None, route: Optional[str] = None, load=True) -> int:
         sql = self.traces_sql(since_ns, until_ns, service, route, load, order=False)
-        return int(self._engine.rows(f"SELECT count() FROM ({sql})")[0][0])
+        return int(self._engine.rows(bounded(f"SELECT count() FROM ({sql})"))[0][0])
 
     def load_runs(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None) -> dict[str, int]:
         if not self._layout.has("TraceState"):
             return {}
         sql = self.traces_sql(since_ns, until_ns, None, None, True, order=False)
-        rows = self._engine.rows(f"SELECT label, count() FROM ({sql}) WHERE label != '' GROUP BY label ORDER BY label")
+        rows = self._engine.rows(bounded(f"SELECT label, count() FROM ({sql}) WHERE label != '' GROUP BY label "
+                                         "ORDER BY label"))
         return {label: int(count) for label, count in rows}
 
     # -- which traces -------------------------------------------------------
@@ -145,8 +162,7 @@ class ClickHouseReader:
         elif route is not None:
             having.append(f"countIf({server} AND SpanAttributes['http.route'] = {literal(route)}) > 0")
         state = self._layout.column("TraceState", "''")
-        label = (f"if(state = '', '', if(trim(extract(state, '{_MARK}([^,]*)')) = '', {literal(DEFAULT_LABEL)}, "
-                 f"substring(trim(extract(state, '{_MARK}([^,]*)')), 1, {MAX_LABEL})))")
+        label = self._label_sql("state")
         outer = []
         if load is False:
             outer.append("label = ''")
@@ -166,6 +182,13 @@ class ClickHouseReader:
                + (f" WHERE {' AND '.join(outer)}" if outer else ""))
         return sql + (" ORDER BY first, TraceId" if order else "")
 
+    @staticmethod
+    def _label_sql(state: str) -> str:
+        """The run label of a ``tracestate`` value, as ``loadmark.label_of`` reads it ('' when unmarked)."""
+        mark = f"trim(extract({state}, '{_MARK}([^,]*)'))"
+        return (f"if(position({state}, '{_MARK}') = 0, '', if({mark} = '', {literal(DEFAULT_LABEL)}, "
+                f"substring({mark}, 1, {MAX_LABEL})))")
+
     # -- what the engine computes over all spans ----------------------------
 
     def entry_groups(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load,
@@ -173,14 +196,14 @@ class ClickHouseReader:
         """Root server spans grouped by service, method, route (and path, where ``by_path(route)`` or there is
         no route), each group's count, failures, 4xx answers and exact percentiles, computed by the engine."""
         roots = self._roots_sql(since_ns, until_ns, service, load)
-        routes = [r[0] for r in self._engine.rows(f"SELECT DISTINCT route FROM ({roots}) WHERE server")]
+        routes = [r[0] for r in self._engine.rows(bounded(f"SELECT DISTINCT route FROM ({roots}) WHERE server"))]
         page = f"if(route IN ({_paged(routes, by_path)}), path, '')"
-        rows = self._engine.rows(
+        rows = self._engine.rows(bounded(
             f"SELECT service, method, route, {page} AS page, if(route = '' AND path = '', name, '') AS label, "
             "count(), countIf(failed), countIf(NOT failed AND status >= 400 AND status < 500), sum(duration), "
             "quantilesExactInclusive(0.5, 0.95, 0.99)(duration), min(start), max(start + duration) "
             f"FROM ({roots}) WHERE server GROUP BY service, method, route, page, label "
-            "ORDER BY count() DESC LIMIT 1000 BY service, method, route")
+            "ORDER BY count() DESC LIMIT 1000 BY service, method, route"))
         return [EntryGroup(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]),
                            tuple(float(q) for q in r[9]), int(r[10]), int(r[11])) for r in rows]
 
@@ -191,17 +214,17 @@ class ClickHouseReader:
         ones, and ``share`` more picked at random (by a hash of the trace id, so the same each time). Items as
         ``read_traces`` takes them, oldest first."""
         roots = self._roots_sql(since_ns, until_ns, service, load)
-        routes = [r[0] for r in self._engine.rows(f"SELECT DISTINCT route FROM ({roots}) WHERE server")]
+        routes = [r[0] for r in self._engine.rows(bounded(f"SELECT DISTINCT route FROM ({roots}) WHERE server"))]
         group = (f"service, server, method, route, if(route IN ({_paged(routes, by_path)}), path, ''), "
                  "if(NOT server OR (route = '' AND path = ''), name, '')")
-        rows = self._engine.rows(
+        rows = self._engine.rows(bounded(
             f"SELECT trace_id, start, start + duration, state FROM ("
             f"SELECT trace_id, start, duration, failed, state, "
             f"row_number() OVER (PARTITION BY {group} ORDER BY duration DESC, cityHash64(trace_id)) AS slow_rank, "
             f"row_number() OVER (PARTITION BY {group} ORDER BY failed DESC, cityHash64(trace_id)) AS failed_rank, "
             f"row_number() OVER (PARTITION BY {group} ORDER BY cityHash64(trace_id)) AS random_rank "
             f"FROM ({roots})) WHERE slow_rank <= {int(slowest)} OR (failed AND failed_rank <= {int(failed)}) "
-            f"OR random_rank <= {int(share)} ORDER BY start, trace_id")
+            f"OR random_rank <= {int(share)} ORDER BY start, trace_id"))
         # The trace's spans are looked for up to a minute past its root's end (work the root did not wait for).
         return [(r[0], int(r[1]), int(r[2]) + 60 * 10**9, label_of(r[3]) if r[3] else None) for r in rows]
 
@@ -243,7 +266,7 @@ class ClickHouseReader:
         """Whole traces that started in [since_ns, until_ns), oldest first (see ``StoreReader.iter_traces``)."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        listed = self._engine.rows(self.traces_sql(since_ns, until_ns, service, route, load))
+        listed = self._engine.rows(bounded(self.traces_sql(since_ns, until_ns, service, route, load)))
         yield from self.read_traces([(r[0], int(r[1]), int(r[2]), r[3] or None) for r in listed], batch)
 
     def read_traces(self, listed: list[tuple], batch: int = DEFAULT_BATCH) -> Iterator[TraceSpans]:
@@ -329,8 +352,10 @@ class ClickHouseReader:
 
     def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,
                    service: Optional[str] = None, route: Optional[str] = None, load=True) -> Iterator[Span]:
-        traces = self.traces_sql(since_ns, until_ns, None, None, load, order=False)
-        where = ["ParentSpanId = ''", f"TraceId IN (SELECT TraceId FROM ({traces}))"]
+        """Spans without a parent that started in the window, by start time; ``load`` by the root's own mark (the
+        agent carries a trace's mark to every span of it), so no per-trace grouping: memory grows with the roots
+        returned, not the spans."""
+        where = ["ParentSpanId = ''"]
         if since_ns is not None:
             where.append(f"Timestamp >= {ns_literal(since_ns)}")
         if until_ns is not None:
@@ -339,8 +364,17 @@ class ClickHouseReader:
             where.append(f"ServiceName = {literal(service)}")
         if route is not None:
             where.append(f"SpanAttributes['http.route'] = {literal(route)}")
-        rows = self._engine.rows(f"SELECT {self._columns} FROM {self.url.qualified} WHERE {' AND '.join(where)} "
-                                 "ORDER BY Timestamp")
+        state = self._layout.column("TraceState", "''")
+        if load is False:
+            where.append(f"position({state}, '{_MARK}') = 0")
+        elif isinstance(load, str):
+            if not load:
+                raise ValueError("load must be True, False or a run label")
+            where.append(f"{self._label_sql(state)} = {literal(load)}")
+        elif load is not True:
+            raise ValueError("load must be True, False or a run label")
+        rows = self._engine.rows(bounded(f"SELECT {self._columns} FROM {self.url.qualified} "
+                                         f"WHERE {' AND '.join(where)} ORDER BY Timestamp, TraceId"))
         for row in rows:
             yield self._span(row)
 
