@@ -306,6 +306,25 @@ class StoreReader:
         """The whole traces of ``sample_traces``' items, in that order."""
         return read_sample.read(self, listed, batch)
 
+    def whole_traces(self, roots: list, batch: int = DEFAULT_BATCH) -> Iterator[TraceSpans]:
+        """The whole traces of ``roots`` (spans of ``root_spans``), in that order; a trace retention removed since
+        is skipped. Each page is two lookups by key, so the cost is per trace read, not per trace stored."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        load = "load" if self._has_load else "NULL"
+        for at in range(0, len(roots), min(batch, 900)):
+            page = roots[at:at + min(batch, 900)]
+            ids = list({root.trace_id for root in page})
+            found = {row[1]: row for row in self._conn.execute(
+                f"SELECT tkey, trace_id, {load} FROM traces WHERE trace_id IN ({','.join('?' * len(ids))})", ids)}
+            by_trace = self._spans_of({row[0]: row[1] for row in found.values()})
+            for root in page:
+                row = found.get(root.trace_id)
+                spans = by_trace.get(row[0]) if row is not None else None
+                if spans:
+                    spans.load = row[2]
+                    yield spans
+
     # -- spans --------------------------------------------------------------
 
     def root_spans(self, since_ns: Optional[int] = None, until_ns: Optional[int] = None,

@@ -34,15 +34,18 @@ nothing), no endpoint common to both sides.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import sqlite3
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
 from takealook.analyzers.traces.compare_where import SideTally, Where, where
 from takealook.analyzers.traces.endpoints import other_row
-from takealook.analyzers.traces.trace import Entry, TraceView, is_error
+from takealook.analyzers.traces.sampling import SAMPLE_MIN_TRACES
+from takealook.analyzers.traces.trace import Entry, TraceView, entry_of, is_browser, is_error
 from takealook.collector import Load, open_store
 from takealook.errors import InputError
 from takealook.routes import PATHS_PER_ROUTE
@@ -51,6 +54,7 @@ from takealook.verdicts import EndpointComparison, Settings, compare_endpoint, s
 OVERALL = "(all requests)"
 PATHS_TRACKED = 1000  # pages of one catch-all route told apart while reading (as analysis.py)
 _KEYS_SHOWN = 12
+WHERE_TRACES = 200  # on a large window: whole traces read per endpoint and side for "where" (a random sample)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class TracesEndpoint:
     method: str
     route: str
     where: Where
+    where_traces: tuple[int, int] = (0, 0)  # the traces (before, after) "where" rests on
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,9 @@ class TracesComparison:
     warnings: tuple[str, ...] = field(default=())
     instances_before: int = 1  # instances (service.instance.id) of the entry services: one series each
     instances_after: int = 1
+    # A large window: the verdicts over every request's root span, "where" over a random sample of whole traces
+    # per endpoint and side (``TracesEndpoint.where_traces``); False: every trace was read whole.
+    sampled: bool = False
 
 
 class _Collected:
@@ -118,12 +126,15 @@ class _Collected:
         self.first_ns: Optional[int] = None
         self.last_ns: Optional[int] = None
 
-    def add(self, key: tuple, view: TraceView, instance: str) -> None:
-        root = view.root
+    def add(self, key: tuple, root, instance: str) -> None:
+        """A request of the endpoint ``key``: its root span's duration and failure, for the verdicts."""
         self.traces += 1
         self.first_ns = root.start_ns if self.first_ns is None else min(self.first_ns, root.start_ns)
         self.last_ns = root.end_ns if self.last_ns is None else max(self.last_ns, root.end_ns)
         self.samples.setdefault(key, []).append((root.duration_ns / 1e6, is_error(root), instance))
+
+    def tally(self, key: tuple, view: TraceView) -> None:
+        """A whole trace of the endpoint ``key``, for where the time went."""
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = SideTally()
@@ -133,7 +144,7 @@ class _Collected:
         for old, new in fold.items():
             if old in self.samples:  # time order is lost across pages of a route; the bootstrap blocks stay whole
                 self.samples.setdefault(new, []).extend(self.samples.pop(old))
-                self.tallies.setdefault(new, SideTally()).merge(self.tallies.pop(old))
+                self.tallies.setdefault(new, SideTally()).merge(self.tallies.pop(old, SideTally()))
 
     @property
     def seconds(self) -> float:
@@ -157,22 +168,30 @@ class _Reader:
         self.read = 0
 
     def add(self, spans) -> None:
+        """A whole trace: its request and where its time went."""
         view = TraceView(spans)
         if view.root is None or view.entry is None:
             return
+        for collected, key in self.add_root(view.root, view.entry):
+            collected.tally(key, view)
+
+    def add_root(self, root, entry: Entry) -> list[tuple["_Collected", tuple]]:
+        """A request by its root span: counted on each side it matches; (side, endpoint key) for each."""
         self.read += 1
-        resource = self.resources.get(view.root.resource_json)
+        resource = self.resources.get(root.resource_json)
         if resource is None:
-            resource = self.resources[view.root.resource_json] = view.root.resource()
+            resource = self.resources[root.resource_json] = root.resource()
             self.seen_keys.update(resource)
         for key in self.keys:
             if key in resource:
                 self.values[key][value_text(resource[key])] += 1
-        entry = None
+        admitted, out = None, []
         for side, collected in self.sides.values():
-            if side.matches(view.root.start_ns, resource):
-                entry = entry or self._admit(view.entry)
-                collected.add(entry.key, view, value_text(resource.get("service.instance.id", "")))
+            if side.matches(root.start_ns, resource):
+                admitted = admitted or self._admit(entry)
+                collected.add(admitted.key, root, value_text(resource.get("service.instance.id", "")))
+                out.append((collected, admitted.key))
+        return out
 
     def _admit(self, entry: Entry) -> Entry:
         if entry.by_path:
@@ -204,16 +223,27 @@ class _Reader:
 
 
 def compare_store(path, before: Side, after: Side, settings: Optional[Settings] = None, load: Load = False,
-                  paths_per_route: int = PATHS_PER_ROUTE) -> TracesComparison:
+                  paths_per_route: int = PATHS_PER_ROUTE, sample: Optional[bool] = None,
+                  where_traces: int = WHERE_TRACES) -> TracesComparison:
+    """``sample``: read every request's root span and a random sample of whole traces (``where_traces`` per
+    endpoint and side) for "where"; None (the default): when the window holds ``SAMPLE_MIN_TRACES`` traces or
+    more and load-test traffic is left out (its traces have no root span of their own: the load test's client
+    exports none)."""
     settings = settings or Settings()
     reader = _Reader(before, after, paths_per_route)
     since, until = _union(before, after)
+    notes: tuple[str, ...] = ()
     try:
         with open_store(path) as store:
-            for spans in store.iter_traces(since, until, load=load):
-                reader.add(spans)
             runs = store.load_runs(since, until)
             summary = store.summary()
+            if sample is None:
+                sample = load is False and store.count_traces(since, until, load=load) >= SAMPLE_MIN_TRACES
+            if sample:
+                notes = _read_sampled(store, reader, since, until, load, where_traces)
+            else:
+                for spans in store.iter_traces(since, until, load=load):
+                    reader.add(spans)
     except sqlite3.DatabaseError as error:
         raise InputError(f"cannot read the span store {path}: {error}; is it a takealook store "
                          "written by this version?") from error
@@ -221,7 +251,51 @@ def compare_store(path, before: Side, after: Side, settings: Optional[Settings] 
         if not collected.traces:
             raise InputError(_nothing_matched(flag, side, reader, summary, load, runs))
     reader.fold_paths()
-    return _compare(reader, settings, _notes(load, runs))
+    return _compare(reader, settings, _notes(load, runs) + notes, sampled=bool(sample))
+
+
+def _read_sampled(store, reader: _Reader, since: Optional[int], until: Optional[int], load: Load,
+                  per_side: int) -> tuple[str, ...]:
+    """Every request by its root span (bounded per request, not per span), then ``per_side`` whole traces per
+    endpoint and side, picked by a hash of the trace id (the same each time), for where the time went."""
+    picked: dict[tuple, list] = {}  # (side, endpoint key) -> heap of (-hash, start, trace id, root)
+    unnamed = browser = 0
+    for root in store.root_spans(since, until, load=load):
+        entry = entry_of(root)
+        if entry is None:  # a job's root (no entry either way), or a browser's (named by its children)
+            unnamed += 1
+            browser += is_browser(root)
+            continue
+        rank = -zlib.crc32(root.trace_id.encode())
+        for collected, key in reader.add_root(root, entry):
+            heap = picked.setdefault((id(collected), key), [])
+            item = (rank, root.start_ns, root.trace_id, root)
+            if len(heap) < per_side:
+                heapq.heappush(heap, item)
+            elif item[:3] > heap[0][:3]:
+                heapq.heapreplace(heap, item)
+    wanted: dict[str, list] = {}
+    by_id = {id(collected): collected for _, collected in reader.sides.values()}
+    for (side_id, key), heap in picked.items():
+        for _, _, trace_id, root in heap:
+            wanted.setdefault(trace_id, [root]).append((by_id[side_id], key))
+    roots = sorted((places[0] for places in wanted.values()), key=lambda r: (r.start_ns, r.trace_id))
+    for spans in store.whole_traces(roots):
+        view = TraceView(spans)
+        if view.root is None:
+            continue
+        for collected, key in wanted.get(spans[0].trace_id, [None])[1:]:
+            collected.tally(key, view)
+    total = store.count_traces(since, until, load=load)
+    notes = [f"verdicts rest on every request of the window (its root span); where the time went (critical path, "
+             f"statements, calls) on a random sample of up to {per_side} whole traces per endpoint and side"]
+    missing = total - reader.read - unnamed
+    if browser:
+        notes.append(f"{browser:,} traces entered from a browser are not compared in a large window")
+    if missing > 0:
+        notes.append(f"{missing:,} of the {total:,} traces in the window have no root span of their own (their "
+                     "caller propagated the trace without exporting spans) and are not compared in a large window")
+    return tuple(notes)
 
 
 def _union(before: Side, after: Side) -> tuple[Optional[int], Optional[int]]:
@@ -235,7 +309,7 @@ def _name(key: tuple, entry: Entry, labels: Counter) -> str:
     return entry.label if labels[entry.label] == 1 else f"{key[0]} {entry.label}"
 
 
-def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> TracesComparison:
+def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...], sampled: bool = False) -> TracesComparison:
     (side_b, got_b), (side_a, got_a) = reader.sides["before"], reader.sides["after"]
     keys = set(got_b.samples) | set(got_a.samples)
     labels = Counter(reader.entries[k].label for k in keys)
@@ -254,8 +328,9 @@ def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> Tra
     for key in common:
         entry = reader.entries[key]
         comparison = one(names[key], got_b.samples[key], got_a.samples[key])
-        endpoints.append(TracesEndpoint(comparison, entry.service, entry.method, entry.route,
-                                        where(got_b.tallies[key], got_a.tallies[key])))
+        tally_b, tally_a = got_b.tallies.get(key, SideTally()), got_a.tallies.get(key, SideTally())
+        endpoints.append(TracesEndpoint(comparison, entry.service, entry.method, entry.route, where(tally_b, tally_a),
+                                        (tally_b.requests, tally_a.requests)))
     overall = one(OVERALL, _all(got_b), _all(got_a))
     return TracesComparison(
         before=side_b, after=side_a, settings=settings, endpoints=tuple(endpoints), overall=overall,
@@ -264,7 +339,7 @@ def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...]) -> Tra
         traces_before=got_b.traces, traces_after=got_a.traces, window_before=(got_b.first_ns, got_b.last_ns),
         window_after=(got_a.first_ns, got_a.last_ns), notes=notes,
         warnings=tuple(_warnings(side_b, side_a, _instances(got_b), _instances(got_a))),
-        instances_before=_instances(got_b), instances_after=_instances(got_a))
+        instances_before=_instances(got_b), instances_after=_instances(got_a), sampled=sampled)
 
 
 def _series(samples: list[tuple[float, bool, str]], seconds: float) -> list[stats.Series]:

@@ -273,6 +273,11 @@ def _is_browser(span: Span) -> bool:
     return span.name in BROWSER_ROOT_NAMES or '"webjs"' in span.resource_json
 
 
+def is_browser(span: Span) -> bool:
+    """Whether ``span`` is a browser's root (a page load, a fetch): its entry is named from its children too."""
+    return _is_browser(span)
+
+
 def entry_of(root: Span) -> Optional[Entry]:
     """The entry endpoint of a trace whose root (a server span, not a browser's) is ``root``."""
     return _entry(None, root) if root.kind == "server" and not _is_browser(root) else None

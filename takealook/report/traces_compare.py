@@ -6,7 +6,8 @@ with its interval, the critical-path shares before and after, the parts of the
 critical path that moved (ms per request), the statements and calls whose time
 per request moved most, and the latency distributions. The JSON's endpoints
 carry ``load compare``'s keys (``load.endpoint_contract``) plus ``service``,
-``critical_path_before``/``_after`` and ``where``.
+``critical_path_before``/``_after`` and ``where`` (with the traces it rests on:
+all of the endpoint's, or a sample when the top-level ``sampled`` is true).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _endpoint(e, metric: str) -> dict:
         "critical_path_before": dict(w.shares_before), "critical_path_after": dict(w.shares_after),
         "where": {
             "cause": w.cause or None,
+            "traces_before": e.where_traces[0], "traces_after": e.where_traces[1],
             "critical_path": [{"service": p.service, "category": p.category, "ms_per_request_before": p.ms_before,
                                "ms_per_request_after": p.ms_after, "change_ms": p.change_ms,
                                "share_of_change": p.share_of_change} for p in w.path],
@@ -59,6 +61,7 @@ def contract(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
     s = c.settings
     return {
         "schema_version": 1,
+        "sampled": c.sampled,
         "before": _side(c.before, c.traces_before, c.window_before, c.instances_before),
         "after": _side(c.after, c.traces_after, c.window_after, c.instances_after),
         "endpoints": [_endpoint(e, s.metric) for e in c.endpoints],
@@ -135,14 +138,14 @@ def document(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
         blocks.append(KeyValues((("only before", ", ".join(c.only_before) or "none"),
                                  ("only after", ", ".join(c.only_after) or "none"))))
     sections = [Section("Verdicts", tuple(blocks)),
-                Section("Endpoints", (), tuple(endpoint_section(e, s.confidence) for e in c.endpoints))]
+                Section("Endpoints", (), tuple(endpoint_section(e, s.confidence, c.sampled) for e in c.endpoints))]
     return Document(f"Traces compared: {c.before.text} → {c.after.text}", tuple(sections),
                     meta=(("before", f"{c.before.text} ({_counted(c.traces_before, c.instances_before)})"),
                           ("after", f"{c.after.text} ({_counted(c.traces_after, c.instances_after)})"),
                           ("metric", label), ("noise floor", f"{s.noise_floor_pct:g}%")))
 
 
-def endpoint_section(e, confidence: float) -> Section:
+def endpoint_section(e, confidence: float, sampled: bool = False) -> Section:
     comparison, w = e.comparison, e.where
     rows = []
     for m in stats.LATENCY_METRICS:
@@ -155,6 +158,10 @@ def endpoint_section(e, confidence: float) -> Section:
                               "verdict"], rows, right=("before", "after", "min detectable"))]
     if w.cause:
         blocks.append(Paragraph(f"Where: {w.cause}", "bad" if comparison.verdict == stats.SLOWER else "info"))
+    if sampled:
+        blocks.append(Paragraph(f"Where rests on a random sample of whole traces: {e.where_traces[0]:,} of "
+                                f"{comparison.before.requests:,} before, {e.where_traces[1]:,} of "
+                                f"{comparison.after.requests:,} after; the verdicts on every request.", "info"))
     notes = sorted({ch.note for ch in comparison.changes.values() if ch.note})
     blocks += [Paragraph(note, "warning") for note in notes]
     shares = tuple((side, tuple((k, round(v * 100, 1)) for k, v in values.items()))
