@@ -46,6 +46,14 @@ What the suite holds:
   overrides).
 
 The file runs as is with ``locust -f SUITE.py --host URL``.
+
+A large window (``LARGE_WINDOW`` traces or more, load tests left out) is read by
+each trace's root span only, not its whole trace: the root server span is the
+entry of the usual trace, so the weights, latencies and values are those of
+reading every trace, at a cost per request instead of per span; traces whose
+entry is not their root (a caller propagated the trace and exported nothing, a
+browser's root above the server span) are left out and counted in the suite's
+docstring.
 """
 
 from __future__ import annotations
@@ -64,6 +72,9 @@ from takealook.loadtests.suitefile import SuiteOptions, render
 from takealook.routes import PATHS_PER_ROUTE, endpoint_route
 
 MAX_CANDIDATES = 5000  # requests remembered per endpoint to sample values from
+# A window this large is read by its root spans only (as analyzers/traces/sampling.SAMPLE_MIN_TRACES, which the
+# load tests may not import; tests/loadtests/test_generate_large.py checks they agree).
+LARGE_WINDOW = 20_000
 PAGES_TRACKED = 1000  # pages of one catch-all route with a task of their own while reading (then folded)
 SAFE_HEADERS = ("accept", "accept-language", "content-type")
 _SECRET = re.compile(r"(pass|secret|token|key|auth|session|sig|cookie|credential)", re.I)
@@ -277,14 +288,32 @@ def _pct(ordered: list[float], q: float) -> float:
 
 def from_store(store: Path, since_ns: Optional[int], services: Sequence[str] = (), host: Optional[str] = None,
                values: int = 20, slow_weight: float = 1.0, seed: int = 1,
-               options: Optional[SuiteOptions] = None, load: Union[bool, str] = False) -> Suite:
-    """The suite from the traces in ``store``; ``load`` as in the read API (False: real traffic only)."""
+               options: Optional[SuiteOptions] = None, load: Union[bool, str] = False,
+               sample: Optional[bool] = None) -> Suite:
+    """The suite from the traces in ``store``; ``load`` as in the read API (False: real traffic only).
+
+    ``sample``: read only each trace's root span (a large window: ``LARGE_WINDOW`` traces or more, load tests
+    left out; None decides by the window's size). The endpoint mix and latencies are then over every request
+    whose root span is its entry (the usual trace), the values from the same bounded reservoir per endpoint
+    (``MAX_CANDIDATES``), at a cost per request instead of per span; the suite's docstring says what it rests on.
+    """
     from takealook.collector import open_store
 
     options = options or SuiteOptions()
+    note = ""
     with open_store(store) as reader:
-        endpoints, traces = collect(reader.iter_traces(since_ns=since_ns, load=load), services, values,
-                                    slow_weight, seed)
+        if sample is None:
+            sample = load is False and reader.count_traces(since_ns, load=load) >= LARGE_WINDOW
+        if sample:
+            endpoints, traces = collect(([root] for root in reader.root_spans(since_ns, load=load)), services,
+                                        values, slow_weight, seed)
+            in_window = reader.count_traces(since_ns, load=load)
+            note = (f" (a large window: the root spans of its {in_window:,} traces"
+                    + (f", {in_window - traces:,} without a root span of their own left out" if in_window > traces
+                       else "") + ")")
+        else:
+            endpoints, traces = collect(reader.iter_traces(since_ns=since_ns, load=load), services, values,
+                                        slow_weight, seed)
         runs = reader.load_runs(since_ns) if load is False and not endpoints else {}
     if not endpoints:
         hint = (f"only load-test traffic ({', '.join(runs)}) is there: pass --include-load" if runs else
@@ -294,5 +323,5 @@ def from_store(store: Path, since_ns: Optional[int], services: Sequence[str] = (
     kept, left_out = select(endpoints, options)
     if not kept:
         raise InputError(f"every endpoint in {store} was left out ({'; '.join(f'{e}: {why}' for e, why in left_out)})")
-    source = f"{traces} traces in {store}"
+    source = f"{traces} traces in {store}{note}"
     return Suite(render(kept, host, source, slow_weight, options, left_out), tuple(kept), traces, tuple(left_out))
