@@ -1,6 +1,7 @@
 """Benchmark: `takealook traces compare --format json` over the store of bench/traces_report.py (1,000,000 spans).
 
     .venv/bin/python bench/traces_compare.py [--traces 50000] [--keep PATH]
+    .venv/bin/python bench/traces_compare.py --scale 1M,10M [--stores sqlite,chdb] [--keep DIR]
 
 The store (50,000 traces of 20 spans, 3 services, one trace every 50 ms) is
 built as bench/traces_report.py builds it. The two sides are its first and
@@ -13,6 +14,16 @@ with Python's sqlite3 (the floor of any Python reader), and `traces report
 --format json --jobs 1` (the same reading and critical paths in one process,
 plus every other analysis). Times are printed as ratios of both. Peak memory is
 that of the whole process tree. The machine may be shared: run it a few times.
+
+``--scale 1M,10M``: the stores of ``bench/traces_report.py --scale`` (SQLite,
+and chdb: ClickHouse embedded in the Collector exporter's layout), compared in
+two halves. These windows are large (20,000 traces or more): the verdicts come
+from every request's root span, where the time went from 200 whole traces per
+endpoint and side. Baseline, in the same run, on stores up to ``--whole-max``
+spans (default 1M): the same comparison reading every trace whole
+(``compare_store(..., sample=False)`` in a subprocess), as before large windows
+were sampled. Printed: time and peak memory per store and size, the ratio of the
+largest size's time to the smallest's, and the sampled/whole time ratio.
 """
 
 from __future__ import annotations
@@ -41,11 +52,74 @@ def _middle(path: Path) -> str:
     return middle.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+WHOLE = """
+import sys
+from takealook.analyzers.traces.compare import Side, compare_store
+middle = int(sys.argv[2])
+result = compare_store(sys.argv[1], Side(until_ns=middle), Side(since_ns=middle), sample=False)
+print(result.traces_before + result.traces_after)
+"""
+MIDDLE = """
+import sys
+from takealook.collector import open_store
+with open_store(sys.argv[1]) as store:
+    summary = store.summary()
+print((summary.start_ns + summary.end_ns) // 2)
+"""
+
+
+def scale(sizes: list[int], stores: list[str], keep: Path, whole_max: int) -> int:
+    takealook = str(Path(sys.executable).with_name("takealook"))
+    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f} (a shared machine is noisy)")
+    for kind in stores:
+        walls = {}
+        for spans in sizes:
+            target = keep / f"{kind}-{spans}" / ("spans.db" if kind == "sqlite" else "ch")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([sys.executable, str(HERE / "traces_report.py"), "--build-only", "--traces",
+                                str(spans // 20), "--keep", str(target), "--stores", kind], check=True)
+            store = str(target) if kind == "sqlite" else f"chdb:{target}"
+            middle_ns = int(subprocess.run([sys.executable, "-c", MIDDLE, store], check=True, capture_output=True,
+                                           text=True).stdout)
+            middle = dt.datetime.fromtimestamp(middle_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            wall, rss, code = report_bench.measure(
+                [takealook, "traces", "compare", "--store", store, "--before", f"..{middle}", "--after",
+                 f"{middle}..", "--format", "json"])
+            if code:
+                print(f"{kind}, {spans:,} spans: traces compare failed with exit code {code}")
+                return 1
+            walls[spans] = wall
+            line = f"{kind}, {spans:,} spans: traces compare --format json {wall:.2f} s, peak {rss:.0f} MiB"
+            if spans <= whole_max:
+                whole_wall, whole_rss, code = report_bench.measure(
+                    [sys.executable, "-c", WHOLE, store, str(middle_ns)])
+                if code:
+                    print(f"{kind}, {spans:,} spans: the whole-trace baseline failed with exit code {code}")
+                    return 1
+                line += (f"; every trace read whole: {whole_wall:.2f} s, peak {whole_rss:.0f} MiB "
+                         f"(sampled/whole time {wall / whole_wall:.2f})")
+            print(line, flush=True)
+        if len(walls) > 1:
+            low, high = min(walls), max(walls)
+            print(f"{kind}: {high // 10**6}M/{low // 10**6}M time ratio {walls[high] / walls[low]:.2f} "
+                  f"(spans x{high / low:.0f})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=50_000)
     parser.add_argument("--keep", metavar="PATH", help="build (or reuse) the store here instead of a temp folder")
+    parser.add_argument("--scale", metavar="SIZES", help="spans per store, e.g. 1M,10M: the scale benchmark")
+    parser.add_argument("--stores", default="sqlite,chdb", help="stores of the scale benchmark (sqlite, chdb)")
+    parser.add_argument("--whole-max", default="1M", help="largest store also compared reading every trace whole")
     args = parser.parse_args()
+    if args.scale:
+        spans = report_bench._spans
+        with tempfile.TemporaryDirectory() as tmp:
+            return scale([spans(s) for s in args.scale.split(",")], args.stores.split(","),
+                         Path(args.keep or tmp), spans(args.whole_max))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "spans.db"
         if not path.exists():

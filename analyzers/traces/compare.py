@@ -237,10 +237,11 @@ def compare_store(path, before: Side, after: Side, settings: Optional[Settings] 
         with open_store(path) as store:
             runs = store.load_runs(since, until)
             summary = store.summary()
+            total = store.count_traces(since, until, load=load) if sample is not False else 0
             if sample is None:
-                sample = load is False and store.count_traces(since, until, load=load) >= SAMPLE_MIN_TRACES
+                sample = load is False and total >= SAMPLE_MIN_TRACES
             if sample:
-                notes = _read_sampled(store, reader, since, until, load, where_traces)
+                notes = _read_sampled(store, reader, since, until, load, where_traces, total)
             else:
                 for spans in store.iter_traces(since, until, load=load):
                     reader.add(spans)
@@ -255,7 +256,7 @@ def compare_store(path, before: Side, after: Side, settings: Optional[Settings] 
 
 
 def _read_sampled(store, reader: _Reader, since: Optional[int], until: Optional[int], load: Load,
-                  per_side: int) -> tuple[str, ...]:
+                  per_side: int, total: int) -> tuple[str, ...]:
     """Every request by its root span (bounded per request, not per span), then ``per_side`` whole traces per
     endpoint and side, picked by a hash of the trace id (the same each time), for where the time went."""
     picked: dict[tuple, list] = {}  # (side, endpoint key) -> heap of (-hash, start, trace id, root)
@@ -286,7 +287,6 @@ def _read_sampled(store, reader: _Reader, since: Optional[int], until: Optional[
             continue
         for collected, key in wanted.get(spans[0].trace_id, [None])[1:]:
             collected.tally(key, view)
-    total = store.count_traces(since, until, load=load)
     notes = [f"verdicts rest on every request of the window (its root span); where the time went (critical path, "
              f"statements, calls) on a random sample of up to {per_side} whole traces per endpoint and side"]
     missing = total - reader.read - unnamed
