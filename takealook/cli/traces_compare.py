@@ -16,7 +16,9 @@ The verdicts are those of ``load compare`` (``takealook.verdicts``); the flags
 ``--seed`` take their defaults from ``verdicts.Settings``. Load-test traffic is
 left out unless ``--include-load`` or ``--load-run LABEL``. Exit 1 when
 ``--fail-on-regression PCT`` finds a regression; 2 on a bad filter or a side
-that matches no trace.
+that matches no trace. A window of 20,000 traces or more is compared from every
+request's root span, and "where" from a random sample of whole traces per
+endpoint and side, which every format states (docs/traces.md).
 """
 
 from __future__ import annotations
