@@ -259,9 +259,9 @@ def _read_sampled(store, reader: _Reader, since: Optional[int], until: Optional[
                   per_side: int, total: int) -> tuple[str, ...]:
     """Every request by its root span (bounded per request, not per span), then ``per_side`` whole traces per
     endpoint and side, picked by a hash of the trace id (the same each time), for where the time went."""
-    picked: dict[tuple, list] = {}  # (side, endpoint key) -> heap of (-hash, start, trace id, root)
+    picked: dict[tuple, list] = {}  # (side, endpoint key) -> heap of (-hash, start, trace id, number, root)
     unnamed = browser = 0
-    for root in store.root_spans(since, until, load=load):
+    for number, root in enumerate(store.root_spans(since, until, load=load)):
         entry = entry_of(root)
         if entry is None:  # a job's root (no entry either way), or a browser's (named by its children)
             unnamed += 1
@@ -270,15 +270,15 @@ def _read_sampled(store, reader: _Reader, since: Optional[int], until: Optional[
         rank = -zlib.crc32(root.trace_id.encode())
         for collected, key in reader.add_root(root, entry):
             heap = picked.setdefault((id(collected), key), [])
-            item = (rank, root.start_ns, root.trace_id, root)
+            item = (rank, root.start_ns, root.trace_id, number, root)
             if len(heap) < per_side:
                 heapq.heappush(heap, item)
-            elif item[:3] > heap[0][:3]:
+            elif item[:4] > heap[0][:4]:
                 heapq.heapreplace(heap, item)
     wanted: dict[str, list] = {}
     by_id = {id(collected): collected for _, collected in reader.sides.values()}
     for (side_id, key), heap in picked.items():
-        for _, _, trace_id, root in heap:
+        for _, _, trace_id, _, root in heap:
             wanted.setdefault(trace_id, [root]).append((by_id[side_id], key))
     roots = sorted((places[0] for places in wanted.values()), key=lambda r: (r.start_ns, r.trace_id))
     for spans in store.whole_traces(roots):
