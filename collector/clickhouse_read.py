@@ -41,6 +41,7 @@ from takealook.loadmark import DEFAULT_LABEL, KEY, MAX_LABEL, PREFIX, label_of
 
 TRACE_SLACK_NS = 3600 * 10**9  # how long before the window a trace's spans are looked for
 DEFAULT_BATCH = 2000  # traces per span query
+ROOT_PAGE = 50_000  # root spans per query of root_spans
 _SET_CACHE = 50_000
 _MARK = KEY + "=" + PREFIX
 SPILL_BYTES = 512 * 2**20  # a grouping or sort of more than this goes to disk (per query thread)
@@ -379,10 +380,19 @@ class ClickHouseReader:
             where.append(f"{self._label_sql(state)} = {literal(load)}")
         elif load is not True:
             raise ValueError("load must be True, False or a run label")
-        rows = self._engine.rows(bounded(f"SELECT {self._columns} FROM {self.url.qualified} "
-                                         f"WHERE {' AND '.join(where)} ORDER BY Timestamp, TraceId"))
-        for row in rows:
-            yield self._span(row)
+        # A page of roots per query (keyset by start, trace and span id): memory stays a page, not the window.
+        order = "Timestamp, lower(TraceId), lower(SpanId)"
+        after = ""
+        while True:
+            rows = self._engine.rows(bounded(f"SELECT {self._columns} FROM {self.url.qualified} "
+                                             f"WHERE {' AND '.join(where)}{after} ORDER BY {order} "
+                                             f"LIMIT {ROOT_PAGE}"))
+            for row in rows:
+                yield self._span(row)
+            if len(rows) < ROOT_PAGE:
+                return
+            last = rows[-1]
+            after = f" AND ({order}) > ({ns_literal(int(last[5]))}, {literal(last[0])}, {literal(last[1])})"
 
     # -- metrics ------------------------------------------------------------
 

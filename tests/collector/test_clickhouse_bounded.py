@@ -79,3 +79,13 @@ def test_the_small_tables_give_the_same_figures_spilled_or_not(tmp_path, monkeyp
                                                        "max_bytes_before_external_sort": 1})
         assert _figures(store, windows) == figures
         assert [[s.span_id for s in t] for t in store.iter_traces(load=True)] == listed
+
+
+def test_root_spans_come_a_page_at_a_time_in_the_same_order(tmp_path, monkeypatch):
+    url = _table(tmp_path / "ch", EXPORTER_LAYOUT, _exported_rows())
+    with open_store(url) as store:
+        whole = [(s.trace_id, s.span_id, s.start_ns) for s in store.root_spans()]
+        monkeypatch.setattr(clickhouse_read, "ROOT_PAGE", 2)
+        assert [(s.trace_id, s.span_id, s.start_ns) for s in store.root_spans()] == whole
+        assert [s.span_id for s in store.root_spans(load=False)] == [w[1] for w in whole[:5]]
+    assert len(whole) == 6 and [w[2] for w in whole] == sorted(w[2] for w in whole)
