@@ -234,7 +234,10 @@ def _traces_comparison_section(c) -> Section:
                         f"block-bootstrap interval and a noise floor of {s.noise_floor_pct:g}%; \"where\": the part "
                         "of the critical path that moved most and the statement or call behind it."),
               verdict_table(c), *(Paragraph(w, "warning") for w in c.warnings))
-    changed = tuple(endpoint_section(e, s.confidence) for e in c.endpoints
+    if c.sampled:
+        blocks += (Paragraph("A large window: the verdicts over every request's root span, \"where\" over a random "
+                             "sample of whole traces per endpoint and side (each endpoint says how many).", "info"),)
+    changed = tuple(endpoint_section(e, s.confidence, c.sampled) for e in c.endpoints
                     if e.comparison.verdict != "no detectable change")
     return Section("Before and after in production traces", blocks, changed)
 

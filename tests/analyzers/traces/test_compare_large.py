@@ -123,12 +123,19 @@ def test_every_format_says_what_where_rests_on(stores, monkeypatch):
     data = json.loads(render.to_json(contract(result)))
     check("traces-compare", data)
     assert data["sampled"] is True
-    assert [(e["where"]["traces_before"], e["where"]["traces_after"], e["requests_before"]) for e in data["endpoints"]] \
-        == [(50, 50, N), (50, 50, N)]
+    rests_on = [(e["where"]["traces_before"], e["where"]["traces_after"], e["requests_before"])
+                for e in data["endpoints"]]
+    assert rests_on == [(50, 50, N), (50, 50, N)]
     for fmt in ("text", "md", "html"):
         text = render.render(document(result), fmt, color=False)
         assert "Where rests on a random sample of whole traces: 50 of 600 before, 50 of 600 after" in text, fmt
         assert "up to 50 whole traces per endpoint and side" in text, fmt
+    # The combined report (`report --before --after`) says it too, on the endpoints that changed.
+    from takealook.report.combined_doc import _traces_comparison_section
+    from takealook.report.model import Document
+
+    combined = render.render(Document("combined", (_traces_comparison_section(result),)), "text", color=False)
+    assert "A large window" in combined and "Where rests on a random sample of whole traces: 50 of 600" in combined
     whole = json.loads(render.to_json(contract(compare_store(stores["sqlite"], BEFORE, AFTER, SETTINGS, sample=False))))
     check("traces-compare", whole)
     assert whole["sampled"] is False and whole["endpoints"][0]["where"]["traces_before"] == N
