@@ -64,11 +64,11 @@ class Forwarder:
     def submit(self, payload: bytes) -> bool:
         """Takes one pipeline message; False if it was dropped."""
         try:
-            protocol, kind, resource_bytes, records = marshal.loads(payload)
+            protocol, kind, resource_bytes, records, sets = marshal.loads(payload)
         except (ValueError, EOFError, TypeError):
             log.debug("takealook: undecodable message of %d bytes", len(payload))
             return False
-        if protocol != 1:
+        if protocol != 2:
             return False
         if kind == b"metrics":
             self._points.append((resource_bytes, records))
@@ -80,7 +80,7 @@ class Forwarder:
                 self._last_reason = "export queue full"
                 self._warn()
                 return False
-            self._spans.append((resource_bytes, records))
+            self._spans.append((resource_bytes, records, sets))
             self._queued += len(records)
             if self._queued >= BATCH:
                 self._wake.set()
@@ -115,9 +115,9 @@ class Forwarder:
         with self._lock:
             batch = []
             while self._spans and len(batch) < BATCH:
-                resource_bytes, records = self._spans.popleft()
-                self._queued -= len(records)
-                batch.append((resource_bytes, records))
+                item = self._spans.popleft()
+                self._queued -= len(item[1])
+                batch.append(item)
             return batch
 
     def _export_spans(self) -> None:
@@ -129,8 +129,8 @@ class Forwarder:
                 return
             if self._span_exporter is None:
                 self._span_exporter = Poster(self.traces_endpoint)
-            count = sum(len(records) for _, records in batch)
-            body = encode_request([(self._resource_attributes(rb), records) for rb, records in batch])
+            count = sum(len(records) for _, records, _ in batch)
+            body = encode_request([(self._resource_attributes(rb), records, sets) for rb, records, sets in batch])
             delivered, reason = self._span_exporter.post(body)
             if delivered:
                 self.exported += count

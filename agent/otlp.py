@@ -80,7 +80,8 @@ def _any_value(value) -> bytes:
 
 def _key_value(key: str, value) -> bytes:
     """KeyValue (key 1, value 2), cached: the same pairs come back request after request."""
-    cache_key = (key, value, type(value))  # True == 1 == 1.0: the type keeps their encodings apart
+    kind = type(value)  # True == 1 == 1.0: the type keeps their encodings apart, and a tuple's items' types
+    cache_key = (key, value, kind, tuple(map(type, value))) if kind is tuple else (key, value, kind)
     try:
         cached = _pair_cache.get(cache_key)
     except TypeError:  # an unhashable value
@@ -104,20 +105,34 @@ def _attributes(number: int, attributes) -> bytes:
     database, server) are the same set at every execution, so most spans cost one lookup here."""
     if not attributes:
         return b""
-    items = tuple(attributes.items())
-    try:
-        cached = _block_cache.get((number, items))
-    except TypeError:  # an unhashable value (a list): encode pair by pair
-        items = None
-        cached = None
+    key = _block_key(attributes)
+    if key is None:
+        return _encode_attributes(number, attributes)
+    key = (number, key)
+    cached = _block_cache.get(key)
     if cached is not None:
         return cached
     encoded = _encode_attributes(number, attributes)
-    if items is not None and len(encoded) <= 4 * _CACHED_MAX:
+    if len(encoded) <= 4 * _CACHED_MAX:
         if len(_block_cache) >= _CACHE_LIMIT:
             _block_cache.clear()
-        _block_cache[(number, items)] = encoded
+        _block_cache[key] = encoded
     return encoded
+
+
+def _block_key(attributes):
+    """What a block of these attributes is cached by: their items and their values' types, since
+    ``1 == True == 1.0`` (so are their hashes) and each is written differently; None when it must not
+    be cached (an unhashable value, or a tuple, whose items' types the key would not tell)."""
+    types = tuple(map(type, attributes.values()))
+    if tuple in types:
+        return None
+    key = (tuple(attributes.items()), types)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _encode_attributes(number: int, attributes) -> bytes:
@@ -175,20 +190,27 @@ def _cached(cache: dict, key, value: bytes, most: int = _CACHED_MAX) -> bytes:
 
 
 def encode_request(batches) -> bytes:
-    """ExportTraceServiceRequest bytes from [(resource attributes dict, [record, ...]), ...].
+    """ExportTraceServiceRequest bytes from [(resource attributes dict, [record, ...][, sets]), ...].
+
+    A record's attributes are a dict, or the number of an attribute set in its batch's ``sets``
+    (``pipeline.py``: a statement's attributes, sent once a message): a set's block is keyed and
+    found once a batch, and its spans cost an index each.
 
     The common span (no trace state, events, links or status; a parent) is written inline here with
-    one ``struct`` call for its ids and one for its times, its attributes a single lookup keyed by
-    their items; anything else goes through ``encode_span``. Spans of one scope follow each other
+    one ``struct`` call for its ids and one for its times, its attributes a lookup keyed by their
+    items and a check of the type of each value that is not a string; anything else goes through ``encode_span``. Spans of one scope follow each other
     (one tracer's), so the scope is compared by identity with the previous span's first."""
     body = []
-    span_blocks = _span_blocks
+    item_blocks = _item_blocks
     names_by_kind = _names_by_kind
     pack_full = _pack_full
     pack_times = _pack_times
     prefixes = _SPAN_PREFIXES
     join = b"".join
-    for resource, records in batches:
+    for batch in batches:
+        resource, records = batch[0], batch[1]
+        sets = batch[2] if len(batch) > 2 else ()
+        blocks = [_span_block(attributes) for attributes in sets]
         scopes: dict = {}
         last_name = last_version = last_trace = None
         high = low = 0
@@ -206,17 +228,27 @@ def encode_request(batches) -> bytes:
                 name_kind = names.get(name) if names is not None else None
                 if name_kind is None:
                     name_kind = _name_kind(name, kind)
-                if attributes:
+                if type(attributes) is int:
+                    block = blocks[attributes]
+                elif attributes:
+                    # By the items alone (a key of their types too costs 4,000 instructions a span), then
+                    # the type of each value that is not a string checked: 1 == True == 1.0.
                     items = tuple(attributes.items())
                     try:
-                        block = span_blocks.get(items)
+                        found = item_blocks.get(items)
                     except TypeError:  # an unhashable value
-                        items = None
-                        block = None
+                        items = found = None
+                    block = None
+                    if found is not None:
+                        block, checks = found
+                        for key, kind in checks:
+                            if type(attributes[key]) is not kind:
+                                block = None
+                                break
                     if block is None:
-                        block = _encode_attributes(9, attributes)
-                        if items is not None:
-                            _cached(span_blocks, items, block, 4 * _CACHED_MAX)
+                        block = _span_block(attributes)
+                        if items is not None and found is None:
+                            _keep_by_items(items, block)
                 else:
                     block = b""
                 if trace_id is not last_trace:  # a trace's spans share one int (marshal keeps it shared)
@@ -225,6 +257,8 @@ def encode_request(batches) -> bytes:
                              name_kind, pack_times(0x39, start, 0x41, end), block,
                              _STATUS_UNSET_FLAGS_REMOTE if remote else _STATUS_UNSET_FLAGS))
             else:
+                if type(attributes) is int:
+                    record = record[:10] + (sets[attributes],) + record[11:]
                 span = encode_span(record)
             size = len(span)
             spans.append(prefixes[size] if size < 16384 else b"\x12" + _varint(size))  # 2 spans
@@ -237,7 +271,33 @@ def encode_request(batches) -> bytes:
     return join(body)
 
 
-_span_blocks: dict = {}  # a span's attributes block by its items
+_span_blocks: dict = {}  # a span's attributes block by its items and their types (_block_key)
+_item_blocks: dict = {}  # items -> (block, the keys and types of its values that are not strings)
+
+
+def _keep_by_items(items: tuple, block: bytes) -> None:
+    checks = tuple((key, type(value)) for key, value in items if type(value) is not str)
+    if any(kind is tuple for _, kind in checks):
+        return  # a tuple's items would need their types checked too: found by _span_block only
+    if len(block) <= 4 * _CACHED_MAX:
+        if len(_item_blocks) >= _CACHE_LIMIT:
+            _item_blocks.clear()
+        _item_blocks[items] = (block, checks)
+
+
+def _span_block(attributes: dict) -> bytes:
+    """A span's attributes block (field 9), from ``_span_blocks`` or encoded and kept."""
+    if not attributes:
+        return b""
+    key = _block_key(attributes)
+    if key is None:
+        return _encode_attributes(9, attributes)
+    block = _span_blocks.get(key)
+    if block is None:
+        block = _cached(_span_blocks, key, _encode_attributes(9, attributes), 4 * _CACHED_MAX)
+    return block
+
+
 _names_by_kind: dict = {}  # kind -> {name: encoded name and kind}
 
 

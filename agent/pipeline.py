@@ -43,7 +43,7 @@ from takealook.agent.metrics import ServerDurationHistogram
 
 log = logging.getLogger("takealook.agent")
 
-PROTOCOL = 1
+PROTOCOL = 2  # (2, kind, resource, records, attribute sets): a record's attributes a dict or a set's number
 FLUSH_AT = 128  # spans per message at most
 MAX_WAIT_S = 1.0  # a buffered span waits at most this long (checked by the idle thread)
 MAX_MESSAGE = 192 * 1024  # under the default socket send buffer; bigger batches are split
@@ -83,6 +83,7 @@ class Pipeline:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._buffer: list = []
+        self._sets: list = []  # the attribute sets the buffered records refer to by number
         self._oldest = 0.0
         self._next_metrics = time.monotonic() + self._metric_interval
         self._idle_thread: Optional[threading.Thread] = None
@@ -113,18 +114,39 @@ class Pipeline:
     # -- spans
     def on_end(self, span) -> None:
         """Every ended span comes here and becomes the plain tuple the exporter decodes (marshal-able
-        types only)."""
+        types only).
+
+        A span whose attributes are still those of its shared set (``tracer.SharedAttributes``: a
+        statement's) has the set's number in its message instead, and the message has the set once:
+        the exporter decodes, keys and looks up a DB span's attributes once a message, not once a span.
+        Still those: equal, and each value that is not a string the same object (``1 == True``); any
+        other span, a changed copy included, carries its own dict."""
         if not self._export_traces:
             return
         state = span.trace_state
-        record = (span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
-                  span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes,
-                  span.events, span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
+        attributes = span.attributes
+        shared = span.shared
+        if shared is not None and attributes == shared.attributes:
+            for key, value in shared.pinned:
+                if attributes[key] is not value:
+                    break
+            else:
+                attributes = shared
         with self._lock:  # as add() does, without a second call per span
+            if attributes is shared:  # numbered in this message's list of sets, under the lock
+                sets = self._sets
+                if shared.owner is not sets:
+                    shared.owner = sets
+                    shared.number = len(sets)
+                    sets.append(shared.attributes)
+                attributes = shared.number
             buffer = self._buffer
             if not buffer:
                 self._oldest = _monotonic()
-            buffer.append(record)
+            buffer.append((span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
+                           span.start_ns, span.end_ns, span.status_code, span.status_text, attributes,
+                           span.events, span.links, state.to_header() if state else "", span.scope[0],
+                           span.scope[1]))
             full = len(buffer) >= FLUSH_AT
         if full:
             self.flush()
@@ -151,8 +173,9 @@ class Pipeline:
         self._check_fork()
         with self._lock:
             records, self._buffer = self._buffer, []
+            sets, self._sets = self._sets, []
         if records:
-            self._ship(b"spans", records)
+            self._ship(b"spans", records, sets)
         if self._export_metrics and time.monotonic() >= self._next_metrics:
             self.flush_metrics()
 
@@ -160,14 +183,14 @@ class Pipeline:
         self._next_metrics = time.monotonic() + self._metric_interval
         points = self.histogram.collect()
         if points:
-            self._ship(b"metrics", points)
+            self._ship(b"metrics", points, [])
 
-    def _ship(self, kind: bytes, records: list) -> None:
-        payload = marshal.dumps((PROTOCOL, kind, self._resource_bytes, records))
+    def _ship(self, kind: bytes, records: list, sets: list) -> None:
+        payload = marshal.dumps((PROTOCOL, kind, self._resource_bytes, records, sets))
         if len(payload) > MAX_MESSAGE and len(records) > 1:
-            half = len(records) // 2
-            self._ship(kind, records[:half])
-            self._ship(kind, records[half:])
+            half = len(records) // 2  # each half with every set: a message stands alone, dropped or not
+            self._ship(kind, records[:half], sets)
+            self._ship(kind, records[half:], sets)
             return
         try:
             ok = self._send(payload)

@@ -91,12 +91,29 @@ def clean_value(value: Any) -> Any:
     return None
 
 
+class SharedAttributes:
+    """An attribute set many spans start with (a statement's on a connection): each such span gets its
+    own copy in ``attributes`` and this in ``shared``. A span that ends with its copy as it was (equal,
+    and every value that is not a string the very object, since ``1 == True == 1.0``) goes to the
+    exporter as the set's number in its message, the set itself once a message (``pipeline.py``); a
+    span whose copy changed (an ``error.type``, a batch size, any ``set_attribute``) goes with its
+    own. The set is never changed after it is made."""
+
+    __slots__ = ("attributes", "pinned", "owner", "number")
+
+    def __init__(self, attributes: dict):
+        self.attributes = attributes
+        self.pinned = tuple((key, value) for key, value in attributes.items() if type(value) is not str)
+        self.owner = None  # the message (its list of sets) that numbered this set last
+        self.number = 0
+
+
 class LeanSpan(trace.Span):
     """A recording span. Cheap to make; its data leaves as a tuple when it ends."""
 
     __slots__ = ("trace_id", "span_id", "parent_id", "parent_remote", "name", "kind", "start_ns", "end_ns",
                  "attributes", "events", "links", "status_code", "status_text", "trace_state", "scope",
-                 "_context", "_on_end", "_error_text")
+                 "_context", "_on_end", "_error_text", "shared")
 
     def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, parent_remote: bool,
                  kind: int, attributes: Optional[dict], trace_state: Optional[TraceState], scope: tuple,
@@ -118,6 +135,7 @@ class LeanSpan(trace.Span):
         self._context = None
         self._on_end = on_end
         self._error_text = None
+        self.shared = None
         self.start_ns = start_ns or _time_ns()
 
     # -- the OpenTelemetry Span API
@@ -297,7 +315,7 @@ class LeanTracerProvider(trace.TracerProvider):
                 span.attributes = attributes if attributes is not None else {}
                 span.trace_state = state
                 span.scope = scope
-                span.events = span.links = span._context = span._error_text = None
+                span.events = span.links = span._context = span._error_text = span.shared = None
                 span.status_code = STATUS_UNSET
                 span.status_text = ""
                 span.end_ns = 0
@@ -354,4 +372,4 @@ def build_sampler(name: str, ratio: float):
     }[name]
 
 
-__all__ = ["LeanSpan", "LeanTracer", "LeanTracerProvider", "build_sampler", "INVALID_SPAN_CONTEXT"]
+__all__ = ["LeanSpan", "SharedAttributes", "LeanTracer", "LeanTracerProvider", "build_sampler", "INVALID_SPAN_CONTEXT"]

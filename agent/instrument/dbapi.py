@@ -41,7 +41,7 @@ import weakref
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import current_span
 from takealook.agent.sqlscrub import scrub
-from takealook.agent.tracer import LeanSpan
+from takealook.agent.tracer import LeanSpan, SharedAttributes
 
 log = logging.getLogger("takealook.agent")
 
@@ -77,8 +77,12 @@ def _start(query, conninfo_of, cursor):
         if known is None:
             known = _describe(query, info, cursor)
         agent = _agent
-        span = agent.provider.make_span(known[0], parent, _CLIENT, known[1].copy(), agent.scope)
-        return span if isinstance(span, LeanSpan) else None
+        shared = known[1]
+        span = agent.provider.make_span(known[0], parent, _CLIENT, shared.attributes.copy(), agent.scope)
+        if isinstance(span, LeanSpan):
+            span.shared = shared  # unchanged at its end, it is sent as a reference to the set (pipeline.py)
+            return span
+        return None
     except Exception:
         log.debug("takealook: could not start a DB span", exc_info=True)
         return None
@@ -89,7 +93,7 @@ _STATEMENTS_MAX = 1024  # entries; beyond, the cache starts over (the scrub cach
 
 
 def _describe(query, info, cursor) -> tuple:
-    """(span name, attributes) of a statement on a connection; cached when the text is a string."""
+    """(span name, shared attributes) of a statement on a connection; cached when the text is a string."""
     key = (query, info) if type(query) is str else None  # bytes and psycopg's sql.Composed: not kept
     if isinstance(query, bytes):
         query = query.decode("utf-8", "replace")
@@ -106,7 +110,7 @@ def _describe(query, info, cursor) -> tuple:
     if _agent.settings.old_db_names:
         attributes.update({"db.statement": text, "db.name": dbname or ""})
     name = f"{operation} {dbname}" if operation and dbname else (operation or "postgresql")
-    known = (name, attributes)
+    known = (name, SharedAttributes(attributes))
     if key is not None and len(query) <= _CACHED_TEXT_MAX:
         if len(_statements) >= _STATEMENTS_MAX:
             _statements.clear()

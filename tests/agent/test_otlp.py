@@ -93,3 +93,28 @@ def test_poster_retries_until_the_collector_accepts_and_honours_settings(monkeyp
         delivered, reason = Poster(sink.endpoint + "/v1/traces", environ={"OTEL_EXPORTER_OTLP_TIMEOUT": "800"}).post(b"")
         assert not delivered and reason == "HTTP 503"
     assert gzip.decompress(gzip.compress(b"x")) == b"x"
+
+
+def test_equal_values_of_other_types_keep_their_own_encoding():
+    """1 == True == 1.0, and so are their hashes: a cached block or pair of one is never another's."""
+    values = [1, True, 1.0, 0, False, 0.0, (1, 2), (True, 2), (1.0, 2), 1, True]
+    records = [(0x5, 0x100 + i, 0x99, False, "op", 1, 10, 20, 0, "", {"flag": value, "n": "x"}, None, None, "",
+                "s", "") for i, value in enumerate(values)]
+    for _ in range(2):  # the second time from the caches
+        ours = ExportTraceServiceRequest()
+        ours.ParseFromString(encode_request([({"service.name": "t"}, records)]))
+        got = [next(kv.value for kv in span.attributes if kv.key == "flag") for span in
+               ours.resource_spans[0].scope_spans[0].spans]
+        kinds = [value.WhichOneof("value") for value in got]
+        assert kinds == ["int_value", "bool_value", "double_value"] * 2 + ["array_value"] * 3 + \
+            ["int_value", "bool_value"]
+        arrays = [[item.WhichOneof("value") for item in value.array_value.values] for value in got[6:9]]
+        assert arrays == [["int_value", "int_value"], ["bool_value", "int_value"], ["double_value", "int_value"]]
+    # The same through a batch's attribute sets (pipeline.py): each set its own, and each own dict its own.
+    sets = [{"flag": 1, "n": "x"}, {"flag": True, "n": "x"}]
+    numbered = [record[:10] + (number,) + record[11:] for number, record in zip((0, 1), records)]
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(encode_request([({"service.name": "t"}, numbered + records[2:3], sets)]))
+    kinds = [next(kv.value for kv in span.attributes if kv.key == "flag").WhichOneof("value")
+             for span in ours.resource_spans[0].scope_spans[0].spans]
+    assert kinds == ["int_value", "bool_value", "double_value"]

@@ -175,8 +175,8 @@ def test_pipeline_batches_across_requests_and_counts_drops(provider):
     assert messages == []  # a request's end sends nothing: messages carry many requests
     for _ in range(FLUSH_AT - 4):
         tracer.start_span("another").end()
-    protocol, kind, resource, records = marshal.loads(messages[0])  # a full buffer is sent at once
-    assert (protocol, kind, len(records), len(messages)) == (1, b"spans", FLUSH_AT, 1)
+    protocol, kind, resource, records, sets = marshal.loads(messages[0])  # a full buffer is sent at once
+    assert (protocol, kind, len(records), len(messages), sets) == (2, b"spans", FLUSH_AT, 1, [])
     assert marshal.loads(resource)["service.name"] == "x"
     assert [r[4] for r in records[:4]] == ["sql", "sql", "sql", "request"]
     tracer.start_span("waits").end()
