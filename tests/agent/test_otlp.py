@@ -118,3 +118,19 @@ def test_equal_values_of_other_types_keep_their_own_encoding():
     kinds = [next(kv.value for kv in span.attributes if kv.key == "flag").WhichOneof("value")
              for span in ours.resource_spans[0].scope_spans[0].spans]
     assert kinds == ["int_value", "bool_value", "double_value"]
+
+
+def test_several_resources_in_one_request_each_match_the_sdk_encoder():
+    """The Forwarder posts the spans of several processes in one request: each resource framed whole."""
+    other = {**RESOURCE, "process.pid": 43}
+    body = encode_request([(RESOURCE, RECORDS), (other, RECORDS[1:])])
+    assert body == encode_request([(RESOURCE, RECORDS)]) + encode_request([(other, RECORDS[1:])])
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(body)
+    assert len(ours.resource_spans) == 2
+    first, second = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    first.resource_spans.append(ours.resource_spans[0])
+    second.resource_spans.append(ours.resource_spans[1])
+    assert _as_dict(first) == _as_dict(encode_spans(_sdk_spans()))
+    assert len(second.resource_spans[0].scope_spans[0].spans) == 1
+    assert {kv.key: kv.value.int_value for kv in second.resource_spans[0].resource.attributes}["process.pid"] == 43
