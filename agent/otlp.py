@@ -196,14 +196,15 @@ def encode_request(batches) -> bytes:
     (``pipeline.py``: a statement's attributes, sent once a message): a set's block is keyed and
     found once a batch, and its spans cost an index each.
 
-    The common span (no trace state, events, links or status; a parent) is written inline here with
-    one ``struct`` call for its ids and one for its times, its attributes a lookup keyed by their
-    items and a check of the type of each value that is not a string; anything else goes through ``encode_span``. Spans of one scope follow each other
-    (one tracer's), so the scope is compared by identity with the previous span's first."""
+    The common span (no trace state, events, links or status; a parent) is written inline here: its
+    trace's id field made once for all the trace's spans, one ``struct`` call for its own ids and one
+    for its times, its attributes a lookup keyed by their items and a check of the type of each value
+    that is not a string; anything else goes through ``encode_span``. Spans of one scope follow each
+    other (one tracer's), so the scope is compared by identity with the previous span's first."""
     body = []
     item_blocks = _item_blocks
     names_by_kind = _names_by_kind
-    pack_full = _pack_full
+    pack_ids = _pack_span_parent
     pack_times = _pack_times
     prefixes = _SPAN_PREFIXES
     join = b"".join
@@ -213,7 +214,7 @@ def encode_request(batches) -> bytes:
         blocks = [_span_block(attributes) for attributes in sets]
         scopes: dict = {}
         last_name = last_version = last_trace = None
-        high = low = 0
+        trace_field = b""
         spans: list = []
         for record in records:
             (trace_id, span_id, parent_id, remote, name, kind, start, end, status, status_text, attributes,
@@ -252,8 +253,8 @@ def encode_request(batches) -> bytes:
                 else:
                     block = b""
                 if trace_id is not last_trace:  # a trace's spans share one int (marshal keeps it shared)
-                    last_trace, high, low = trace_id, trace_id >> 64, trace_id & _LOW64
-                span = join((pack_full(0x0A10, high, low, 0x1208, span_id, 0x2208, parent_id),
+                    last_trace, trace_field = trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big")  # 1 trace_id
+                span = join((trace_field, pack_ids(0x1208, span_id, 0x2208, parent_id),
                              name_kind, pack_times(0x39, start, 0x41, end), block,
                              _STATUS_UNSET_FLAGS_REMOTE if remote else _STATUS_UNSET_FLAGS))
             else:
@@ -321,7 +322,7 @@ def _name_kind(name: str, kind: int) -> bytes:
     return _cached(names, name, encoded)
 
 
-_pack_full = struct.Struct(">HQQHQHQ").pack  # the ids of a span with a parent and no trace state
+_pack_span_parent = struct.Struct(">HQHQ").pack  # 2 span_id, 4 parent_span_id (no trace state between)
 _SPAN_PREFIXES = tuple(b"\x12" + v for v in _SMALL_VARINTS)
 _STATUS_UNSET_FLAGS = b"\x7a\x00" + _FLAGS
 _STATUS_UNSET_FLAGS_REMOTE = b"\x7a\x00" + _FLAGS_REMOTE_PARENT
