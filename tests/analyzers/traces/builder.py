@@ -182,3 +182,21 @@ def file_exporter_line(traces) -> str:
                     if key in span:
                         span[key] = base64.b64decode(span[key]).hex()
     return json.dumps(document)
+
+
+def write_sqlite_and_chdb(folder, traces) -> dict:
+    """The same traces in a SQLite store and a chdb one (through ``traces import`` of an exporter file)."""
+    from takealook.collector import parse_store
+    from takealook.collector.clickhouse_write import ClickHouseWriter
+    from takealook.collector.importer import import_files
+
+    write_store(folder / "spans.db", traces)
+    exported = folder / "traces.json"
+    exported.write_text("".join(file_exporter_line(traces[i:i + 500]) + "\n" for i in range(0, len(traces), 500)))
+    url = parse_store(f"chdb:{folder / 'ch'}")
+    writer = ClickHouseWriter(url)
+    try:
+        import_files([exported], writer)
+    finally:
+        writer.close()
+    return {"sqlite": folder / "spans.db", "chdb": url}

@@ -14,9 +14,8 @@ import pytest
 
 from takealook.analyzers.traces import compare
 from takealook.analyzers.traces.compare import Side, compare_store
-from takealook.collector import parse_store
 from takealook.verdicts import Settings
-from tests.analyzers.traces.builder import BASE_NS, TraceBuilder, file_exporter_line, write_store
+from tests.analyzers.traces.builder import BASE_NS, TraceBuilder, write_sqlite_and_chdb
 from tests.contracts import check
 
 N = 600
@@ -66,21 +65,7 @@ def _traces() -> list:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    from takealook.collector.clickhouse_write import ClickHouseWriter
-    from takealook.collector.importer import import_files
-
-    folder = tmp_path_factory.mktemp("compare_large")
-    traces = _traces()
-    write_store(folder / "spans.db", traces)
-    exported = folder / "traces.json"
-    exported.write_text("".join(file_exporter_line(traces[i:i + 500]) + "\n" for i in range(0, len(traces), 500)))
-    url = parse_store(f"chdb:{folder / 'ch'}")
-    writer = ClickHouseWriter(url)
-    try:
-        import_files([exported], writer)
-    finally:
-        writer.close()
-    return {"sqlite": folder / "spans.db", "chdb": url}
+    return write_sqlite_and_chdb(tmp_path_factory.mktemp("compare_large"), _traces())
 
 
 def _verdicts(result) -> tuple:
