@@ -164,15 +164,8 @@ class ClickHouseReader:
             having.append(f"countIf({server} AND SpanAttributes['http.route'] = {literal(route)}) > 0")
         state = self._layout.column("TraceState", "''")
         label = self._label_sql("state")
-        outer = []
-        if load is False:
-            outer.append("label = ''")
-        elif isinstance(load, str):
-            if not load:
-                raise ValueError("load must be True, False or a run label")
-            outer.append(f"label = {literal(load)}")
-        elif load is not True:
-            raise ValueError("load must be True, False or a run label")
+        condition = _load_condition(load, "label", "label = ''")
+        outer = [condition] if condition else []
         inner = (f"SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)) AS first, "
                  f"toUnixTimestamp64Nano(max(Timestamp)) AS last, "
                  f"anyIf({state}, position({state}, '{_MARK}') > 0) AS state "
@@ -372,14 +365,9 @@ class ClickHouseReader:
         if route is not None:
             where.append(f"SpanAttributes['http.route'] = {literal(route)}")
         state = self._layout.column("TraceState", "''")
-        if load is False:
-            where.append(f"position({state}, '{_MARK}') = 0")
-        elif isinstance(load, str):
-            if not load:
-                raise ValueError("load must be True, False or a run label")
-            where.append(f"{self._label_sql(state)} = {literal(load)}")
-        elif load is not True:
-            raise ValueError("load must be True, False or a run label")
+        condition = _load_condition(load, self._label_sql(state), f"position({state}, '{_MARK}') = 0")
+        if condition:
+            where.append(condition)
         # A page of roots per query (keyset by start, trace and span id): memory stays a page, not the window.
         order = "Timestamp, lower(TraceId), lower(SpanId)"
         after = ""
@@ -401,6 +389,18 @@ class ClickHouseReader:
                       load=True) -> Iterator[MetricPoint]:
         """None: the exporter's metric tables are not read (rates come from the traces)."""
         return iter(())
+
+
+def _load_condition(load, label: str, unmarked: str) -> Optional[str]:
+    """What selects ``load``'s traffic: None for all of it (True), ``unmarked`` for none of the load tests' (False),
+    the label compared for one run's."""
+    if load is True:
+        return None
+    if load is False:
+        return unmarked
+    if isinstance(load, str) and load:
+        return f"{label} = {literal(load)}"
+    raise ValueError("load must be True, False or a run label")
 
 
 def _paged(routes: list[str], by_path: Callable[[str], bool]) -> str:
