@@ -222,21 +222,26 @@ class ClickHouseReader:
         # The trace's spans are looked for up to a minute past its root's end (work the root did not wait for).
         return [(r[0], int(r[1]), int(r[2]) + 60 * 10**9, label_of(r[3]) if r[3] else None) for r in rows]
 
-    def _roots_sql(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load) -> str:
-        """Root spans with their typed fields, filtered like ``traces_sql`` (by the root's own load mark)."""
+    def _roots_where(self, since_ns: Optional[int], until_ns: Optional[int], load) -> list[str]:
+        """Spans without a parent that started in the window, ``load`` by the root's own mark."""
         where = ["ParentSpanId = ''"]
         if since_ns is not None:
             where.append(f"Timestamp >= {ns_literal(since_ns)}")
         if until_ns is not None:
             where.append(f"Timestamp < {ns_literal(until_ns)}")
+        state = self._layout.column("TraceState", "''")
+        condition = _load_condition(load, self._label_sql(state), f"position({state}, '{_MARK}') = 0")
+        if condition:
+            where.append(condition)
+        return where
+
+    def _roots_sql(self, since_ns: Optional[int], until_ns: Optional[int], service: Optional[str], load) -> str:
+        """Root spans with their typed fields, filtered like ``traces_sql`` (by the root's own load mark)."""
+        where = self._roots_where(since_ns, until_ns, load)
         if service is not None:
             traces = self.traces_sql(since_ns, until_ns, service, None, True, order=False)
             where.append(f"TraceId IN (SELECT TraceId FROM ({traces}))")
         state = self._layout.column("TraceState", "''")
-        if load is False:
-            where.append(f"position({state}, '{_MARK}') = 0")
-        elif isinstance(load, str):
-            where.append(f"trim(extract({state}, '{_MARK}([^,]*)')) = {literal(load)}")
         attribute = "SpanAttributes"
         status = (f"toInt32OrZero(if({attribute}['http.response.status_code'] != '', "
                   f"{attribute}['http.response.status_code'], {attribute}['http.status_code']))")
@@ -355,19 +360,11 @@ class ClickHouseReader:
         """Spans without a parent that started in the window, by start time; ``load`` by the root's own mark (the
         agent carries a trace's mark to every span of it), so no per-trace grouping: memory grows with the roots
         returned, not the spans."""
-        where = ["ParentSpanId = ''"]
-        if since_ns is not None:
-            where.append(f"Timestamp >= {ns_literal(since_ns)}")
-        if until_ns is not None:
-            where.append(f"Timestamp < {ns_literal(until_ns)}")
+        where = self._roots_where(since_ns, until_ns, load)
         if service is not None:
             where.append(f"ServiceName = {literal(service)}")
         if route is not None:
             where.append(f"SpanAttributes['http.route'] = {literal(route)}")
-        state = self._layout.column("TraceState", "''")
-        condition = _load_condition(load, self._label_sql(state), f"position({state}, '{_MARK}') = 0")
-        if condition:
-            where.append(condition)
         # A page of roots per query (keyset by start, trace and span id): memory stays a page, not the window.
         order = "Timestamp, lower(TraceId), lower(SpanId)"
         after = ""
