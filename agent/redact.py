@@ -1,4 +1,4 @@
-"""URLs as the agent records them: ids and the app's own words kept, personal values ``REDACTED``.
+r"""URLs as the agent records them: ids and the app's own words kept, personal values ``REDACTED``.
 
 A request's URL carries what its user typed or is: a search term, an email in
 a query string, a username in a path (``/users/alice/profile``). What analyses
