@@ -31,6 +31,7 @@ log = logging.getLogger("takealook.agent")
 BATCH = 512
 EXPORT_EVERY_S = 1.0
 WARN_EVERY_S = 60.0
+RECV_BUFFER = 1 << 20  # bytes: larger than any message (the pipeline splits at 192 KiB)
 
 
 class Forwarder:
@@ -231,17 +232,21 @@ def serve(fd: int, forwarder: Forwarder) -> None:
     """Reads messages from the socket until every writer has closed it, then flushes."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
+    # One buffer for every message (a message is decoded before the next is read): recv(1 MiB) would
+    # allocate a fresh megabyte a message, which the kernel then faults in page by page.
+    buffer = bytearray(RECV_BUFFER)
+    view = memoryview(buffer)
     try:
         while True:
             try:
-                payload = sock.recv(1 << 20)
+                size = sock.recv_into(buffer)
             except InterruptedError:
                 continue
             except OSError:
                 break
-            if not payload:
+            if not size:
                 break  # end of file: the app and all its forks are gone
-            forwarder.submit(payload)
+            forwarder.submit(view[:size])
     finally:
         sock.close()
         forwarder.stop()

@@ -144,7 +144,7 @@ def replay(path: str, requests: int) -> None:
     import socket
 
     from takealook.agent.channel import make_socketpair
-    from takealook.agent.exporter import Forwarder
+    from takealook.agent.exporter import RECV_BUFFER, Forwarder
     from takealook.agent.otlp import Poster  # noqa: F401 - imported before counting starts
 
     messages = marshal.loads(Path(path).read_bytes())
@@ -158,9 +158,11 @@ def replay(path: str, requests: int) -> None:
     for payload in messages:
         app_end.send(payload)
     helper_end.setblocking(False)
+    buffer = bytearray(RECV_BUFFER)  # as the helper's serve() reads
+    view = memoryview(buffer)
 
     def one(_, index):
-        forwarder.submit(helper_end.recv(1 << 20))
+        forwarder.submit(view[:helper_end.recv_into(buffer)])
         if index % 4 == 3 or index == len(messages) - 1:  # the helper exports about every 512 spans
             forwarder._export_spans()  # noqa: SLF001 - inline, so the counting thread does it
         return None
