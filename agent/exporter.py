@@ -3,10 +3,12 @@
 It runs as a helper process (``python -m takealook.agent.exporter --fd N``,
 started by ``start()`` or ``takealook-run``), reading messages from the
 seqpacket socket the app writes to, or as threads inside the app when
-``TAKEALOOK_EXPORT=thread``. Either way the work is the same: decode the
-marshalled tuples, rebuild the SDK's span and metric records, and export them
-with OpenTelemetry's own OTLP/HTTP exporters, which honour every
-``OTEL_EXPORTER_OTLP_*`` variable (headers, compression, certificates, timeout).
+``TAKEALOOK_EXPORT=thread``. Either way the work is the same: the spans come
+encoded already (``pipeline.py``), so they are framed into one OTLP request
+under their process's resource and posted (``otlp.Poster``, which honours the
+``OTEL_EXPORTER_OTLP_*`` variables: headers, compression, certificates,
+timeout); metric points are rebuilt as the SDK's records and exported with
+OpenTelemetry's own OTLP/HTTP metric exporter.
 
 Spans wait in a bounded queue (``TAKEALOOK_MAX_QUEUE``); when the collector is
 down or slow the queue fills and further spans are dropped and counted, with a
@@ -65,24 +67,24 @@ class Forwarder:
     def submit(self, payload: bytes) -> bool:
         """Takes one pipeline message; False if it was dropped."""
         try:
-            protocol, kind, resource_bytes, records, sets = marshal.loads(payload)
+            protocol, kind, resource_bytes, count, items = marshal.loads(payload)
         except (ValueError, EOFError, TypeError):
             log.debug("takealook: undecodable message of %d bytes", len(payload))
             return False
-        if protocol != 2:
+        if protocol != 3:
             return False
         if kind == b"metrics":
-            self._points.append((resource_bytes, records))
+            self._points.append((resource_bytes, items))
             return True
         with self._lock:
-            if self._queued + len(records) > self.max_queue:
-                self.dropped += len(records)
-                self._unreported += len(records)
+            if self._queued + count > self.max_queue:
+                self.dropped += count
+                self._unreported += count
                 self._last_reason = "export queue full"
                 self._warn()
                 return False
-            self._spans.append((resource_bytes, records, sets))
-            self._queued += len(records)
+            self._spans.append((resource_bytes, items, count))
+            self._queued += count
             if self._queued >= BATCH:
                 self._wake.set()
         return True
@@ -115,14 +117,16 @@ class Forwarder:
     def _take(self) -> list:
         with self._lock:
             batch = []
-            while self._spans and len(batch) < BATCH:
+            spans = 0
+            while self._spans and spans < BATCH:
                 item = self._spans.popleft()
-                self._queued -= len(item[1])
+                self._queued -= item[2]
+                spans += item[2]
                 batch.append(item)
             return batch
 
     def _export_spans(self) -> None:
-        from takealook.agent.otlp import Poster, encode_request
+        from takealook.agent.otlp import Poster, frame_request
 
         while True:
             batch = self._take()
@@ -130,8 +134,8 @@ class Forwarder:
                 return
             if self._span_exporter is None:
                 self._span_exporter = Poster(self.traces_endpoint)
-            count = sum(len(records) for _, records, _ in batch)
-            body = encode_request([(self._resource_attributes(rb), records, sets) for rb, records, sets in batch])
+            count = sum(spans for _, _, spans in batch)
+            body = frame_request([(self._resource_attributes(rb), groups) for rb, groups, _ in batch])
             delivered, reason = self._span_exporter.post(body)
             if delivered:
                 self.exported += count

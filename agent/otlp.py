@@ -25,7 +25,7 @@ import random
 import ssl
 import struct
 import time
-from typing import Mapping, Optional
+from typing import Mapping, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
 _pack_double = struct.Struct("<d").pack
@@ -189,87 +189,100 @@ def _cached(cache: dict, key, value: bytes, most: int = _CACHED_MAX) -> bytes:
     return value
 
 
-def encode_request(batches) -> bytes:
-    """ExportTraceServiceRequest bytes from [(resource attributes dict, [record, ...][, sets]), ...].
+class Record(NamedTuple):
+    """A span as a tuple (the SDK bridge's, and tests'): ``span_field`` reads a LeanSpan's fields by
+    these names, so either can be encoded."""
 
-    A record's attributes are a dict, or the number of an attribute set in its batch's ``sets``
-    (``pipeline.py``: a statement's attributes, sent once a message): a set's block is keyed and
-    found once a batch, and its spans cost an index each.
+    trace_id: int
+    span_id: int
+    parent_id: int
+    parent_remote: bool
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_text: str
+    attributes: dict
+    events: Optional[list]
+    links: Optional[list]
+    trace_state: str  # the header (a LeanSpan holds a TraceState)
+    scope_name: str
+    scope_version: str
 
-    The common span (no trace state, events, links or status; a parent) is written inline here: its
-    trace's id field made once for all the trace's spans, one ``struct`` call for its own ids and one
-    for its times, its attributes a lookup keyed by their items and a check of the type of each value
-    that is not a string; anything else goes through ``encode_span``. Spans of one scope follow each
-    other (one tracer's), so the scope is compared by identity with the previous span's first."""
+
+def span_field(span, block: Optional[bytes] = None) -> bytes:
+    """One ended span (a LeanSpan or a ``Record``) as field 2 of ScopeSpans, its tag and length included:
+    what the pipeline keeps of a span, so the helper only frames spans and posts them.
+
+    ``block``: the span's attributes already encoded, when the caller knows them (an unchanged statement
+    set's, kept on the set: ``tracer.SharedAttributes``). The common span (no trace state, events,
+    links or status) is written here in one join: one ``struct`` call for its ids and one for its
+    times, its name and kind from a dictionary per kind, its attributes block found by the attributes'
+    items and a check of the type of each value that is not a string (``1 == True == 1.0``); anything
+    else goes through ``encode_span``. Checked against OpenTelemetry's encoder in tests/agent/test_otlp.py."""
+    parent_id = span.parent_id
+    if not (span.trace_state or span.events or span.links or span.status_code or span.status_text):
+        kind, name = span.kind, span.name
+        names = _names_by_kind.get(kind)  # a dict per kind: no key tuple to make and hash
+        name_kind = names.get(name) if names is not None else None
+        if name_kind is None:
+            name_kind = _name_kind(name, kind)
+        if block is None:
+            block = attributes_block(span.attributes)
+        if parent_id:
+            ids = _pack_span_parent(0x1208, span.span_id, 0x2208, parent_id)  # 2 span_id, 4 parent_span_id
+            tail = _STATUS_UNSET_FLAGS_REMOTE if span.parent_remote else _STATUS_UNSET_FLAGS
+        else:  # a root
+            ids = _pack_span(0x1208, span.span_id)
+            tail = _STATUS_UNSET_FLAGS
+        size = 36 + len(ids) + len(name_kind) + len(block) + len(tail)  # trace id 18, times 18
+        return b"".join((_SPAN_PREFIXES[size] if size < 16384 else b"\x12" + _varint(size),
+                         b"\x0a\x10", span.trace_id.to_bytes(16, "big"),  # 1 trace_id
+                         ids, name_kind, _pack_times(0x39, span.start_ns, 0x41, span.end_ns), block, tail))
+    encoded = encode_span(span if isinstance(span, tuple) else _record(span))
+    size = len(encoded)
+    return (_SPAN_PREFIXES[size] if size < 16384 else b"\x12" + _varint(size)) + encoded
+
+
+def _record(span) -> Record:
+    state = span.trace_state
+    return Record(span.trace_id, span.span_id, span.parent_id, span.parent_remote, span.name, span.kind,
+                  span.start_ns, span.end_ns, span.status_code, span.status_text, span.attributes, span.events,
+                  span.links, state.to_header() if state else "", span.scope[0], span.scope[1])
+
+
+def attributes_block(attributes: dict) -> bytes:
+    """A span's attributes block (field 9): looked up by the attributes' items, then the type of each
+    value that is not a string checked (a key of items and types costs 4,000 instructions a span)."""
+    if not attributes:
+        return b""
+    items = tuple(attributes.items())
+    try:
+        found = _item_blocks.get(items)
+    except TypeError:  # an unhashable value
+        return _span_block(attributes)
+    if found is not None:
+        block, checks = found
+        for key, kind in checks:
+            if type(attributes[key]) is not kind:
+                return _span_block(attributes)
+        return block
+    block = _span_block(attributes)
+    _keep_by_items(items, block)
+    return block
+
+
+def frame_request(batches) -> bytes:
+    """ExportTraceServiceRequest bytes from [(resource attributes, [(scope name, scope version, [span
+    field, ...]), ...]), ...]: the spans as ``span_field`` wrote them, framed from their lengths, every
+    piece copied once, by the last join."""
     body = []
-    item_blocks = _item_blocks
-    names_by_kind = _names_by_kind
-    pack_ids = _pack_span_parent
-    pack_times = _pack_times
-    prefixes = _SPAN_PREFIXES
-    join = b"".join
-    for batch in batches:
-        resource, records = batch[0], batch[1]
-        sets = batch[2] if len(batch) > 2 else ()
-        blocks = [_span_block(attributes) for attributes in sets]
-        scopes: dict = {}
-        last_name = last_version = last_trace = None
-        trace_field = b""
-        spans: list = []
-        for record in records:
-            (trace_id, span_id, parent_id, remote, name, kind, start, end, status, status_text, attributes,
-             events, links, state, scope_name, scope_version) = record
-            if scope_name is not last_name or scope_version is not last_version:
-                last_name, last_version = scope_name, scope_version
-                spans = scopes.get((scope_name, scope_version))
-                if spans is None:
-                    spans = scopes[(scope_name, scope_version)] = []
-            if parent_id and not (state or events or links or status or status_text):
-                names = names_by_kind.get(kind)  # a dict per kind: no key tuple to make and hash
-                name_kind = names.get(name) if names is not None else None
-                if name_kind is None:
-                    name_kind = _name_kind(name, kind)
-                if type(attributes) is int:
-                    block = blocks[attributes]
-                elif attributes:
-                    # By the items alone (a key of their types too costs 4,000 instructions a span), then
-                    # the type of each value that is not a string checked: 1 == True == 1.0.
-                    items = tuple(attributes.items())
-                    try:
-                        found = item_blocks.get(items)
-                    except TypeError:  # an unhashable value
-                        items = found = None
-                    block = None
-                    if found is not None:
-                        block, checks = found
-                        for key, kind in checks:
-                            if type(attributes[key]) is not kind:
-                                block = None
-                                break
-                    if block is None:
-                        block = _span_block(attributes)
-                        if items is not None and found is None:
-                            _keep_by_items(items, block)
-                else:
-                    block = b""
-                if trace_id is not last_trace:  # a trace's spans share one int (marshal keeps it shared)
-                    last_trace, trace_field = trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big")  # 1 trace_id
-                span = join((trace_field, pack_ids(0x1208, span_id, 0x2208, parent_id),
-                             name_kind, pack_times(0x39, start, 0x41, end), block,
-                             _STATUS_UNSET_FLAGS_REMOTE if remote else _STATUS_UNSET_FLAGS))
-            else:
-                if type(attributes) is int:
-                    record = record[:10] + (sets[attributes],) + record[11:]
-                span = encode_span(record)
-            size = len(span)
-            spans.append(prefixes[size] if size < 16384 else b"\x12" + _varint(size))  # 2 spans
-            spans.append(span)
-        # The enclosing messages' headers are written from lengths, and every piece is copied once, by the
-        # last join (joining and prefixing at each level copied each span five times more).
+    for resource, groups in batches:
         resource_field = _field(1, _attributes(1, resource))
         pieces = [b"", resource_field]
         size = len(resource_field)
-        for (name, version), spans in scopes.items():
+        for name, version, spans in groups:
             scope = _field(1, name.encode()) + (_field(2, version.encode()) if version else b"")
             scope_field = _SMALL_VARINTS[1 << 3 | 2] + _varint(len(scope)) + scope
             inner = len(scope_field) + sum(map(len, spans))
@@ -279,7 +292,20 @@ def encode_request(batches) -> bytes:
             size += len(header) + inner
         pieces[0] = b"\x0a" + _varint(size)  # ExportTraceServiceRequest 1 resource_spans
         body += pieces
-    return join(body)
+    return b"".join(body)
+
+
+def encode_request(batches) -> bytes:
+    """ExportTraceServiceRequest bytes from [(resource attributes, [record tuple, ...]), ...] (``Record``'s
+    fields in order): spans grouped by scope, in the order each scope first appears."""
+    framed = []
+    for resource, records in batches:
+        scopes: dict = {}
+        for record in records:
+            record = Record(*record)
+            scopes.setdefault((record.scope_name, record.scope_version), []).append(span_field(record))
+        framed.append((resource, [(name, version, spans) for (name, version), spans in scopes.items()]))
+    return frame_request(framed)
 
 
 _span_blocks: dict = {}  # a span's attributes block by its items and their types (_block_key)
@@ -323,6 +349,7 @@ def _name_kind(name: str, kind: int) -> bytes:
 
 
 _pack_span_parent = struct.Struct(">HQHQ").pack  # 2 span_id, 4 parent_span_id (no trace state between)
+_pack_span = struct.Struct(">HQ").pack  # 2 span_id (a root)
 _SPAN_PREFIXES = tuple(b"\x12" + v for v in _SMALL_VARINTS)
 _STATUS_UNSET_FLAGS = b"\x7a\x00" + _FLAGS
 _STATUS_UNSET_FLAGS_REMOTE = b"\x7a\x00" + _FLAGS_REMOTE_PARENT

@@ -94,18 +94,17 @@ def clean_value(value: Any) -> Any:
 class SharedAttributes:
     """An attribute set many spans start with (a statement's on a connection): each such span gets its
     own copy in ``attributes`` and this in ``shared``. A span that ends with its copy as it was (equal,
-    and every value that is not a string the very object, since ``1 == True == 1.0``) goes to the
-    exporter as the set's number in its message, the set itself once a message (``pipeline.py``); a
-    span whose copy changed (an ``error.type``, a batch size, any ``set_attribute``) goes with its
-    own. The set is never changed after it is made."""
+    and every value that is not a string the very object, since ``1 == True == 1.0``) is encoded with
+    the set's attribute block, encoded once and kept here (``pipeline.py``); a span whose copy changed
+    (an ``error.type``, a batch size, any ``set_attribute``) has its own encoded. The set's attributes
+    are never changed after it is made."""
 
-    __slots__ = ("attributes", "pinned", "owner", "number")
+    __slots__ = ("attributes", "pinned", "block")
 
     def __init__(self, attributes: dict):
         self.attributes = attributes
         self.pinned = tuple((key, value) for key, value in attributes.items() if type(value) is not str)
-        self.owner = None  # the message (its list of sets) that numbered this set last
-        self.number = 0
+        self.block = None  # the OTLP attributes block, once a span has been encoded with it
 
 
 class LeanSpan(trace.Span):

@@ -1,5 +1,5 @@
-"""A statement's attribute set goes once a message, its spans by number; a span that changed its copy never
-shares the set, and the OTLP the collector receives is what each span's own attributes say."""
+"""A statement's attribute block is encoded once and kept on its set; a span that changed its copy never
+uses it, and the OTLP the collector receives is what each span's own attributes say."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from takealook.agent.exporter import Forwarder
 from takealook.agent.instrument import dbapi
 from takealook.agent.instrument.common import attach, detach
-from takealook.agent.otlp import encode_request
+from takealook.agent.otlp import frame_request
 from takealook.agent.pipeline import FLUSH_AT, Pipeline
 from takealook.agent.settings import AgentSettings
 from takealook.agent.tracer import LeanTracerProvider
@@ -74,9 +75,9 @@ def _received(messages) -> list:
     """The spans as the collector decodes them, through the exporter's own decoding and encoding."""
     spans = []
     for payload in messages:
-        protocol, kind, resource, records, sets = marshal.loads(payload)
+        protocol, kind, resource, count, groups = marshal.loads(payload)
         request = ExportTraceServiceRequest()
-        request.ParseFromString(encode_request([(marshal.loads(resource), records, sets)]))
+        request.ParseFromString(frame_request([(marshal.loads(resource), groups)]))
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
@@ -121,9 +122,8 @@ def test_changed_copies_never_share_the_set_and_the_collector_gets_each_spans_ow
     traced.pipeline.flush()
 
     (payload,) = traced.messages
-    protocol, _, _, records, sets = marshal.loads(payload)
-    numbered = [record for record in records if type(record[10]) is int]
-    assert protocol == 2 and len(numbered) == 5 and len(sets) == 2, "unchanged spans go by number, sets once"
+    protocol, _, _, count, _ = marshal.loads(payload)
+    assert protocol == 3 and count == len(traced.ended) == 11
     assert sorted(_received(traced.messages)) == sorted(_expected(span) for span in traced.ended)
     by_id = {span.span_id: span for span in traced.ended}
     assert by_id[changed.span_id].attributes["db.query.text"] == "SELECT 2"
@@ -136,44 +136,46 @@ def test_changed_copies_never_share_the_set_and_the_collector_gets_each_spans_ow
                                      "db.query.text": "SELECT * FROM orders WHERE id = %s", "db.namespace": "shop",
                                      "db.operation.name": "SELECT", "server.address": host, "server.port": port}
         assert type(shared.attributes["server.port"]) is int
+        block = Span.FromString(shared.block)  # the block kept on the set (a span's field 9) says what the set says
+        assert _typed(block.attributes) == \
+            {key: ({int: "int_value", str: "string_value"}[type(value)], value) for key, value in shared.attributes.items()}
 
 
-def test_each_message_carries_the_sets_it_refers_to(traced):
-    """Numbers start over in each message, and each half of a split message has every set: a message
-    dropped, or a helper that started afresh, never leaves a number without its set."""
+def test_a_message_too_big_is_split_and_each_half_stands_alone(traced):
+    """Halves carry their own spans, grouped by scope, with nothing lost or doubled; a message the helper
+    could not take is dropped whole and counted, and the next one is complete."""
     main = _cursor()
     for _ in range(FLUSH_AT + 5):  # one full message, then a second
         traced.execute(main, TEXT, (1,))
     traced.pipeline.flush()
-    assert len(traced.messages) == 2
-    for payload in traced.messages:
-        _, _, _, records, sets = marshal.loads(payload)
-        assert {record[10] for record in records} == {0} and len(sets) == 1
+    assert [marshal.loads(payload)[3] for payload in traced.messages] == [FLUSH_AT, 5]
     before = len(traced.messages)
     traced.pipeline._send = lambda payload: False  # noqa: SLF001 - the helper busy: this message is dropped
     traced.execute(main, TEXT, (1,))
     traced.pipeline.flush()
+    assert traced.pipeline.dropped == 1
     traced.pipeline._send = lambda payload: not traced.messages.append(payload)  # noqa: SLF001
     traced.execute(main, TEXT, (1,))
     traced.pipeline.flush()
-    _, _, _, records, sets = marshal.loads(traced.messages[before])
-    assert [record[10] for record in records] == [0] and len(sets) == 1
+    assert len(traced.messages) == before + 1 and len(_received(traced.messages[before:])) == 1
+    _, _, _, count, groups = marshal.loads(traced.messages[0])
+    other = [("app.code", "", [field]) for _, _, fields in groups for field in fields[:3]]
     split = []
     traced.pipeline._send = lambda payload: not split.append(payload)  # noqa: SLF001
-    traced.pipeline._ship(b"spans", records * 4, sets * 1)  # noqa: SLF001
-    assert len(split) == 1
     import takealook.agent.pipeline as pipeline_module
 
     pipeline_module.MAX_MESSAGE, saved = 10, pipeline_module.MAX_MESSAGE
     try:
-        split.clear()
-        traced.pipeline._ship(b"spans", records * 4, sets)  # noqa: SLF001
+        traced.pipeline._ship(b"spans", count + 3, groups + other)  # noqa: SLF001
     finally:
         pipeline_module.MAX_MESSAGE = saved
-    assert len(split) == 4 and all(marshal.loads(payload)[4] == sets for payload in split)
+    assert len(split) == count + 3 and all(marshal.loads(payload)[3] == 1 for payload in split)
+    whole = sorted(_received([marshal.dumps((3, b"spans", marshal.dumps({"service.name": "sets"}), count + 3,
+                                             groups + other))]))
+    assert sorted(_received(split)) == whole and len(whole) == count + 3
 
 
-def test_the_exporter_delivers_numbered_spans_as_their_sets(traced):
+def test_the_exporter_delivers_spans_written_with_their_sets_block_as_their_own(traced):
     """Through the exporter (as TAKEALOOK_EXPORT=thread runs it) to a real OTLP receiver."""
     with OtlpSink() as sink:
         forwarder = Forwarder(sink.endpoint + "/v1/traces", sink.endpoint + "/v1/metrics", export_every_s=0.1)

@@ -31,6 +31,12 @@ RECORDS = [
      {"db.system": "postgresql", "db.query.text": "SELECT * FROM t WHERE id = %s", "one": 1, "true": True},
      None, [(0x1234, 0x5678, {"why": "retry"})], "", "takealook.agent", "0.1.0"),
     (0x99, 0x98, 0x97, True, "remote child", 1, 5, 6, 1, "", {}, None, None, "", "app.code", ""),
+    # The common spans, written inline (otlp.span_field): a root, a child, a remote child, no status.
+    (0x5A, 0x5B, 0, False, "GET /plain", 2, 7, 9, 0, "", {"http.route": "/plain", "n": 3}, None, None, "",
+     "app.code", ""),
+    (0x5A, 0x5C, 0x5B, False, "SELECT shop", 3, 8, 9, 0, "", {"db.system": "postgresql", "ok": False}, None, None,
+     "", "app.code", ""),
+    (0x5A, 0x5D, 0x5E, True, "remote", 1, 8, 9, 0, "", {}, None, None, "", "app.code", ""),
 ]
 
 
@@ -88,7 +94,7 @@ def test_poster_retries_until_the_collector_accepts_and_honours_settings(monkeyp
         threading.Timer(0.6, lambda: setattr(sink, "mode", "ok")).start()
         delivered, reason = poster.post(encode_request([(RESOURCE, RECORDS)]))
         assert delivered, reason
-        assert sink.requests >= 2 and len(sink.spans) == 3
+        assert sink.requests >= 2 and len(sink.spans) == len(RECORDS)
     with OtlpSink(mode="refuse") as sink:
         delivered, reason = Poster(sink.endpoint + "/v1/traces", environ={"OTEL_EXPORTER_OTLP_TIMEOUT": "800"}).post(b"")
         assert not delivered and reason == "HTTP 503"
@@ -110,14 +116,6 @@ def test_equal_values_of_other_types_keep_their_own_encoding():
             ["int_value", "bool_value"]
         arrays = [[item.WhichOneof("value") for item in value.array_value.values] for value in got[6:9]]
         assert arrays == [["int_value", "int_value"], ["bool_value", "int_value"], ["double_value", "int_value"]]
-    # The same through a batch's attribute sets (pipeline.py): each set its own, and each own dict its own.
-    sets = [{"flag": 1, "n": "x"}, {"flag": True, "n": "x"}]
-    numbered = [record[:10] + (number,) + record[11:] for number, record in zip((0, 1), records)]
-    ours = ExportTraceServiceRequest()
-    ours.ParseFromString(encode_request([({"service.name": "t"}, numbered + records[2:3], sets)]))
-    kinds = [next(kv.value for kv in span.attributes if kv.key == "flag").WhichOneof("value")
-             for span in ours.resource_spans[0].scope_spans[0].spans]
-    assert kinds == ["int_value", "bool_value", "double_value"]
 
 
 def test_several_resources_in_one_request_each_match_the_sdk_encoder():
@@ -134,3 +132,51 @@ def test_several_resources_in_one_request_each_match_the_sdk_encoder():
     assert _as_dict(first) == _as_dict(encode_spans(_sdk_spans()))
     assert len(second.resource_spans[0].scope_spans[0].spans) == 1
     assert {kv.key: kv.value.int_value for kv in second.resource_spans[0].resource.attributes}["process.pid"] == 43
+
+
+def test_spans_encoded_as_they_end_are_the_reference_encoding():
+    """What the pipeline sends (each LeanSpan encoded as it ends, a statement set's block reused, the helper
+    framing them) is byte for byte what encoding the same spans as records gives."""
+    import marshal
+
+    from opentelemetry import trace
+
+    from takealook.agent.otlp import frame_request
+    from takealook.agent.pipeline import Pipeline
+    from takealook.agent.tracer import LeanTracerProvider, SharedAttributes
+
+    messages = []
+    pipeline = Pipeline(lambda payload: not messages.append(payload), RESOURCE, 60, export_metrics=False)
+    provider = LeanTracerProvider(pipeline.on_end)
+    statement = SharedAttributes({"db.system": "postgresql", "db.query.text": "SELECT 1", "server.port": 5432})
+    ended = []
+    for number in range(3):
+        root = provider.make_span("GET /orders", trace.INVALID_SPAN, 2, {"http.route": "/orders", "n": number},
+                                  ("takealook.agent", "1"))
+        root.trace_state = TraceState([("vendor", "v")]) if number == 1 else None
+        for copy in range(2):
+            span = provider.make_span("SELECT shop", root, 3, statement.attributes.copy(), ("takealook.agent", "1"))
+            span.shared = statement
+            if copy:
+                span.set_attribute("server.port", 5432.0)  # equal to the set's, and written as a double
+            span.end()
+            ended.append(span)
+        child = provider.make_span("work", root, 1, {"ok": True}, ("app.code", ""))
+        child.add_event("retry", {"attempt": 2}, 7)
+        child.end()
+        root.set_status(StatusCode.ERROR, "boom") if number == 2 else None
+        root.end()
+        ended += [child, root]
+    pipeline.flush()
+    (payload,) = messages
+    protocol, kind, resource, count, groups = marshal.loads(payload)
+    assert (protocol, kind, count) == (3, b"spans", 12) and statement.block is not None
+    records = [(s.trace_id, s.span_id, s.parent_id, s.parent_remote, s.name, s.kind, s.start_ns, s.end_ns,
+                s.status_code, s.status_text, s.attributes, s.events, s.links,
+                s.trace_state.to_header() if s.trace_state else "", s.scope[0], s.scope[1]) for s in ended]
+    assert frame_request([(RESOURCE, groups)]) == encode_request([(RESOURCE, records)])
+    decoded = ExportTraceServiceRequest()
+    decoded.ParseFromString(frame_request([(marshal.loads(resource), groups)]))
+    ports = [kv.value.WhichOneof("value") for scope in decoded.resource_spans[0].scope_spans for span in scope.spans
+             for kv in span.attributes if kv.key == "server.port"]
+    assert ports == ["int_value", "double_value"] * 3

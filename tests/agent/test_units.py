@@ -8,9 +8,11 @@ import marshal
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from takealook.agent.exporter import Forwarder
 from takealook.agent.metrics import BOUNDS, ServerDurationHistogram
+from takealook.agent.otlp import frame_request
 from takealook.agent.pipeline import Pipeline
 from takealook.agent.settings import DEFAULT_ENDPOINT, AgentSettings
 from takealook.agent.sqlscrub import scrub
@@ -175,10 +177,13 @@ def test_pipeline_batches_across_requests_and_counts_drops(provider):
     assert messages == []  # a request's end sends nothing: messages carry many requests
     for _ in range(FLUSH_AT - 4):
         tracer.start_span("another").end()
-    protocol, kind, resource, records, sets = marshal.loads(messages[0])  # a full buffer is sent at once
-    assert (protocol, kind, len(records), len(messages), sets) == (2, b"spans", FLUSH_AT, 1, [])
+    protocol, kind, resource, count, groups = marshal.loads(messages[0])  # a full buffer is sent at once
+    assert (protocol, kind, count, len(messages)) == (3, b"spans", FLUSH_AT, 1)
     assert marshal.loads(resource)["service.name"] == "x"
-    assert [r[4] for r in records[:4]] == ["sql", "sql", "sql", "request"]
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(frame_request([(marshal.loads(resource), groups)]))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    assert len(spans) == FLUSH_AT and [span.name for span in spans[:4]] == ["sql", "sql", "sql", "request"]
     tracer.start_span("waits").end()
     wait_for(lambda: len(messages) == 2, 5, message="the idle thread sends what waited a second")
     accept[0] = False
