@@ -10,9 +10,9 @@ in a fresh process and adds one part of the agent to the one before:
   server      + Flask/WSGI hooks and the server span (spans discarded at end)
   db          + cursor wrapping, statement scrubbing, 3 DB spans
   http        + the outbound call's span and traceparent injection
-  records     + span records buffered and marshalled per request (not sent)
-  sent        + the hand-off: one message per request over the helper's socket
-  helper      the export helper's CPU (decode, OTLP encode, post), from /proc
+  records     + spans encoded as OTLP as they end, buffered and marshalled (not sent)
+  sent        + the hand-off: a message per 128 spans over the helper's socket
+  helper      the export helper's work (recv, frame the spans into a request, post)
 
 The measure is instructions, counted by valgrind's callgrind around the
 measured requests only (``--toggle-collect`` on the C function of the
@@ -20,13 +20,13 @@ measured requests only (``--toggle-collect`` on the C function of the
 change when other processes crowd the machine, so one run per variant is
 enough and parts of a few microseconds are visible. The helper's part is
 counted the same way on a replay of what the app sent it: the messages of
-``--requests`` requests received from its socket, decoded, encoded as OTLP and
-posted to a receiver on loopback. Instructions become microseconds at two
-rates measured in the same run (callgrind's instructions over the least CPU
-time of three native runs): the app's, an upper bound since its CPU time
-includes its system calls (libpq, sockets) but its instructions do not; and
-the agent's own Python, the helper's replay. Without valgrind, CPU time is used
-instead (``--cpu``), which on a busy machine is noisy. Spans per request: 5.
+``--requests`` requests received from its socket, framed into OTLP requests and
+posted to a receiver on loopback. Instructions become microseconds at the app's
+rate measured in the same run (callgrind's instructions over the least CPU time
+of three native runs), an upper bound since its CPU time includes its system
+calls (libpq, sockets) but its instructions do not. Without valgrind, CPU time
+is used instead (``--cpu``), which on a busy machine is noisy. Spans per
+request: 5. ``agent_server_parts.py`` counts the same parts in gunicorn.
 
     python bench/agent_parts.py [--requests 300] [--cpu --repeat 5]
 """
@@ -139,7 +139,7 @@ def capture(requests: int) -> None:
 
 
 def replay(path: str, requests: int) -> None:
-    """The export helper's work on captured messages: recv, decode, queue, OTLP encode, post."""
+    """The export helper's work on captured messages: recv, decode, queue, frame as OTLP, post."""
     import marshal
     import socket
 
@@ -245,22 +245,18 @@ def main() -> int:
                                              str(args.requests)], env=env, cwd=work, capture_output=True,
                                             check=True).stdout)
         helper = run("replay", ("--messages", str(messages)))
-        rate = python_rate = None
+        rate = None
         if valgrind:  # the app's own rate: its instructions over its least CPU time of three native runs
             native = min(run("none", counted=False)["cpu"] for _ in range(3))
             rate = statistics.median(r["instructions"] for r in runs["none"]) / args.requests / native
-            # The agent's own rate: the helper's replay is the agent's Python (decode, encode, a post a
-            # second), timed natively the same way.
-            native = min(run("replay", ("--messages", str(messages)), counted=False)["cpu"] for _ in range(3))
-            python_rate = helper["instructions"] / args.requests / native
-        report(runs, helper, rate, args.requests, python_rate)
+        report(runs, helper, rate, args.requests)
     finally:
         stop(procs)
         cluster.stop()
     return 0
 
 
-def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int, python_rate=None) -> None:
+def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> None:
     """Per part: microseconds (and instructions) per request and per span."""
     if rate:
         cost = {name: statistics.median(r["instructions"] for r in results) / requests for name, results in
@@ -275,23 +271,18 @@ def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int, pytho
         ("Flask/WSGI hooks, server span", cost["server"] - cost["none"]),
         ("cursor wrapping, scrubbing, 3 DB spans", cost["db"] - cost["server"]),
         ("HTTP client span, traceparent", cost["http"] - cost["db"]),
-        ("span records, buffer, marshal", cost["records"] - cost["http"]),
+        ("encoding at the span's end, buffer, marshal", cost["records"] - cost["http"]),
         ("hand-off (socket send)", cost["sent"] - cost["records"]),
-        ("helper: recv, decode, encode, post", cost["helper"]),
+        ("helper: recv, frame, post", cost["helper"]),
     ]
     measure = f"instructions (callgrind; the app runs {rate / 1e9:.2f} G/s here)" if rate else "CPU time"
-    print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}")
     # The app's rate counts its system calls' time but not their instructions: microseconds at it are an
-    # upper bound. The agent's parts are plain Python, which runs at the helper's rate (also printed).
-    agent_unit = 1e6 / python_rate if python_rate else None
-    if agent_unit:
-        print(f"the agent's Python (the helper's replay) runs {python_rate / 1e9:.2f} G/s here")
-    print(f"{'part':<40}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else "")
-          + (f"{'µs/span at the agent rate':>27}" if agent_unit else ""))
+    # upper bound.
+    print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}")
+    print(f"{'part':<46}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else ""))
     for label, value in parts + [("total (app + helper)", sum(v for _, v in parts))]:
-        line = f"{label:<40}{value * unit:>12.1f}{value * unit / SPANS_PER_REQUEST:>10.2f}"
-        line += f"{value / SPANS_PER_REQUEST:>12.0f}" if rate else ""
-        print(line + (f"{value * agent_unit / SPANS_PER_REQUEST:>27.2f}" if agent_unit else ""))
+        line = f"{label:<46}{value * unit:>12.1f}{value * unit / SPANS_PER_REQUEST:>10.2f}"
+        print(line + (f"{value / SPANS_PER_REQUEST:>12.0f}" if rate else ""))
 
 
 if __name__ == "__main__":

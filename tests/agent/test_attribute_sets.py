@@ -136,9 +136,10 @@ def test_changed_copies_never_share_the_set_and_the_collector_gets_each_spans_ow
                                      "db.query.text": "SELECT * FROM orders WHERE id = %s", "db.namespace": "shop",
                                      "db.operation.name": "SELECT", "server.address": host, "server.port": port}
         assert type(shared.attributes["server.port"]) is int
-        block = Span.FromString(shared.block)  # the block kept on the set (a span's field 9) says what the set says
-        assert _typed(block.attributes) == \
-            {key: ({int: "int_value", str: "string_value"}[type(value)], value) for key, value in shared.attributes.items()}
+        block = Span.FromString(shared.block)  # the block kept on the set (a span's field 9): what the set says
+        kinds = {int: "int_value", str: "string_value"}
+        assert _typed(block.attributes) == {key: (kinds[type(value)], value)
+                                            for key, value in shared.attributes.items()}
 
 
 def test_a_message_too_big_is_split_and_each_half_stands_alone(traced):
