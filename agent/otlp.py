@@ -36,7 +36,11 @@ _pack_ids = struct.Struct(">HQQHQ").pack  # tag 1 len 16, trace id (two halves),
 _pack_parent = struct.Struct(">HQ").pack
 _pack_times = struct.Struct("<BQBQ").pack
 _LOW64 = (1 << 64) - 1
-_CACHE_LIMIT = 20000  # entries per cache
+# The encoder runs in the app (spans are encoded as they end): each cache starts over past 2,000 entries
+# or 512 KiB of encodings, so the caches of a process hold a few MB at most.
+_CACHE_LIMIT = 2000  # entries per cache
+_CACHE_BYTES = 512 * 1024  # bytes of encodings per cache
+_cache_bytes: dict = {}  # id(cache) -> bytes of encodings held
 _CACHED_MAX = 1024  # bytes: a longer encoding (a huge statement text) is not kept, so the caches stay small
 _pair_cache: dict = {}
 
@@ -91,9 +95,7 @@ def _key_value(key: str, value) -> bytes:
         return cached
     encoded = _field(1, key.encode("utf-8", "replace")) + _field(2, _any_value(value))
     if cache_key is not None and len(encoded) <= _CACHED_MAX:
-        if len(_pair_cache) >= _CACHE_LIMIT:
-            _pair_cache.clear()
-        _pair_cache[cache_key] = encoded
+        _store(_pair_cache, cache_key, encoded, len(encoded))
     return encoded
 
 
@@ -114,9 +116,7 @@ def _attributes(number: int, attributes) -> bytes:
         return cached
     encoded = _encode_attributes(number, attributes)
     if len(encoded) <= 4 * _CACHED_MAX:
-        if len(_block_cache) >= _CACHE_LIMIT:
-            _block_cache.clear()
-        _block_cache[key] = encoded
+        _store(_block_cache, key, encoded, len(encoded))
     return encoded
 
 
@@ -183,10 +183,18 @@ _FLAGS_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(0x100 | 0x200 | 0x01)
 def _cached(cache: dict, key, value: bytes, most: int = _CACHED_MAX) -> bytes:
     if len(value) > most:
         return value
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
+    _store(cache, key, value, len(value))
     return value
+
+
+def _store(cache: dict, key, value, size: int) -> None:
+    """Keeps ``value`` in ``cache``, which starts over when full (entries or bytes)."""
+    held = _cache_bytes.get(id(cache), 0) + size
+    if len(cache) >= _CACHE_LIMIT or held > _CACHE_BYTES:
+        cache.clear()
+        held = size
+    _cache_bytes[id(cache)] = held
+    cache[key] = value
 
 
 class Record(NamedTuple):
@@ -317,9 +325,7 @@ def _keep_by_items(items: tuple, block: bytes) -> None:
     if any(kind is tuple for _, kind in checks):
         return  # a tuple's items would need their types checked too: found by _span_block only
     if len(block) <= 4 * _CACHED_MAX:
-        if len(_item_blocks) >= _CACHE_LIMIT:
-            _item_blocks.clear()
-        _item_blocks[items] = (block, checks)
+        _store(_item_blocks, items, (block, checks), len(block))
 
 
 def _span_block(attributes: dict) -> bytes:
@@ -343,6 +349,8 @@ def _name_kind(name: str, kind: int) -> bytes:
     names = _names_by_kind.get(kind)
     if names is None:
         if len(_names_by_kind) >= 16:  # kinds are 1-5; anything else is not kept growing
+            for dropped in _names_by_kind.values():
+                _cache_bytes.pop(id(dropped), None)
             _names_by_kind.clear()
         names = _names_by_kind[kind] = {}
     return _cached(names, name, encoded)

@@ -180,3 +180,23 @@ def test_spans_encoded_as_they_end_are_the_reference_encoding():
     ports = [kv.value.WhichOneof("value") for scope in decoded.resource_spans[0].scope_spans for span in scope.spans
              for kv in span.attributes if kv.key == "server.port"]
     assert ports == ["int_value", "double_value"] * 3
+
+
+def test_the_encoders_caches_stay_small_in_the_app():
+    """Spans are encoded in the app: however many distinct paths, ids and texts, each cache holds at most
+    2,000 entries and 512 KiB of encodings, and what it encodes stays right."""
+    from takealook.agent import otlp
+
+    caches = (otlp._pair_cache, otlp._block_cache, otlp._span_blocks, otlp._item_blocks)  # noqa: SLF001
+    records = [(0x5A, 0x100 + i, 0x5B, False, f"GET /item/{i % 50}", 2, 1, 2, 0, "",
+                {"url.path": f"/item/{i}", "text": "x" * (i % 3000), "n": i}, None, None, "", "s", "")
+               for i in range(6000)]
+    ours = ExportTraceServiceRequest()
+    ours.ParseFromString(encode_request([({"service.name": "t"}, records)]))
+    spans = ours.resource_spans[0].scope_spans[0].spans
+    assert [next(kv.value.string_value for kv in span.attributes if kv.key == "url.path") for span in spans] == \
+        [f"/item/{i}" for i in range(6000)]
+    for cache in caches:
+        assert len(cache) <= otlp._CACHE_LIMIT  # noqa: SLF001
+    blocks = otlp._span_blocks.values()  # noqa: SLF001
+    assert sum(map(len, blocks)) <= otlp._CACHE_BYTES  # noqa: SLF001
