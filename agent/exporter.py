@@ -59,6 +59,7 @@ class Forwarder:
         self._unreported = 0
         self._last_reason = ""
         self._last_warning = float("-inf")
+        self._protocol_warned = False
         self._span_exporter = None
         self._metric_exporter = None
         self._thread = threading.Thread(target=self._run, name="takealook-export", daemon=True)
@@ -72,6 +73,10 @@ class Forwarder:
             log.debug("takealook: undecodable message of %d bytes", len(payload))
             return False
         if protocol != 3:
+            if not self._protocol_warned:
+                self._protocol_warned = True
+                log.warning("takealook: the app's agent speaks message protocol %r, this export helper 3 (two "
+                            "takealook versions at once?); its spans are dropped until the app restarts", protocol)
             return False
         if kind == b"metrics":
             self._points.append((resource_bytes, items))

@@ -212,6 +212,18 @@ def test_forwarder_exports_to_a_real_receiver():
     assert sink.points[0]["count"] == 1 and sink.points[0]["temporality"] == 1  # DELTA
 
 
+def test_forwarder_refuses_a_message_of_another_protocol_with_one_warning(caplog):
+    """An app whose agent is of another version (its messages another protocol): one warning, no crash."""
+    forwarder = Forwarder("http://127.0.0.1:9/v1/traces", "http://127.0.0.1:9/v1/metrics")
+    old = marshal.dumps((2, b"spans", marshal.dumps({"service.name": "x"}), [], []))
+    with caplog.at_level(logging.WARNING, logger="takealook.agent"):
+        assert [forwarder.submit(old) for _ in range(3)] == [False] * 3
+        assert forwarder.submit(b"not marshal") is False
+    assert [r.getMessage() for r in caplog.records if "protocol" in r.getMessage()] == [
+        "takealook: the app's agent speaks message protocol 2, this export helper 3 (two takealook versions at "
+        "once?); its spans are dropped until the app restarts"]
+
+
 def test_contrib_spans_are_scrubbed_before_they_leave():
     """Contrib instrumentations record what their authors chose; the agent's no-values policy applies."""
     from takealook.agent.contrib_policy import contrib_on_end
