@@ -40,6 +40,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,11 +211,7 @@ def main() -> int:
     parser.add_argument("--client", choices=["new", "keep-alive", "both"], default="both",
                         help="a new connection per request, one kept-alive connection, or both in turn")
     args = parser.parse_args()
-    procs: list[subprocess.Popen] = []
-    work = Path(tempfile.mkdtemp(prefix="takealook-bench-"))
-    cluster = PrivateCluster().start()
-    try:
-        base_env = start_backends(work, cluster, procs)
+    with backends("takealook-bench-") as (work, base_env):
         for mode in (["new", "keep-alive"] if args.client == "both" else [args.client]):
             servers = start_servers(work, base_env, WORKERS[mode])
             try:
@@ -223,15 +220,26 @@ def main() -> int:
                 stop(list(servers.values()))
             print(f"\n== client: {mode} ({' '.join(WORKERS[mode])}) ==")
             report(samples, cpu)
+    return 0
+
+
+@contextmanager
+def backends(prefix: str):
+    """(work folder, the app's environment): a private PostgreSQL, the downstream server and the OTLP
+    sink, stopped on the way out. Shared with agent_parts.py and agent_server_parts.py."""
+    procs: list[subprocess.Popen] = []
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = PrivateCluster().start()
+    try:
+        yield work, start_backends(work, cluster, procs)
     finally:
         stop(procs)
         cluster.stop()
-    return 0
 
 
 def start_backends(work: Path, cluster, procs: list) -> dict:
     """The app's files in ``work``, its database, the downstream server and the OTLP sink; the
-    environment the app runs with. Shared with agent_parts.py."""
+    environment the app runs with."""
     (work / "benchapp.py").write_text(textwrap.dedent(APP))
     (work / "servers.py").write_text(SERVERS)
     dsn = cluster.create_database("bench")

@@ -44,7 +44,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -209,15 +208,9 @@ def main() -> int:
     valgrind = None if args.cpu else shutil.which("valgrind")
     if not args.cpu and valgrind is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind, or use --cpu")
-    from agent_overhead import start_backends, stop
+    from agent_overhead import backends
 
-    from takealook.pgcluster import PrivateCluster
-
-    work = Path(tempfile.mkdtemp(prefix="takealook-parts-"))
-    cluster = PrivateCluster().start()
-    procs: list = []
-    try:
-        env = start_backends(work, cluster, procs)
+    with backends("takealook-parts-") as (work, env):
         env.update({"OTEL_SERVICE_NAME": "bench", "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)]),
                     "PYTHONHASHSEED": "0"})
 
@@ -250,9 +243,6 @@ def main() -> int:
             native = min(run("none", counted=False)["cpu"] for _ in range(3))
             rate = statistics.median(r["instructions"] for r in runs["none"]) / args.requests / native
         report(runs, helper, rate, args.requests)
-    finally:
-        stop(procs)
-        cluster.stop()
     return 0
 
 

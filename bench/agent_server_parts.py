@@ -34,7 +34,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from agent_overhead import BIN, WORKERS, descendants, drive, start_backends, stop, wait_port  # noqa: E402
+from agent_overhead import BIN, WORKERS, backends, descendants, drive, stop, wait_port  # noqa: E402
 
-from takealook.pgcluster import PrivateCluster, free_port  # noqa: E402
+from takealook.pgcluster import free_port  # noqa: E402
 
 SPANS_PER_REQUEST = 5
 DISABLED = "TAKEALOOK_DISABLED_INSTRUMENTATIONS"
@@ -108,15 +107,8 @@ def main() -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
-    work = Path(tempfile.mkdtemp(prefix="takealook-server-parts-"))
-    cluster = PrivateCluster().start()
-    procs: list = []
-    try:
-        env = start_backends(work, cluster, procs)
+    with backends("takealook-server-parts-") as (work, env):
         counts = {name: count(work, env, name, args.requests, valgrind) for name in VARIANTS}
-    finally:
-        stop(procs)
-        cluster.stop()
     print(f"gunicorn -w 1 (sync worker), {args.requests} requests of {SPANS_PER_REQUEST} spans a variant; "
           f"the app alone: {counts['none']['worker']:,.0f} instructions a request")
     print(f"{'part':<46}{'instr/request':>15}{'instr/span':>12}")
