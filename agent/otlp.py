@@ -94,7 +94,7 @@ def _key_value(key: str, value) -> bytes:
     if cached is not None:
         return cached
     encoded = _field(1, key.encode("utf-8", "replace")) + _field(2, _any_value(value))
-    if cache_key is not None and len(encoded) <= _CACHED_MAX:
+    if cache_key is not None and len(encoded) <= _CACHED_MAX and _admit(cache_key):
         _store(_pair_cache, cache_key, encoded, len(encoded))
     return encoded
 
@@ -115,7 +115,7 @@ def _attributes(number: int, attributes) -> bytes:
     if cached is not None:
         return cached
     encoded = _encode_attributes(number, attributes)
-    if len(encoded) <= 4 * _CACHED_MAX:
+    if len(encoded) <= 4 * _CACHED_MAX and _admit(key):
         _store(_block_cache, key, encoded, len(encoded))
     return encoded
 
@@ -185,6 +185,22 @@ def _cached(cache: dict, key, value: bytes, most: int = _CACHED_MAX) -> bytes:
         return value
     _store(cache, key, value, len(value))
     return value
+
+
+def _admit(key) -> bool:
+    """Whether a key missed by a cache should be kept: only when it was missed before. A value that is new
+    at every request (a path with an id, a URL) would otherwise fill the caches and empty them every
+    2,000 requests, the constant values with it, and cost each request the keeping."""
+    seen = hash(key)
+    if seen in _seen:
+        return True
+    if len(_seen) >= 4 * _CACHE_LIMIT:
+        _seen.clear()
+    _seen.add(seen)
+    return False
+
+
+_seen: set = set()  # hashes of keys missed once
 
 
 def _store(cache: dict, key, value, size: int) -> None:
@@ -269,15 +285,16 @@ def attributes_block(attributes: dict) -> bytes:
     try:
         found = _item_blocks.get(items)
     except TypeError:  # an unhashable value
-        return _span_block(attributes)
+        return _encode_attributes(9, attributes)
     if found is not None:
         block, checks = found
         for key, kind in checks:
             if type(attributes[key]) is not kind:
-                return _span_block(attributes)
+                return _encode_attributes(9, attributes)  # its pairs are cached by their types
         return block
-    block = _span_block(attributes)
-    _keep_by_items(items, block)
+    block = _encode_attributes(9, attributes)
+    if _admit(items):
+        _keep_by_items(items, block)
     return block
 
 
@@ -316,29 +333,15 @@ def encode_request(batches) -> bytes:
     return frame_request(framed)
 
 
-_span_blocks: dict = {}  # a span's attributes block by its items and their types (_block_key)
 _item_blocks: dict = {}  # items -> (block, the keys and types of its values that are not strings)
 
 
 def _keep_by_items(items: tuple, block: bytes) -> None:
     checks = tuple((key, type(value)) for key, value in items if type(value) is not str)
     if any(kind is tuple for _, kind in checks):
-        return  # a tuple's items would need their types checked too: found by _span_block only
+        return  # a tuple's items would need their types checked too: encoded each time, from its pairs
     if len(block) <= 4 * _CACHED_MAX:
         _store(_item_blocks, items, (block, checks), len(block))
-
-
-def _span_block(attributes: dict) -> bytes:
-    """A span's attributes block (field 9), from ``_span_blocks`` or encoded and kept."""
-    if not attributes:
-        return b""
-    key = _block_key(attributes)
-    if key is None:
-        return _encode_attributes(9, attributes)
-    block = _span_blocks.get(key)
-    if block is None:
-        block = _cached(_span_blocks, key, _encode_attributes(9, attributes), 4 * _CACHED_MAX)
-    return block
 
 
 _names_by_kind: dict = {}  # kind -> {name: encoded name and kind}

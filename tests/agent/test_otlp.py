@@ -187,16 +187,16 @@ def test_the_encoders_caches_stay_small_in_the_app():
     2,000 entries and 512 KiB of encodings, and what it encodes stays right."""
     from takealook.agent import otlp
 
-    caches = (otlp._pair_cache, otlp._block_cache, otlp._span_blocks, otlp._item_blocks)  # noqa: SLF001
+    caches = (otlp._pair_cache, otlp._block_cache, otlp._item_blocks)  # noqa: SLF001
     records = [(0x5A, 0x100 + i, 0x5B, False, f"GET /item/{i % 50}", 2, 1, 2, 0, "",
-                {"url.path": f"/item/{i}", "text": "x" * (i % 3000), "n": i}, None, None, "", "s", "")
-               for i in range(6000)]
+                {"url.path": f"/item/{i % 3000}", "text": "x" * (i % 3000), "n": i % 3000}, None, None, "", "s", "")
+               for i in range(6000)]  # each set twice: kept the second time
     ours = ExportTraceServiceRequest()
     ours.ParseFromString(encode_request([({"service.name": "t"}, records)]))
     spans = ours.resource_spans[0].scope_spans[0].spans
     assert [next(kv.value.string_value for kv in span.attributes if kv.key == "url.path") for span in spans] == \
-        [f"/item/{i}" for i in range(6000)]
+        [f"/item/{i % 3000}" for i in range(6000)]
     for cache in caches:
         assert len(cache) <= otlp._CACHE_LIMIT  # noqa: SLF001
-    blocks = otlp._span_blocks.values()  # noqa: SLF001
-    assert sum(map(len, blocks)) <= otlp._CACHE_BYTES  # noqa: SLF001
+    blocks = [block for block, _ in otlp._item_blocks.values()]  # noqa: SLF001
+    assert blocks and sum(map(len, blocks)) <= otlp._CACHE_BYTES  # noqa: SLF001
