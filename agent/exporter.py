@@ -81,6 +81,8 @@ class Forwarder:
         if kind == b"metrics":
             self._points.append((resource_bytes, items))
             return True
+        if type(count) is not int or type(items) is not list:
+            return False
         with self._lock:
             if self._queued + count > self.max_queue:
                 self.dropped += count

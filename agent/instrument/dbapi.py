@@ -80,7 +80,7 @@ def _start(query, conninfo_of, cursor):
         shared = known[1]
         span = agent.provider.make_span(known[0], parent, _CLIENT, shared.attributes.copy(), agent.scope)
         if isinstance(span, LeanSpan):
-            span.shared = shared  # unchanged at its end, it is sent as a reference to the set (pipeline.py)
+            span.shared = shared  # unchanged at its end, it is written with the set's encoded block (pipeline.py)
             return span
         return None
     except Exception:

@@ -219,6 +219,7 @@ def test_forwarder_refuses_a_message_of_another_protocol_with_one_warning(caplog
     with caplog.at_level(logging.WARNING, logger="takealook.agent"):
         assert [forwarder.submit(old) for _ in range(3)] == [False] * 3
         assert forwarder.submit(b"not marshal") is False
+        assert forwarder.submit(marshal.dumps((3, b"spans", b"", "7", []))) is False  # no crash on a bad count
     assert [r.getMessage() for r in caplog.records if "protocol" in r.getMessage()] == [
         "takealook: the app's agent speaks message protocol 2, this export helper 3 (two takealook versions at "
         "once?); its spans are dropped until the app restarts"]
