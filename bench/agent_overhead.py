@@ -19,7 +19,7 @@ takealook/none and takealook-added/otel-added, and the CPU time the server's
 processes (gunicorn master and worker, takealook's export helper) spend per
 request and per span, which is steadier than latency on a busy machine.
 
-    python bench/agent_overhead.py [--rounds 12] [--requests 250] [--client new|keep-alive|both]
+    python bench/agent_overhead.py [--rounds 12] [--requests 250] [--client new|keep-alive|both] [--ids 100]
 
 Targets (issue 16): CPU (app + helper) at most 10 µs per span and a quarter of
 OpenTelemetry's added CPU per request; p50 at most +5% and p99 at most +20%
@@ -68,12 +68,13 @@ def order(order_id):
     if conn is None:
         conn = psycopg2.connect(os.environ["BENCH_DSN"])
         conn.autocommit = True
+    customer_id = order_id % 1000  # the ids in the path may run higher (--ids): the table has 1,000
     with conn.cursor() as cur:
-        cur.execute("SELECT id, name FROM customers WHERE id = %s", (order_id,))
+        cur.execute("SELECT id, name FROM customers WHERE id = %s", (customer_id,))
         customer = cur.fetchone()
-        cur.execute("SELECT count(*) FROM orders WHERE customer_id = %s", (order_id,))
+        cur.execute("SELECT count(*) FROM orders WHERE customer_id = %s", (customer_id,))
         count = cur.fetchone()[0]
-        cur.execute("SELECT sum(total) FROM orders WHERE customer_id = %s", (order_id,))
+        cur.execute("SELECT sum(total) FROM orders WHERE customer_id = %s", (customer_id,))
         total = cur.fetchone()[0]
     stock = session.get(DOWNSTREAM + "/stock/" + str(order_id), timeout=5).text
     return {"customer": customer[1], "orders": count, "total": float(total or 0), "stock": stock}
@@ -128,14 +129,21 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 SPANS_PER_REQUEST = 5  # the server span, 3 statements, 1 outbound call (both agents make these)
 
 
+# How many distinct ids the paths cycle through (--ids): with 100 the agent's encoding caches hold every
+# path; most real apps see a long tail of ids, new at nearly every request.
+IDS = [100]
+_requests_made = [0]
+
+
 def drive(port: int, count: int, keep_alive: bool) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     latencies = []
-    for i in range(count):
+    for _ in range(count):
+        i = _requests_made[0] = _requests_made[0] + 1
         start = time.perf_counter()
         if not keep_alive:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", f"/orders/{i % 100}")
+        conn.request("GET", f"/orders/{i % IDS[0]}")
         response = conn.getresponse()
         response.read()
         if not keep_alive:
@@ -210,7 +218,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=250, help="requests per variant per round")
     parser.add_argument("--client", choices=["new", "keep-alive", "both"], default="both",
                         help="a new connection per request, one kept-alive connection, or both in turn")
+    parser.add_argument("--ids", type=int, default=100,
+                        help="distinct ids in the paths (default 100; 1000000000: a new id at every request)")
     args = parser.parse_args()
+    IDS[0] = max(1, args.ids)
     with backends("takealook-bench-") as (work, base_env):
         for mode in (["new", "keep-alive"] if args.client == "both" else [args.client]):
             servers = start_servers(work, base_env, WORKERS[mode])
