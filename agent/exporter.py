@@ -5,7 +5,7 @@ started by ``start()`` or ``takealook-run``), reading messages from the
 seqpacket socket the app writes to, or as threads inside the app when
 ``TAKEALOOK_EXPORT=thread``. Either way the work is the same: the spans come
 encoded already (``pipeline.py``), so they are framed into one OTLP request
-under their process's resource and posted (``otlp.Poster``, which honours the
+under their process's resource and posted (``otlp_post.Poster``, which honours the
 ``OTEL_EXPORTER_OTLP_*`` variables: headers, compression, certificates,
 timeout); metric points are rebuilt as the SDK's records and exported with
 OpenTelemetry's own OTLP/HTTP metric exporter.
@@ -133,7 +133,8 @@ class Forwarder:
             return batch
 
     def _export_spans(self) -> None:
-        from takealook.agent.otlp import Poster, frame_request
+        from takealook.agent.otlp import frame_request
+        from takealook.agent.otlp_post import Poster
 
         while True:
             batch = self._take()

@@ -144,7 +144,7 @@ def replay(path: str, requests: int) -> None:
 
     from takealook.agent.channel import make_socketpair
     from takealook.agent.exporter import RECV_BUFFER, Forwarder
-    from takealook.agent.otlp import Poster  # noqa: F401 - imported before counting starts
+    from takealook.agent.otlp_post import Poster  # noqa: F401 - imported before counting starts
 
     messages = marshal.loads(Path(path).read_bytes())
     endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]

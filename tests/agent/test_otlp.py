@@ -13,7 +13,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from takealook.agent.otlp import Poster, encode_request
+from takealook.agent.otlp import encode_request
+from takealook.agent.otlp_post import Poster
 from tests.agent.otlp_sink import OtlpSink
 
 KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT}
