@@ -197,7 +197,7 @@ def _print_run_summary(args, folder: Path) -> None:
 def _register_compare(verbs) -> None:
     sub = verbs.add_parser("compare", help="compare runs before and after a change",
                            description="Per endpoint: p50/p95/p99/mean, error rate and throughput of each side, "
-                                       "the change with a block-bootstrap 95% interval, a verdict and the smallest "
+                                       "the change with a block-bootstrap interval (95% unless --confidence), a verdict and the smallest "
                                        "change the runs could detect.")
     sub.add_argument("runs", nargs="*", metavar="RUN", help="BEFORE AFTER: run labels or run folders")
     sub.add_argument("--before", nargs="+", metavar="RUN", help="runs before the change (repetitions)")

@@ -47,7 +47,8 @@ def register(verbs) -> None:
         "compare", help="before and after from production traces (two platforms, two releases, two times)",
         description="Compare two sides of the traffic in the span store, selected by resource attributes of the "
                     "traces' root spans or by time: per endpoint the change in p50/p95/p99, mean and error rate "
-                    "with a block-bootstrap 95% interval, a verdict, the smallest change the traces could detect, "
+                    "with a block-bootstrap interval (95% unless --confidence), a verdict, the smallest change the "
+                    "traces could detect, "
                     "and where the change is (critical path, statements and calls per request).")
     sub.add_argument("--before", action="append", nargs="+", metavar="FILTER", help=_FILTER_HELP)
     sub.add_argument("--after", action="append", nargs="+", metavar="FILTER", help="the other side (same forms)")

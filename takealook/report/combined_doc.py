@@ -215,11 +215,11 @@ def _comparison_section(report: CombinedReport) -> Section:
                      f"{change.change_pct:+.1f}%" if change and change.change_pct is not None else None,
                      _ci(change)))
     blocks = [Paragraph(f"Runs {', '.join(c.before)} before and {', '.join(c.after)} after; verdicts on {c.metric} "
-                        f"with a {c.confidence:.0%} block-bootstrap interval and a noise floor of "
+                        f"with a {100 * c.confidence:g}% block-bootstrap interval and a noise floor of "
                         f"{c.noise_floor_pct:g}%."),
               Table.of(("endpoint", "verdict", "requests before", "requests after", f"{c.metric} before",
-                        f"{c.metric} after", "change", "95% interval"), rows,
-                       right=("change", "95% interval"))]
+                        f"{c.metric} after", "change", f"{100 * c.confidence:g}% interval"), rows,
+                       right=("change", f"{100 * c.confidence:g}% interval"))]
     blocks += [Distribution(f"{e.name}", (("before", e.latencies_before), ("after", e.latencies_after)))
                for e in c.endpoints]
     blocks += [Paragraph(w, "warning") for w in c.warnings]
@@ -230,7 +230,7 @@ def _traces_comparison_section(c) -> Section:
     from takealook.report.traces_compare import endpoint_section, sides_text, verdict_table
 
     s = c.settings
-    blocks = (Paragraph(f"Production traces, {sides_text(c)}; verdicts on {s.metric} with a {s.confidence:.0%} "
+    blocks = (Paragraph(f"Production traces, {sides_text(c)}; verdicts on {s.metric} with a {100 * s.confidence:g}% "
                         f"block-bootstrap interval and a noise floor of {s.noise_floor_pct:g}%; \"where\": the part "
                         "of the critical path that moved most and the statement or call behind it."),
               verdict_table(c), *(Paragraph(w, "warning") for w in c.warnings))

@@ -98,7 +98,7 @@ def _endpoint_section(e: EndpointComparison, c: Comparison) -> Section:
     err = e.changes["errors"]
     rows.append(["error rate (%)", 100 * e.before.error_rate, 100 * e.after.error_rate, _change_text(err, " pts"),
                  err.min_detectable_pct, err.verdict])
-    blocks = [Table.of(["metric", "before", "after", f"change [{c.confidence:.0%} CI]", "min detectable", "verdict"],
+    blocks = [Table.of(["metric", "before", "after", f"change [{100 * c.confidence:g}% CI]", "min detectable", "verdict"],
                        rows, right=("before", "after", "min detectable"))]
     blocks += [Paragraph(note, "warning") for note in sorted({ch.note for ch in e.changes.values() if ch.note})]
     blocks.append(Distribution(f"Latency distribution of {e.name}",
@@ -110,12 +110,12 @@ def _endpoint_section(e: EndpointComparison, c: Comparison) -> Section:
 def compare_document(c: Comparison, found: Sequence[Regression] = (), threshold: Optional[float] = None) -> Document:
     metric_label = "error rate" if c.metric == "errors" else c.metric
     headers = ["endpoint", "verdict", f"{metric_label} before", f"{metric_label} after",
-               f"change [{c.confidence:.0%} CI]", "min detectable", "errors", "req/s", "n before", "n after"]
+               f"change [{100 * c.confidence:g}% CI]", "min detectable", "errors", "req/s", "n before", "n after"]
     rows = [_verdict_row(e, c.metric) for e in (*c.endpoints, c.overall)]
     blocks = [Table.of(headers, rows, right=headers[2:4]),
               Paragraph(f"Verdicts on {metric_label}. Noise floor: {c.noise_floor_pct:g}% (error rate: "
                         f"{c.error_floor_pts:g} points): a smaller change is reported as no detectable change even "
-                        f"when its interval excludes zero. Intervals: {c.confidence:.0%} block bootstrap, "
+                        f"when its interval excludes zero. Intervals: {100 * c.confidence:g}% block bootstrap, "
                         f"{c.resamples} resamples. Latency counts from when each request was due.")]
     for r in found:
         if r.metric == "errors" and c.metric != "errors":  # the verdict says "more errors", whatever the latency

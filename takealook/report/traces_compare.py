@@ -94,7 +94,7 @@ def verdict_table(c, title: str = "") -> Table:
                      None if chosen.min_detectable_pct is None else f"{chosen.min_detectable_pct:.1f}{unit.strip()}",
                      f"{100 * e.before.error_rate:.2f}% → {100 * e.after.error_rate:.2f}%", e.before.requests,
                      e.after.requests, _cause_of(c, e.name)])
-    headers = ["endpoint", "verdict", f"{label} before", f"{label} after", f"change [{c.settings.confidence:.0%} CI]",
+    headers = ["endpoint", "verdict", f"{label} before", f"{label} after", f"change [{100 * c.settings.confidence:g}% CI]",
                "min detectable", "errors", "n before", "n after", "where"]
     return Table.of(headers, rows, title=title, right=headers[2:4])
 
@@ -122,7 +122,7 @@ def document(c, found: Sequence[Regression] = (), threshold: Optional[float] = N
                     Paragraph(f"Verdicts on {label}, from the traces' own durations (server spans at the entry). "
                               f"Noise floor: {s.noise_floor_pct:g}% (error rate: {s.error_floor_pts:g} points): a "
                               f"smaller change is no detectable change even when its interval excludes zero. "
-                              f"Intervals: {s.confidence:.0%} block bootstrap over consecutive traces, "
+                              f"Intervals: {100 * s.confidence:g}% block bootstrap over consecutive traces, "
                               f"{s.resamples} resamples. \"where\": the part of the critical path that moved most "
                               "(mean ms per request) and the statement or call behind it.")]
     for r in found:
@@ -154,7 +154,7 @@ def endpoint_section(e, confidence: float, sampled: bool = False) -> Section:
     err = comparison.changes["errors"]
     rows.append(["error rate (%)", 100 * comparison.before.error_rate, 100 * comparison.after.error_rate,
                  _change_text(err, " pts"), err.min_detectable_pct, err.verdict])
-    blocks: list = [Table.of(["metric", "before", "after", f"change [{confidence:.0%} CI]", "min detectable",
+    blocks: list = [Table.of(["metric", "before", "after", f"change [{100 * confidence:g}% CI]", "min detectable",
                               "verdict"], rows, right=("before", "after", "min detectable"))]
     if w.cause:
         blocks.append(Paragraph(f"Where: {w.cause}", "bad" if comparison.verdict == stats.SLOWER else "info"))

@@ -21,6 +21,7 @@ tests both use it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -38,7 +39,7 @@ class Settings:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        check(self.metric, self.noise_floor_pct, self.resamples)
+        check(self.metric, self.noise_floor_pct, self.resamples, self.confidence)
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,18 @@ class Regression:
     threshold_pct: float
 
 
-def check(metric: str, noise_floor_pct: float, resamples: int) -> None:
+def check(metric: str, noise_floor_pct: float, resamples: int, confidence: float = 0.95) -> None:
     if metric not in stats.METRICS:
         raise UsageError(f"--metric must be one of {', '.join(stats.METRICS)}, not {metric!r}")
     if noise_floor_pct < 0:
         raise UsageError(f"--noise-floor must be 0% or more, not {noise_floor_pct:g}%")
-    if resamples < 100:
-        raise UsageError(f"--resamples must be at least 100 (a 95% interval needs them), not {resamples}")
+    if not 0.5 <= confidence < 1:
+        raise UsageError(f"--confidence must be at least 50% and below 100%, not {100 * confidence:g}%")
+    # Each tail of the interval is read from the resamples beyond it: 2.5 of them at the least.
+    needed = max(100, math.ceil(5 / (1 - confidence) - 1e-9))
+    if resamples < needed:
+        raise UsageError(f"--resamples must be at least {needed} (a {100 * confidence:g}% interval needs them), "
+                         f"not {resamples}")
 
 
 def compare_endpoint(name: str, before: Sequence[stats.Series], after: Sequence[stats.Series], metric: str,

@@ -82,6 +82,10 @@ def test_a_side_needs_a_filter():
     (["--before", "a=1", "--after", "b=2", "--noise-floor", "lots"], "--noise-floor 'lots'"),
     (["--before", "a=1", "--after", "b=2", "--metric", "p42"], "--metric must be one of"),
     (["--before", "a=1", "--after", "b=2", "--resamples", "5"], "--resamples must be at least 100"),
+    (["--before", "a=1", "--after", "b=2", "--confidence", "100%"], "--confidence must be at least 50% and below 100%"),
+    (["--before", "a=1", "--after", "b=2", "--confidence", "sure"], "--confidence 'sure': use a level such as 95%"),
+    (["--before", "a=1", "--after", "b=2", "--confidence", "0.99", "--resamples", "400"],
+     "--resamples must be at least 500 (a 99% interval needs them)"),
 ])
 def test_the_command_exits_2_with_one_line(tmp_path, args, message):
     out = subprocess.run([script("takealook"), "traces", "compare", "--store", str(tmp_path / "none.db"), *args],

@@ -80,6 +80,21 @@ def test_the_slower_side_says_its_calls_went_over_a_public_address(store):
     assert result.notes and "left out 150 traces of load tests (runs: soak (150))" in result.notes[0]
 
 
+def test_a_higher_confidence_widens_every_interval_and_says_its_level(store, tmp_path):
+    heroku, aws = Side((("cloud.provider", "heroku"),)), Side((("cloud.provider", "aws"),))
+    usual = compare_store(store, heroku, aws, Settings())
+    strict = compare_store(store, heroku, aws, Settings(confidence=0.99))
+    for u, s in zip(usual.endpoints, strict.endpoints):
+        for metric in ("p50", "p95", "mean"):
+            (ul, uh), (sl, sh) = u.comparison.changes[metric].ci_pct, s.comparison.changes[metric].ci_pct
+            assert sl <= ul and sh >= uh and (sh - sl) > (uh - ul), (u.comparison.name, metric)
+    out = subprocess.run([script("takealook"), "traces", "compare", "--store", str(store), "--before",
+                          "cloud.provider=heroku", "--after", "cloud.provider=aws", "--confidence", "99%"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "change [99% CI]" in out.stdout and "99% block bootstrap" in out.stdout and "95%" not in out.stdout
+
+
 def test_load_traffic_counts_when_asked(store):
     heroku, aws = Side((("cloud.provider", "heroku"),)), Side((("cloud.provider", "aws"),))
     everything = compare_store(store, heroku, aws, Settings(), load=True)
