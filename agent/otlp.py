@@ -126,12 +126,94 @@ def _block_key(attributes):
 
 
 def _encode_attributes(number: int, attributes) -> bytes:
+    if number == 9:
+        return _span_attributes(attributes)
     tag = _SMALL_VARINTS[number << 3 | 2]
     out = []
     for key, value in attributes.items():
         pair = _key_value(key, value)
         out.append(tag + _varint(len(pair)) + pair)
     return b"".join(out)
+
+
+# A span's attributes pair by pair, for a block not found whole: per key, its text and whole-number
+# values' whole fields (tag, length and KeyValue), so a pair that repeats costs two lookups. A key that
+# has shown more than _FIELD_VALUES values since the caches last started over (a path or a URL with an
+# id, new at every request) is volatile: its values are encoded each time and not kept, and a block that
+# holds it is not looked up whole (it would never be found).
+_FIELD_VALUES = 256
+_FIELD_KEYS = 512
+_fields: dict = {}  # key -> {str or int value -> field 9 of the pair}
+_fields_bytes = [0]
+_volatile: set = set()
+
+
+def _span_attributes(attributes) -> bytes:
+    out = []
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str or kind is int:  # never bool or float: 1 == True == 1.0 would find another's field
+            values = _fields.get(key)
+            if values is not None:
+                field = values.get(value)
+                if field is not None:
+                    out.append(field)
+                    continue
+            if kind is str:
+                field = _text_field(key, value)
+            else:
+                pair = _field(1, key.encode("utf-8", "replace")) + _field(2, _any_value(value))
+                field = b"\x4a" + _varint(len(pair)) + pair
+            if key not in _volatile and len(field) <= _CACHED_MAX:
+                _keep_field(key, values, value, field)
+            out.append(field)
+        else:
+            pair = _key_value(key, value)
+            out.append(b"\x4a" + _varint(len(pair)) + pair)
+    return b"".join(out)
+
+
+def _text_field(key: str, value: str) -> bytes:
+    """Field 9 of a pair with a text value: KeyValue{key 1, value 2: AnyValue{string_value 1}}."""
+    key_part = _key_parts.get(key)
+    if key_part is None:
+        key_part = _field(1, key.encode("utf-8", "replace"))
+        if len(_key_parts) < _FIELD_KEYS:
+            _key_parts[key] = key_part
+    data = value.encode("utf-8", "replace")
+    size = len(data)
+    if size < 16000:  # the lengths of the value, of AnyValue and of the pair are all small varints
+        inner = 2 + (size > 127) + size  # AnyValue: tag, length, text
+        pair = len(key_part) + 1 + (inner > 127) + 1 + inner
+        if pair < 16384:
+            return b"".join((b"\x4a", _SMALL_VARINTS[pair], key_part, b"\x12", _SMALL_VARINTS[inner], b"\x0a",
+                             _SMALL_VARINTS[size], data))
+    pair = key_part + _field(2, _field(1, data))
+    return b"\x4a" + _varint(len(pair)) + pair
+
+
+_key_parts: dict = {}  # attribute key -> its KeyValue key field
+
+
+def _keep_field(key: str, values, value, field: bytes) -> None:
+    if values is None:
+        if len(_fields) >= _FIELD_KEYS:
+            _reset_fields()
+        values = _fields[key] = {}
+    elif len(values) >= _FIELD_VALUES:
+        _volatile.add(key)
+        return
+    if _fields_bytes[0] + len(field) > _CACHE_BYTES:
+        _reset_fields()
+        values = _fields[key] = {}
+    _fields_bytes[0] += len(field)
+    values[value] = field
+
+
+def _reset_fields() -> None:
+    _fields.clear()
+    _volatile.clear()
+    _fields_bytes[0] = 0
 
 
 def encode_span(record: tuple) -> bytes:
@@ -271,6 +353,8 @@ def attributes_block(attributes: dict) -> bytes:
     value that is not a string checked (a key of items and types costs 4,000 instructions a span)."""
     if not attributes:
         return b""
+    if _volatile and not _volatile.isdisjoint(attributes):  # a path with an id: never the same block twice
+        return _span_attributes(attributes)
     items = tuple(attributes.items())
     try:
         found = _item_blocks.get(items)

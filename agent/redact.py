@@ -92,6 +92,7 @@ _MAX_NAMES = 1024
 _MAX_REMEMBERED = 4096  # results kept; beyond, start over
 _MAX_REMEMBERED_LENGTH = 512  # longer inputs are worked out each time, not kept
 _URL = object()  # the key's second part for a client URL (a server path has its route there)
+_KEEP, _HIDE, _ID_ONLY = "keep", "hide", "id only"  # what a route parameter's value becomes (by identity)
 # What a query parameter's name says (compared by identity).
 _NOT_PLAIN, _LISTED, _SECRET, _PAGING, _PERSONAL, _OTHER = "not plain", "listed", "secret", "paging", "personal", \
     "other"
@@ -139,9 +140,9 @@ def _holds_slashes(route: str) -> bool:
 class _Route:
     """A route parsed once: per segment its literal text or its parameter's name."""
 
-    __slots__ = ("segments", "words", "catch_all")
+    __slots__ = ("segments", "words", "catch_all", "plan")
 
-    def __init__(self, route: str):
+    def __init__(self, route: str, kept_names: frozenset = frozenset()):
         text = route.strip()
         if text.startswith("/^") or text.startswith("^"):  # a Django regex route: its anchors are not words
             text = text.replace("^", "", 1)
@@ -161,6 +162,12 @@ class _Route:
             segments.append((None, name.lower()))
         self.segments = tuple(segments)
         self.words = frozenset(s for s, _ in segments if s)
+        # Per segment what a request's value becomes, decided once: the literal word (kept when it is the
+        # word or an id), or a parameter kept whole (named in TAKEALOOK_RECORD_PATH_VALUES), REDACTED
+        # (its name looks secret) or kept when an id.
+        self.plan = tuple((literal, None) if literal is not None else
+                          (None, _KEEP if name in kept_names else _HIDE if name and SECRET_NAME.search(name) else _ID_ONLY)
+                          for literal, name in segments)
 
 
 class Redactor:
@@ -179,6 +186,7 @@ class Redactor:
         # Results by their input: a server path with its route, a client URL. The same few come back
         # request after request, so most requests cost a lookup here; new route words clear them.
         self._done: dict = {}
+        self._seen: set = set()  # hashes of inputs worked out once
         self._clients: dict = {}
 
     # -- the peer's address
@@ -258,10 +266,19 @@ class Redactor:
         return done
 
     def _remember(self, key, result: str) -> str:
+        """Keeps a result when its input comes back: a path or URL with an id new at every request (most
+        apps) would otherwise fill the results and empty them every few thousand requests (1 µs a
+        request of keeping and growing, more than working most of them out)."""
         if len(key[0]) <= _MAX_REMEMBERED_LENGTH:
-            if len(self._done) >= _MAX_REMEMBERED:
-                self._done.clear()
-            self._done[key] = result
+            seen = hash(key)
+            if seen in self._seen:
+                if len(self._done) >= _MAX_REMEMBERED:
+                    self._done.clear()
+                self._done[key] = result
+            else:
+                if len(self._seen) >= 2 * _MAX_REMEMBERED:
+                    self._seen.clear()
+                self._seen.add(seen)
         return result
 
     def _server_path(self, path: str, route: Optional[str]) -> str:
@@ -272,17 +289,16 @@ class Redactor:
             return "/".join([s if (not s or s in parsed.words or is_id(s) or is_slug(s)) else REDACTED
                              for s in path.split("/")])
         segments = path.split("/")
-        if len(segments) != len(parsed.segments):  # a parameter spanning slashes (<path:p>): words alone
+        plan = parsed.plan
+        if len(segments) != len(plan):  # a parameter spanning slashes (<path:p>): words alone
             return self._by_words(path, parsed.words)
         out = []
-        for actual, (literal, name) in zip(segments, parsed.segments):
-            if literal is not None:
-                out.append(actual if actual == literal or is_id(actual) else REDACTED)
-            elif not actual or name in self.path_names:
+        for actual, (literal, rule) in zip(segments, plan):
+            if actual == literal or not actual or rule is _KEEP:
                 out.append(actual)
-            elif name and SECRET_NAME.search(name):
+            elif rule is _HIDE:
                 out.append(REDACTED)
-            else:
+            else:  # a literal word that differs, or a parameter kept when it is an id
                 out.append(actual if is_id(actual) else REDACTED)
         return "/".join(out)
 
@@ -301,7 +317,7 @@ class Redactor:
         parsed = self._routes.get(route)
         if parsed is not None:
             return parsed
-        parsed = _Route(route)
+        parsed = _Route(route, self.path_names)
         if len(self._routes) < _MAX_ROUTES:
             self._routes[route] = parsed
             if len(self._words) < _MAX_WORDS:

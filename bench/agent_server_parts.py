@@ -23,7 +23,7 @@ variant is enough. Under valgrind a request takes ~25 times as long, so the
 helper's timed work (a post at least once a second) is done more often than
 natively: its count is an upper bound.
 
-    python bench/agent_server_parts.py [--requests 500]
+    python bench/agent_server_parts.py [--requests 500] [--ids 100]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from agent_overhead import BIN, WORKERS, backends, descendants, drive, stop, wait_port  # noqa: E402
+from agent_overhead import BIN, IDS, WORKERS, backends, descendants, drive, stop, wait_port  # noqa: E402
 
 from takealook.pgcluster import free_port  # noqa: E402
 
@@ -103,13 +103,17 @@ def count(work: Path, env: dict, name: str, requests: int, valgrind: str) -> dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500, help="measured requests per variant")
+    parser.add_argument("--ids", type=int, default=100,
+                        help="distinct ids in the paths (default 100; 1000000000: a new id at every request)")
     args = parser.parse_args()
+    IDS[0] = max(1, args.ids)
     valgrind = shutil.which("valgrind")
     if valgrind is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
     with backends("takealook-server-parts-") as (work, env):
         counts = {name: count(work, env, name, args.requests, valgrind) for name in VARIANTS}
-    print(f"gunicorn -w 1 (sync worker), {args.requests} requests of {SPANS_PER_REQUEST} spans a variant; "
+    print(f"gunicorn -w 1 (sync worker), {args.requests} requests of {SPANS_PER_REQUEST} spans a variant, "
+          f"{IDS[0]:,} distinct ids; "
           f"the app alone: {counts['none']['worker']:,.0f} instructions a request")
     print(f"{'part':<46}{'instr/request':>15}{'instr/span':>12}")
     rows = [(label, counts[after]["worker"] - counts[before]["worker"]) for label, after, before in PARTS]

@@ -201,3 +201,27 @@ def test_the_encoders_caches_stay_small_in_the_app():
         assert len(cache) <= otlp._CACHE_LIMIT  # noqa: SLF001
     blocks = [block for block, _ in otlp._item_blocks.values()]  # noqa: SLF001
     assert blocks and sum(map(len, blocks)) <= otlp._CACHE_BYTES  # noqa: SLF001
+
+
+def test_a_value_new_at_every_span_is_encoded_each_time_and_not_kept():
+    """A path with an id is new at every request: once its key has shown more values than a key keeps, its
+    values are encoded each time (no cache fills with them), the constant pairs beside it still come from
+    the cache, and every block says exactly what the SDK's encoder says; 1, True and 1.0 stay three types."""
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes as sdk_attributes
+
+    from takealook.agent import otlp
+
+    otlp._reset_fields()  # noqa: SLF001
+    blocks_before = len(otlp._item_blocks)  # noqa: SLF001
+    values = ["GET", "/orders/<int:id>", 200, 1, True, 1.0, "", "naïve ✓" * 30]
+    for i in range(600):
+        attributes = {"http.request.method": "GET", "http.route": "/orders/<int:id>", "url.path": f"/orders/{i}",
+                      "http.response.status_code": 200, "v": values[i % len(values)]}
+        block = otlp.attributes_block(attributes)
+        expected = b"".join(b"\x4a" + otlp._varint(len(kv.SerializeToString())) + kv.SerializeToString()  # noqa: SLF001
+                            for kv in sdk_attributes(attributes))
+        assert block == expected, (i, attributes)
+    assert "url.path" in otlp._volatile  # noqa: SLF001
+    assert len(otlp._fields["url.path"]) == otlp._FIELD_VALUES  # noqa: SLF001 - kept no more once volatile
+    assert set(otlp._fields["http.route"]) == {"/orders/<int:id>"}  # noqa: SLF001
+    assert len(otlp._item_blocks) <= blocks_before  # noqa: SLF001 - no block with a path was kept

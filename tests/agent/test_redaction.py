@@ -89,6 +89,18 @@ def test_server_path_by_route(route, path, expected):
     assert Redactor().server_path(path, route) == expected
 
 
+def test_each_result_is_the_same_worked_out_or_remembered_and_new_ids_are_not_kept():
+    redactor = Redactor()
+    route = "/users/<username>/orders/<int:order_id>"
+    for i in range(3000):  # an id new at every request, as most apps see: worked out, never kept
+        assert redactor.server_path(f"/users/alice/orders/{i}", route) == f"/users/REDACTED/orders/{i}"
+        assert redactor.url(f"http://crm/api/orders/{i}?email=a@b.c") == f"http://crm/api/orders/{i}?email=REDACTED"
+    assert len(redactor._done) == 0  # noqa: SLF001
+    for _ in range(3):  # a path that comes back is kept the second time and read from then on
+        assert redactor.server_path("/users/bob/orders/7", route) == "/users/REDACTED/orders/7"
+    assert list(redactor._done.values()) == ["/users/REDACTED/orders/7"]  # noqa: SLF001
+
+
 def test_path_names_and_all():
     assert Redactor(path_names={"sku"}).server_path("/products/SKU-1", "/products/<sku>") == "/products/SKU-1"
     assert Redactor(path_mode="all").server_path("/users/alice", "/users/<name>") == "/users/alice"
