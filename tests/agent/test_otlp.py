@@ -38,6 +38,10 @@ RECORDS = [
     (0x5A, 0x5C, 0x5B, False, "SELECT shop", 3, 8, 9, 0, "", {"db.system": "postgresql", "ok": False}, None, None,
      "", "app.code", ""),
     (0x5A, 0x5D, 0x5E, True, "remote", 1, 8, 9, 0, "", {}, None, None, "", "app.code", ""),
+    # Lengths past the encoder's table of small varints (2,048): a long statement, a span of 3 KB.
+    (0x5A, 0x5F, 0x5B, False, "SELECT big", 3, 8, 9, 0, "",
+     {"db.query.text": "SELECT " + "col, " * 600 + "1", "k" * 200: "v" * 2030, "db.system": "postgresql"},
+     None, None, "", "app.code", ""),
 ]
 
 
@@ -225,3 +229,25 @@ def test_a_value_new_at_every_span_is_encoded_each_time_and_not_kept():
     assert len(otlp._fields["url.path"]) == otlp._FIELD_VALUES  # noqa: SLF001 - kept no more once volatile
     assert set(otlp._fields["http.route"]) == {"/orders/<int:id>"}  # noqa: SLF001
     assert len(otlp._item_blocks) <= blocks_before  # noqa: SLF001 - no block with a path was kept
+
+
+def test_varints_and_text_pairs_written_fast_match_the_plain_encoding():
+    """The table of small varints and the text pair written in one join, against the wire format spelled
+    out: at each edge (one and two byte lengths, the end of the table, past it)."""
+    from takealook.agent import otlp
+
+    def varint(value):
+        out = bytearray()
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        return bytes(out + bytes((value,)))
+
+    assert all(otlp._varint(v) == varint(v) for v in range(40_000))  # noqa: SLF001
+    for key in ("url.path", "k" * 130, "é"):
+        for n in (0, 1, 125, 126, 127, 128, 129, 300, 2030, 2039, 2040, 2047, 2048, 16_383, 16_384, 20_000):
+            value = "ü" * (n // 2) + "x" * (n % 2)
+            pair = b"\x0a" + varint(len(key.encode())) + key.encode()
+            any_value = b"\x0a" + varint(len(value.encode())) + value.encode()
+            pair += b"\x12" + varint(len(any_value)) + any_value
+            assert otlp._text_field(key, value) == b"\x4a" + varint(len(pair)) + pair, (key, n)  # noqa: SLF001
