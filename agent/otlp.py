@@ -145,8 +145,9 @@ def _encode_attributes(number: int, attributes) -> bytes:
 # has shown more than _FIELD_VALUES values since the caches last started over (a path or a URL with an
 # id, new at every request) is volatile: its values are encoded each time and not kept, and a block that
 # holds it is not looked up whole (it would never be found).
-_FIELD_VALUES = 256
+_FIELD_VALUES = 1024  # more than an app's routes, methods or statuses; fewer than its ids
 _FIELD_KEYS = 512
+_FIELD_OVERHEAD = 100  # bytes a kept field costs beyond its own (a dict slot, the bytes object's header)
 _fields: dict = {}  # key -> {str or int value -> field 9 of the pair}
 _fields_bytes = [0]
 _volatile: set = set()
@@ -207,10 +208,11 @@ def _keep_field(key: str, values, value, field: bytes) -> None:
     elif len(values) >= _FIELD_VALUES:
         _volatile.add(key)
         return
-    if _fields_bytes[0] + len(field) > _CACHE_BYTES:
+    size = len(field) + _FIELD_OVERHEAD
+    if _fields_bytes[0] + size > _CACHE_BYTES:
         _reset_fields()
         values = _fields[key] = {}
-    _fields_bytes[0] += len(field)
+    _fields_bytes[0] += size
     values[value] = field
 
 

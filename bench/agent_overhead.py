@@ -285,7 +285,7 @@ def start_servers(work: Path, base_env: dict, worker: list[str]) -> dict[str, tu
 
 def measure(servers: dict, rounds: int, requests: int, keep_alive: bool) -> tuple[dict, dict]:
     for _, port in servers.values():  # warm up: connections, caches, the first spans
-        drive(port, 200, keep_alive)
+        drive(port, 1500, keep_alive)
     samples: dict[str, list[float]] = {name: [] for name in servers}
     cpu: dict[str, float] = {name: 0.0 for name in servers}
     order = list(servers)

@@ -28,7 +28,7 @@ calls (libpq, sockets) but its instructions do not. Without valgrind, CPU time
 is used instead (``--cpu``), which on a busy machine is noisy. Spans per
 request: 5. ``agent_server_parts.py`` counts the same parts in gunicorn.
 
-    python bench/agent_parts.py [--requests 300] [--cpu --repeat 5]
+    python bench/agent_parts.py [--requests 300] [--ids 100] [--cpu --repeat 5]
 """
 
 from __future__ import annotations
@@ -56,6 +56,17 @@ VARIANTS = ("none", "server", "db", "http", "records", "sent")
 DISABLED = {"server": "psycopg2,psycopg,urllib3,httpx,urllib,logging", "db": "urllib3,httpx,urllib,logging",
             "http": "logging", "records": "", "sent": ""}
 SPANS_PER_REQUEST = 5
+
+
+def _path(i: int) -> str:
+    """The i-th request's path: its id cycles through BENCH_IDS distinct ids (100; 1000000000: new at every
+    request, as most real apps see), the measured requests going on from the warm-up's."""
+    return f"/orders/{i % IDS}"
+
+
+IDS = int(os.environ.get("BENCH_IDS", "100"))  # set by main() for its children
+# Requests before counting: past the agent's learning that a key's values never repeat (1,024 values).
+WARM_UP = 1500
 
 
 def environ(path: str) -> dict:
@@ -91,18 +102,19 @@ def child(variant: str, requests: int) -> None:
             if not status.startswith("200"):
                 raise SystemExit(f"HTTP {status}")
 
-        result = benchapp.app(environ(f"/orders/{i % 100}"), start_response)
+        result = benchapp.app(environ(_path(i)), start_response)
         for _ in result:
             pass
         result.close()
 
-    for i in range(300):  # warm up: connections, caches, the statement texts
+    first = WARM_UP
+    for i in range(first):  # warm up: connections, caches, the statement texts, volatile keys found
         call(i)
     helper = _helper_pid()
     helper_before = _proc_cpu(helper)
     before = time.process_time()
     # Under callgrind only what runs inside this reduce is counted (--toggle-collect=functools_reduce).
-    functools.reduce(lambda _, i: call(i), range(requests), None)
+    functools.reduce(lambda _, i: call(i), range(first, first + requests), None)
     cpu = time.process_time() - before
     helper_cpu = 0.0
     if variant == "sent":
@@ -131,7 +143,7 @@ def capture(requests: int) -> None:
         pass
 
     for i in range(requests):
-        for _ in benchapp.app(environ(f"/orders/{i % 100}"), start_response):
+        for _ in benchapp.app(environ(_path(i)), start_response):
             pass
     pipeline.flush()
     sys.stdout.buffer.write(marshal.dumps(messages))
@@ -195,6 +207,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="measured requests per variant")
     parser.add_argument("--cpu", action="store_true", help="CPU time instead of instruction counts")
+    parser.add_argument("--ids", type=int, default=100,
+                        help="distinct ids in the paths (default 100; 1000000000: a new id at every request)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median)")
     parser.add_argument("--child", choices=VARIANTS + tuple(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--messages", help=argparse.SUPPRESS)
@@ -212,7 +226,7 @@ def main() -> int:
 
     with backends("takealook-parts-") as (work, env):
         env.update({"OTEL_SERVICE_NAME": "bench", "PYTHONPATH": os.pathsep.join([str(work), str(ROOT)]),
-                    "PYTHONHASHSEED": "0"})
+                    "PYTHONHASHSEED": "0", "BENCH_IDS": str(max(1, args.ids))})
 
         def run(name: str, extra: tuple = (), counted: bool = True) -> dict:
             command = [sys.executable, __file__, "--child", name, "--requests", str(args.requests), *extra]
@@ -242,11 +256,11 @@ def main() -> int:
         if valgrind:  # the app's own rate: its instructions over its least CPU time of three native runs
             native = min(run("none", counted=False)["cpu"] for _ in range(3))
             rate = statistics.median(r["instructions"] for r in runs["none"]) / args.requests / native
-        report(runs, helper, rate, args.requests)
+        report(runs, helper, rate, args.requests, args.ids)
     return 0
 
 
-def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> None:
+def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int, ids: int) -> None:
     """Per part: microseconds (and instructions) per request and per span."""
     if rate:
         cost = {name: statistics.median(r["instructions"] for r in results) / requests for name, results in
@@ -268,7 +282,8 @@ def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int) -> No
     measure = f"instructions (callgrind; the app runs {rate / 1e9:.2f} G/s here)" if rate else "CPU time"
     # The app's rate counts its system calls' time but not their instructions: microseconds at it are an
     # upper bound.
-    print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}")
+    print(f"app alone: {cost['none'] * unit:.0f} µs per request; measured by {measure}; "
+          f"{ids:,} distinct ids")
     print(f"{'part':<46}{'µs/request':>12}{'µs/span':>10}" + (f"{'instr/span':>12}" if rate else ""))
     for label, value in parts + [("total (app + helper)", sum(v for _, v in parts))]:
         line = f"{label:<46}{value * unit:>12.1f}{value * unit / SPANS_PER_REQUEST:>10.2f}"

@@ -76,7 +76,7 @@ def count(work: Path, env: dict, name: str, requests: int, valgrind: str) -> dic
                             start_new_session=True)
     try:
         wait_port(port, proc, timeout=300)
-        drive(port, 200, keep_alive=False)  # warm up: imports, caches, the statement texts
+        drive(port, 1500, keep_alive=False)  # warm up: imports, caches, the statement texts, volatile keys
         time.sleep(1.5)
         pids = descendants(proc.pid)
         subprocess.run(["callgrind_control", "-z", *map(str, pids)], capture_output=True, check=False)

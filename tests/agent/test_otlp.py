@@ -218,7 +218,7 @@ def test_a_value_new_at_every_span_is_encoded_each_time_and_not_kept():
     otlp._reset_fields()  # noqa: SLF001
     blocks_before = len(otlp._item_blocks)  # noqa: SLF001
     values = ["GET", "/orders/<int:id>", 200, 1, True, 1.0, "", "naïve ✓" * 30]
-    for i in range(600):
+    for i in range(otlp._FIELD_VALUES + 300):  # noqa: SLF001
         attributes = {"http.request.method": "GET", "http.route": "/orders/<int:id>", "url.path": f"/orders/{i}",
                       "http.response.status_code": 200, "v": values[i % len(values)]}
         block = otlp.attributes_block(attributes)
@@ -229,6 +229,11 @@ def test_a_value_new_at_every_span_is_encoded_each_time_and_not_kept():
     assert len(otlp._fields["url.path"]) == otlp._FIELD_VALUES  # noqa: SLF001 - kept no more once volatile
     assert set(otlp._fields["http.route"]) == {"/orders/<int:id>"}  # noqa: SLF001
     assert len(otlp._item_blocks) <= blocks_before  # noqa: SLF001 - no block with a path was kept
+    # However many keys and values, what is kept stays within its bytes (fields and their slots).
+    for i in range(20_000):
+        otlp.attributes_block({f"key{i % 700}": f"value {i}" * 3})
+    kept = sum(len(field) + otlp._FIELD_OVERHEAD for values in otlp._fields.values() for field in values.values())  # noqa: SLF001
+    assert kept <= otlp._CACHE_BYTES and len(otlp._fields) <= otlp._FIELD_KEYS  # noqa: SLF001
 
 
 def test_varints_and_text_pairs_written_fast_match_the_plain_encoding():
