@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from takealook.collector.location import StoreURL
 from takealook.errors import ConnectionFailed, InputError, MissingExtra
@@ -52,20 +52,58 @@ SERVER_KINDS = ("Server", "SPAN_KIND_SERVER")
 ERROR_STATUSES = ("Error", "STATUS_CODE_ERROR")
 
 
+class Query(NamedTuple):
+    """A statement with settings of its own, written as its SETTINGS clause with the engine's."""
+
+    sql: str
+    settings: dict
+
+
 class Engine:
-    """One connection. ``rows`` returns each row as a list of JSON values; errors become InputError."""
+    """One connection. ``rows`` returns each row as a list of JSON values; errors become InputError.
 
-    def __init__(self, url: StoreURL, client, session):
+    A reader's engine (``read_only``) runs every statement with ``readonly = 2`` (reads only; settings
+    may change) and ``max_execution_time`` (the server stops a query the client gave up on) in its SETTINGS
+    clause, unless the user's profile already makes it read-only or locks the setting; it has no
+    ``command`` or ``insert``."""
+
+    def __init__(self, url: StoreURL, client, session, read_only: bool = False):
         self.url, self._client, self._session = url, client, session
+        self.read_only = read_only
+        self._guard: dict = {}
+        if read_only:
+            self._guard = self._read_only_settings()
 
-    def rows(self, sql: str) -> list[list]:
-        return [json.loads(line) for line in self._raw(sql).splitlines() if line]
+    def _read_only_settings(self) -> dict:
+        found = {row[0]: (str(row[1]), int(row[2])) for row in self.rows(
+            "SELECT name, value, readonly FROM system.settings WHERE name IN ('readonly', 'max_execution_time')")}
+        guard = {}
+        value, locked = found.get("readonly", ("0", 1))
+        if value == "0" and not locked:
+            guard["readonly"] = 2
+        if not found.get("max_execution_time", ("0", 1))[1]:
+            guard["max_execution_time"] = QUERY_TIMEOUT_S
+        return guard
+
+    def rows(self, sql) -> list[list]:
+        """Rows of ``sql``: a statement, or a ``Query`` with settings of its own."""
+        settings = {**sql.settings, **self._guard} if isinstance(sql, Query) else self._guard
+        text = sql.sql if isinstance(sql, Query) else sql
+        if settings:
+            text += " SETTINGS " + ", ".join(f"{name} = {int(value)}" for name, value in settings.items())
+        return [json.loads(line) for line in self._raw(text).splitlines() if line]
 
     def command(self, sql: str) -> None:
+        self._writable()
         self._raw(sql)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError(f"a reader of {self.url} does not write")
 
     def insert(self, table: str, lines: list[str]) -> None:
         """Rows as JSONEachRow lines into ``table`` (database.table)."""
+        self._writable()
         if not lines:
             return
         body = "\n".join(lines)
@@ -94,10 +132,16 @@ class Engine:
             self._client = None
 
 
-def connect(url: StoreURL, create: bool = False) -> Engine:
-    """An engine for ``url``. ``create``: make the chdb folder when missing (writers); readers need it to exist."""
+def connect(url: StoreURL, create: bool = False, read_only: bool = False) -> Engine:
+    """An engine for ``url``. ``create``: make the chdb folder when missing (writers); readers need it to exist.
+    ``read_only``: every statement runs read-only and with a server-side time limit (``Engine``)."""
     if url.scheme == "chdb":
-        return Engine(url, None, _open_chdb(url, create))
+        session = _open_chdb(url, create)
+        try:
+            return Engine(url, None, session, read_only)
+        except BaseException:
+            _release_chdb(session)
+            raise
     try:
         import clickhouse_connect
     except ImportError:
@@ -114,7 +158,11 @@ def connect(url: StoreURL, create: bool = False) -> Engine:
     except Exception as error:  # noqa: BLE001 - connection refused, TLS, authentication, unknown database
         raise ConnectionFailed(f"cannot use ClickHouse at {url.host}:{url.port} ({_reason(error)}); check the host, "
                                "port (HTTP: 8123, HTTPS: 8443 with secure=1), user and database in --store") from None
-    return Engine(url, client, None)
+    try:
+        return Engine(url, client, None, read_only)
+    except BaseException:
+        client.close()
+        raise
 
 
 # chdb runs ClickHouse inside this process, on one data folder at a time: every engine opened on

@@ -31,7 +31,7 @@ import json
 from typing import Callable, Iterator, Optional
 
 from takealook.collector.clickhouse import (
-    ERROR_STATUSES, SERVER_KINDS, connect, literal, ns_literal, table_layout,
+    ERROR_STATUSES, SERVER_KINDS, Query, connect, literal, ns_literal, table_layout,
 )
 from takealook.collector.location import StoreURL
 from takealook.collector.model import KINDS, EntryGroup, MetricPoint, Span, TraceSpans, new_span
@@ -50,11 +50,10 @@ SPILL: dict = {}
 _KIND_NUMBER = {name: number for number, name in enumerate(KINDS)}
 
 
-def bounded(sql: str) -> str:
+def bounded(sql: str) -> Query:
     """``sql`` with the settings that let the engine spill its per-trace grouping and sorting to disk."""
-    settings = {"max_bytes_before_external_group_by": SPILL_BYTES, "max_bytes_before_external_sort": SPILL_BYTES,
-                **SPILL}
-    return sql + " SETTINGS " + ", ".join(f"{name} = {int(value)}" for name, value in settings.items())
+    return Query(sql, {"max_bytes_before_external_group_by": SPILL_BYTES,
+                       "max_bytes_before_external_sort": SPILL_BYTES, **SPILL})
 
 
 def kind_word(spelling: str) -> str:
@@ -79,7 +78,7 @@ class ClickHouseReader:
     def __init__(self, url: StoreURL):
         self.url = url
         self.path = str(url)
-        self._engine = connect(url)
+        self._engine = connect(url, read_only=True)
         try:
             self._layout = table_layout(self._engine, url)
         except BaseException:

@@ -254,6 +254,41 @@ def test_imports_write_the_exporters_layout_and_its_spelling(tmp_path):
         (s.kind, s.http_route, s.db_statement) for s in builder.spans]
 
 
+def test_readers_never_write_and_every_query_has_a_time_limit(tmp_path):
+    """A reader's statements run with readonly = 2 and max_execution_time in the engine itself: a write sent
+    through it is refused by ClickHouse (code 164), and it has no command or insert. A user whose profile is
+    already read-only (every setting locked) reads as before, without the settings it may not change."""
+    from takealook.collector.clickhouse import QUERY_TIMEOUT_S
+
+    url = _table(tmp_path / "ch", EXPORTER_LAYOUT, _exported_rows())
+    spans = len(_exported_rows())
+    reader = connect(url, read_only=True)
+    try:
+        assert reader.rows("SELECT getSetting('readonly'), getSetting('max_execution_time')") == [[2, QUERY_TIMEOUT_S]]
+        with pytest.raises(InputError, match="readonly"):
+            reader.rows(f"INSERT INTO {url.qualified} (TraceId) SELECT 'x'")
+        with pytest.raises(InputError, match="readonly"):
+            reader.rows(f"ALTER TABLE {url.qualified} DELETE WHERE 1")
+        with pytest.raises(RuntimeError, match="does not write"):
+            reader.command(f"DROP TABLE {url.qualified}")
+        with pytest.raises(RuntimeError, match="does not write"):
+            reader.insert(url.qualified, ["{}"])
+        writer = connect(url)  # the same chdb session: a profile with readonly = 1 for every statement from now
+        writer.command("SET readonly = 1")
+        locked = connect(url, read_only=True)
+        assert locked.rows(f"SELECT count() FROM {url.qualified}") == [[spans]]
+        assert locked.rows("SELECT getSetting('readonly')") == [[1]]
+        with pytest.raises(InputError, match="readonly"):
+            locked.rows(f"INSERT INTO {url.qualified} (TraceId) SELECT 'x'")
+        locked.close()
+        writer.close()
+    finally:
+        reader.close()
+    again = connect(url, read_only=True)
+    assert again.rows(f"SELECT count() FROM {url.qualified}") == [[spans]]  # nothing was written
+    again.close()
+
+
 def test_missing_tables_wrong_layouts_and_unreachable_servers_are_one_line_errors(tmp_path):
     folder = tmp_path / "ch"
     _table(folder, "CREATE TABLE {table} (Timestamp DateTime64(9), TraceId String) ENGINE = MergeTree ORDER BY "
