@@ -187,6 +187,7 @@ class Redactor:
         # request after request, so most requests cost a lookup here; new route words clear them.
         self._done: dict = {}
         self._seen: set = set()  # hashes of inputs worked out once
+        self._heads: dict = {}  # outgoing URLs up to their last slash, worked out
         self._clients: dict = {}
 
     # -- the peer's address
@@ -323,6 +324,7 @@ class Redactor:
             if len(self._words) < _MAX_WORDS:
                 self._words.update(parsed.words)
             self._done.clear()  # results made without these words are out of date
+            self._heads.clear()
         return parsed
 
     # -- whole URLs
@@ -334,6 +336,24 @@ class Redactor:
         return done
 
     def _url(self, url: str) -> str:
+        # Most outgoing URLs are a fixed part and an id (http://stock/api/items/7): the part up to the last
+        # slash is worked out once and kept, so a new id costs its own segment only.
+        last = url.rfind("/")
+        start = url.find("://")
+        if 0 < start < last - 2 and "?" not in url and "#" not in url and "@" not in url:
+            head, tail = url[:last + 1], url[last + 1:]
+            kept = self._heads.get(head)
+            if kept is None:
+                kept = self._whole_url(head)
+                if len(head) <= _MAX_REMEMBERED_LENGTH:
+                    if len(self._heads) >= _MAX_NAMES:
+                        self._heads.clear()
+                    self._heads[head] = kept
+            words = self._words
+            return kept + (tail if (not tail or tail in words or tail in API_WORDS or is_id(tail)) else REDACTED)
+        return self._whole_url(url)
+
+    def _whole_url(self, url: str) -> str:
         scheme, sep, rest = url.partition("://")
         if not sep or not scheme.isalpha():
             try:

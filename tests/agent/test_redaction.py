@@ -101,6 +101,19 @@ def test_each_result_is_the_same_worked_out_or_remembered_and_new_ids_are_not_ke
     assert list(redactor._done.values()) == ["/users/REDACTED/orders/7"]  # noqa: SLF001
 
 
+@pytest.mark.parametrize("url", [
+    "http://crm/api/v2/contacts/alice/7", "HTTP://Host:80/a/b/", "http://h", "http://h/", "http://h/x",
+    "https://u:p@h/users/bob/7", "http://h/users/alice?x=1", "http://h/a#frag", "http:///x", "//h/x/y",
+    "http://h:8000/stock/0042", "http://h/users/alice/profile", "mailto:x", "http://h//", "http://h/é/7",
+    "http://h/users/alice%40example.org", "http://h/api/orders/3f2a9c1e-1b2c-4d5e-8f90-1234567890ab"])
+def test_an_outgoing_url_read_by_its_kept_head_is_the_url_worked_out_whole(url):
+    redactor = Redactor()
+    redactor.learn("/users/<username>/profile")
+    whole = redactor._whole_url(url)  # noqa: SLF001
+    assert [redactor.url(url) for _ in range(3)] == [whole] * 3
+    assert "alice" not in whole and "bob" not in whole and ":p@" not in whole
+
+
 def test_path_names_and_all():
     assert Redactor(path_names={"sku"}).server_path("/products/SKU-1", "/products/<sku>") == "/products/SKU-1"
     assert Redactor(path_mode="all").server_path("/users/alice", "/users/<name>") == "/users/alice"
