@@ -8,7 +8,8 @@ Used inside Locust by the recorder (every suite ``load run`` runs) and by
 - ``mark(headers, label)`` gives a request its own trace unless the suite set a
   ``traceparent``, and puts our ``tracestate`` entry first (other entries the
   suite set are kept). It returns the trace id sent.
-- ``install(session_class)`` makes every redirect hop a request of its own:
+- ``install(session_class)`` (``install_fast(request_class)`` for Locust's
+  ``FastHttpSession``) makes every redirect hop a request of its own:
   requests follows a redirect by copying the request with its headers, so the
   hop would reuse the first ``traceparent``, and the page it lands on (an N+1 in
   ``GET /index``) would be reported under the request that redirected
@@ -87,3 +88,19 @@ def install(session_class) -> None:
 
     rebuild_auth.takealook_hops = True
     session_class.rebuild_auth = rebuild_auth
+
+
+def install_fast(request_class) -> None:
+    """The same for Locust's ``FastHttpSession``: geventhttpclient follows a redirect by changing the request
+    in place (``request_class.redirect``), its headers with it; the mark stays. A geventhttpclient without
+    that method is left alone (its hops then share the first request's trace)."""
+    original = getattr(request_class, "redirect", None)
+    if original is None or getattr(original, "takealook_hops", False):
+        return
+
+    def redirect(self, code, location):
+        original(self, code, location)
+        self.headers["traceparent"] = new_traceparent()[1]
+
+    redirect.takealook_hops = True
+    request_class.redirect = redirect

@@ -10,7 +10,7 @@ What it does, on every Locust process:
   carries a fresh ``traceparent`` (sampled) unless the suite set one, and the
   run's mark in ``tracestate`` (``marking.py``: the agent carries it to every
   span, and analyses leave load traffic out); each redirect hop of an
-  ``HttpSession`` gets a ``traceparent`` of its own. It remembers the trace id;
+  ``HttpSession`` or ``FastHttpSession`` gets a ``traceparent`` of its own. It remembers the trace id;
   a ``traceresponse`` header from the server (on the first hop) wins (the
   agent's traces then join each load-test request).
 - A suite that finds no user can log in (``users.py``) says why; that reason
@@ -53,7 +53,7 @@ import gevent
 import locust
 from locust import events
 from locust.clients import HttpSession
-from locust.contrib.fasthttp import FastHttpSession
+from locust.contrib.fasthttp import FastHttpSession, FastRequest
 from locust.runners import MasterRunner, WorkerRunner
 
 from takealook.loadtests import marking
@@ -107,6 +107,7 @@ for _session in (HttpSession, FastHttpSession):
     if not getattr(_session.request, "takealook_wrapped", False):
         _session.request = _with_trace(_session.request)
 marking.install(HttpSession)
+marking.install_fast(FastRequest)
 
 
 # --------------------------------------------------------------------------- recording

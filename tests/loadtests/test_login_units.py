@@ -122,6 +122,46 @@ def test_every_redirect_hop_gets_its_own_traceparent_and_keeps_the_mark():
     assert marking.mark(given, "x") == "ab" * 16 and given["tracestate"] == "takealook=load:x"
 
 
+FAST_HOPS = r"""
+import json, sys, threading
+from http.server import ThreadingHTTPServer
+sys.path.insert(0, sys.argv[1])
+from locust.contrib.fasthttp import FastHttpSession, FastRequest
+from locust.env import Environment
+from takealook.loadtests import marking
+from tests.loadtests.test_login_units import _Redirects
+
+marking.install_fast(FastRequest)
+server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirects)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+headers = {"tracestate": "vendor=1"}
+first = marking.mark(headers, "run-9")
+session = FastHttpSession(f"http://127.0.0.1:{server.server_port}", Environment().events.request, user=None)
+assert session.get("/a", headers=headers).status_code == 200
+server.shutdown()
+print(json.dumps({"first": first, "seen": _Redirects.seen}))
+"""
+
+
+def test_every_redirect_hop_of_a_fast_http_session_gets_its_own_traceparent():
+    """Locust's FastHttpSession (geventhttpclient) follows redirects by changing the request in place: each hop
+    gets a trace of its own all the same. In a process of its own: importing Locust patches it with gevent."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", FAST_HOPS, root], capture_output=True, text=True, timeout=60,
+                         cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [path for path, _, _ in found["seen"]] == ["/a", "/b", "/c"]
+    ids = [marking.trace_id_of(tp) for _, tp, _ in found["seen"]]
+    assert ids[0] == found["first"] and len(set(ids)) == 3  # a trace per hop
+    assert {state for _, _, state in found["seen"]} == {"takealook=load:run-9,vendor=1"}
+
+
 def _endpoint(method, template, requests=10, values=(("/p", 1.0),)):
     return Endpoint("web", method, template, template, requests, 1.0, 2.0, tuple(values), ())
 
