@@ -77,6 +77,19 @@ def scrub_text(text: str) -> str:
         return "?"
 
 
+_FRAME_LINE = re.compile(r'^\s*File "[^"\n]*", line \d+(?:, in [\w.<>]+)?$')
+
+
+def scrub_stacktrace_text(text: str) -> str:
+    """A stack trace already written out (an SDK span's exception event): its frame lines kept (files,
+    lines, functions: code, not values), every other line (source, messages) by the generic rules."""
+    try:
+        return "\n".join(line if _FRAME_LINE.match(line) else _generic(line, keep_quotes=False)
+                         for line in text.splitlines())
+    except Exception:
+        return "?"
+
+
 def stacktrace(error: BaseException, statement: str = "") -> str:
     """Like ``traceback.format_exception``, with every message of the chain scrubbed."""
     chain, seen = [], set()
