@@ -122,7 +122,8 @@ def compare_runs(before: Sequence[Run], after: Sequence[Run], metric: str = "p95
         resamples=resamples, seed=seed, endpoints=endpoints, overall=overall,
         only_before=tuple(sorted(names["before"] - names["after"])),
         only_after=tuple(sorted(names["after"] - names["before"])),
-        runs=runs, warnings=tuple(_warnings(before, after, sides, metric, noise_floor_pct)),
+        runs=runs, warnings=tuple(_warnings(before, after, sides, metric, noise_floor_pct))
+        + tuple(filter(None, [verdicts.chance_warning(len(endpoints), confidence)])),
     )
 
 

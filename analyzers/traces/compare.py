@@ -49,7 +49,7 @@ from takealook.analyzers.traces.trace import Entry, TraceView, entry_of, is_brow
 from takealook.collector import Load, open_store
 from takealook.errors import InputError
 from takealook.routes import PATHS_PER_ROUTE
-from takealook.verdicts import EndpointComparison, Settings, compare_endpoint, stats
+from takealook.verdicts import EndpointComparison, Settings, chance_warning, compare_endpoint, stats
 
 OVERALL = "(all requests)"
 PATHS_TRACKED = 1000  # pages of one catch-all route told apart while reading (as analysis.py)
@@ -338,7 +338,8 @@ def _compare(reader: _Reader, settings: Settings, notes: tuple[str, ...], sample
         only_after=tuple(sorted(names[k] for k in got_a.samples if k not in got_b.samples)),
         traces_before=got_b.traces, traces_after=got_a.traces, window_before=(got_b.first_ns, got_b.last_ns),
         window_after=(got_a.first_ns, got_a.last_ns), notes=notes,
-        warnings=tuple(_warnings(side_b, side_a, _instances(got_b), _instances(got_a))),
+        warnings=tuple(_warnings(side_b, side_a, _instances(got_b), _instances(got_a)))
+        + tuple(filter(None, [chance_warning(len(endpoints), settings.confidence)])),
         instances_before=_instances(got_b), instances_after=_instances(got_a), sampled=sampled)
 
 

@@ -204,7 +204,8 @@ def _register_compare(verbs) -> None:
     sub.add_argument("--after", nargs="+", metavar="RUN", help="runs after the change (repetitions)")
     add_flags(sub, Settings, VERDICT_FLAGS)
     sub.add_argument("--fail-on-regression", metavar="PCT",
-                     help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors)")
+                     help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors), "
+                          "or its error rate rose beyond --error-floor")
     sub.add_argument("--paired", action="store_true",
                      help="the i-th before and i-th after runs ran at the same time (two hosts side by side)")
     sub.add_argument("--runs-dir", help=f"where runs are kept (default ${RUNS_ENV} or .takealook/runs)")

@@ -54,7 +54,8 @@ def register(verbs) -> None:
     sub.add_argument("--after", action="append", nargs="+", metavar="FILTER", help="the other side (same forms)")
     add_flags(sub, Settings, VERDICT_FLAGS)
     sub.add_argument("--fail-on-regression", metavar="PCT",
-                     help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors)")
+                     help="exit 1 when an endpoint got slower by more than PCT (points for --metric errors), "
+                          "or its error rate rose beyond --error-floor")
     add_store_option(sub)
     add_load_options(sub)
     add_output_options(sub)

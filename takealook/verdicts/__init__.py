@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from takealook.errors import UsageError
 from takealook.verdicts import stats
@@ -87,6 +87,19 @@ def compare_endpoint(name: str, before: Sequence[stats.Series], after: Sequence[
                               tuple(v for s in after for v in s.latencies_ms))
 
 
+def chance_warning(endpoints: int, confidence: float) -> Optional[str]:
+    """Said when so many endpoints are judged that one may be called changed by chance alone: each verdict
+    is at ``confidence`` on its own, so nothing changed still gives ``endpoints x (1 - confidence)`` intervals
+    that miss zero, on average (the noise floor then spares the small ones)."""
+    expected = endpoints * (1 - confidence)
+    if expected < 0.5:
+        return None
+    firmer = next((level for level in (0.99, 0.999) if level > confidence and endpoints * (1 - level) < 0.5), None)
+    advice = f"; --confidence {100 * firmer:g}% makes that unlikely" if firmer else ""
+    return (f"{endpoints} endpoints judged at {100 * confidence:g}% each: even if nothing changed, about "
+            f"{expected:.1f} of them would be called faster or slower by chance, before the noise floor{advice}")
+
+
 def verdict(changes, metric: str, error_floor_pts: float) -> str:
     """The verdict of ``metric``, unless the error rate rose beyond the floor and it would not say so."""
     chosen = changes[metric].verdict
@@ -98,15 +111,17 @@ def verdict(changes, metric: str, error_floor_pts: float) -> str:
 
 def regressions(endpoints: Iterable[EndpointComparison], metric: str, error_floor_pts: float,
                 threshold_pct: float) -> list[Regression]:
-    """Endpoints whose ``metric`` got worse beyond the threshold, interval above zero, and those whose
-    verdict is ``more errors`` (their error-rate change, in points)."""
+    """Endpoints whose ``metric`` got worse beyond the threshold, interval above zero, and those whose error
+    rate rose beyond the floor (its verdict ``more errors``; the change in points), whatever their latency
+    did: an endpoint that got slower and fails more is gated on its errors even when its slowdown is under
+    the threshold."""
     worse = stats.MORE_ERRORS if metric == "errors" else stats.SLOWER
     found = []
     for endpoint in endpoints:
         change = endpoint.changes[metric]
         if change.verdict == worse and change.change_pct is not None and change.change_pct > threshold_pct:
             found.append(Regression(endpoint.name, metric, change.change_pct, threshold_pct))
-        elif metric != "errors" and endpoint.verdict == stats.MORE_ERRORS:
-            errors = endpoint.changes["errors"]
+        errors = endpoint.changes["errors"]
+        if metric != "errors" and errors.verdict == stats.MORE_ERRORS:
             found.append(Regression(endpoint.name, "errors", errors.change_pct or 0.0, error_floor_pts))
     return found

@@ -188,8 +188,10 @@ def test_error_change_is_reported(ab_runs):
     assert 0.15 <= flaky["error_rate_after"] <= 0.45
     assert flaky["errors_verdict"] == "more errors"
     assert flaky["error_rate_change_ci_pts"][0] > 0
-    # Its latency did not get worse, but the change is in errors: never "no detectable change" or "faster".
-    assert flaky["p95_verdict"] != "slower" and flaky["verdict"] == "more errors"
+    # The change is in errors: never "no detectable change" or "faster". Its latency is the same in principle,
+    # but one run a side on a loaded machine sometimes calls its p95 slower (the one-run warning says why):
+    # then the verdict says so, and --fail-on-regression still gates on the errors (next test).
+    assert flaky["verdict"] == ("slower" if flaky["p95_verdict"] == "slower" else "more errors"), flaky
 
 
 def test_fail_on_regression_exits_1_and_not_when_below_threshold(ab_runs):
@@ -198,9 +200,12 @@ def test_fail_on_regression_exits_1_and_not_when_below_threshold(ab_runs):
     assert out.returncode == 1
     assert any(r["name"] == "GET /slow" and r["metric"] == "p50" for r in doc["regressions"])
     out, doc = compare_json(ab_runs, *reps, "--fail-on-regression", "90%")
-    # No latency regression that large; /flaky's errors (0% -> ~30%) gate whatever the threshold.
+    # No latency regression that large; /flaky's errors (0% -> ~30%), and with them all requests' (~10%), gate
+    # whatever the threshold, and whether or not /flaky's p50 also rose (it did in some runs: then its verdict is
+    # "slower", and its errors still count).
     assert out.returncode == 1
-    assert [(r["name"], r["metric"]) for r in doc["regressions"]] == [("GET /flaky/{id}", "errors")]
+    assert [(r["name"], r["metric"]) for r in doc["regressions"]] == [("GET /flaky/{id}", "errors"),
+                                                                      ("(all requests)", "errors")]
     out, doc = compare_json(ab_runs, "a1", "b1", "--fail-on-regression", "5", "--metric", "errors")
     # /flaky went from 0% to ~30% errors, and with it all requests (~10%); /slow did not.
     assert out.returncode == 1 and [r["name"] for r in doc["regressions"]] == ["GET /flaky/{id}", "(all requests)"]

@@ -155,3 +155,15 @@ def test_the_interval_always_holds_its_point_change():
                                             seed=i).items():
             low, high = change.ci_pct
             assert low <= change.change_pct <= high, (i, metric, change)
+
+
+def test_an_endpoint_slower_and_failing_more_is_gated_on_its_errors_whatever_the_threshold():
+    from takealook import verdicts
+
+    rng = random.Random(8)
+    before = [stats.Series([20 + rng.random() for _ in range(400)], [False] * 400, 10.0)]
+    after = [stats.Series([30 + rng.random() for _ in range(400)], [rng.random() < 0.3 for _ in range(400)], 10.0)]
+    endpoint = verdicts.compare_endpoint("GET /flaky", before, after, "p50", 5.0, 0.5, 300, 1, 0.95)
+    assert endpoint.verdict == stats.SLOWER and endpoint.changes["errors"].verdict == stats.MORE_ERRORS
+    assert [(r.name, r.metric) for r in verdicts.regressions([endpoint], "p50", 0.5, 90.0)] == [("GET /flaky", "errors")]
+    assert [r.metric for r in verdicts.regressions([endpoint], "p50", 0.5, 5.0)] == ["p50", "errors"]

@@ -93,6 +93,20 @@ def test_a_higher_confidence_widens_every_interval_and_says_its_level(store, tmp
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "change [99% CI]" in out.stdout and "99% block bootstrap" in out.stdout and "95%" not in out.stdout
+    assert not [w for w in usual.warnings if "by chance" in w]  # two endpoints at 95%: 0.1 expected
+    loose = compare_store(store, heroku, aws, Settings(confidence=0.5))
+    (chance,) = [w for w in loose.warnings if "by chance" in w]
+    assert chance.startswith("2 endpoints judged at 50% each: even if nothing changed, about 1.0 of them") \
+        and "--confidence 99% makes that unlikely" in chance
+
+
+def test_the_chance_warning_counts_what_nothing_changed_would_still_give():
+    from takealook.verdicts import chance_warning
+
+    assert chance_warning(9, 0.95) is None and chance_warning(49, 0.99) is None
+    assert "about 0.5 of them" in chance_warning(10, 0.95) and "--confidence 99%" in chance_warning(10, 0.95)
+    assert "--confidence 99.9%" in chance_warning(60, 0.95)  # 99% would still leave 0.6
+    assert "--confidence" not in chance_warning(600, 0.95)  # even 99.9% leaves 0.6: no level to advise
 
 
 def test_load_traffic_counts_when_asked(store):
