@@ -37,7 +37,11 @@ def test_one_trace_across_three_apps(apps, app_dbs, sink):
         if not roots:
             return False
         trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
-        # Each app exports on its own: the orders server span may arrive after the inventory's spans.
+        # Each app exports on its own: the orders server span may arrive after the inventory's spans, and a
+        # server span after its own children (it ends once its response is sent): wait for a whole trace.
+        ids = {s["span_id"] for s in trace}
+        if any(s["parent_span_id"] is not None and s["parent_span_id"] not in ids for s in trace):
+            return False
         return len([s for s in trace if s["service"] == "inventory" and s["kind"] == SERVER]) == 2 \
             and len([s for s in trace if s["service"] == "inventory" and "db.query.text" in s["attributes"]]) == 4 \
             and any(s["service"] == "orders" and s["kind"] == SERVER for s in trace)
