@@ -87,18 +87,22 @@ def _command_shape(line: str) -> str:
     return " ".join([words[0]] + ["?"] * (len(words) - 1))
 
 
+def scrub_span(attributes: dict, events) -> None:
+    """A contrib span's attributes and its events' (``(name, time, attributes)``), in place, by the URL rules
+    of the running agent (its settings, the routes it has served; none yet: the defaults)."""
+    from takealook.agent import current
+
+    redactor = getattr(current(), "redactor", None) or DEFAULT
+    scrub_attributes(attributes, redactor)
+    for _name, _time, event_attributes in events or ():
+        scrub_attributes(event_attributes, redactor)
+
+
 def scrubbing(on_end):
     """An ``on_end`` for contrib spans: scrub, then hand the span on as ours are."""
     def on_contrib_end(span) -> None:
         try:
-            from takealook.agent import current
-
-            agent = current()  # its URL rules (settings, the routes it has served); none yet: the defaults
-            redactor = getattr(agent, "redactor", None) or DEFAULT
-            scrub_attributes(span.attributes, redactor)
-            if span.events:
-                for _name, _time, event_attributes in span.events:
-                    scrub_attributes(event_attributes, redactor)
+            scrub_span(span.attributes, span.events)
         except Exception:  # a span we cannot scrub is not sent
             return
         on_end(span)

@@ -11,8 +11,8 @@ message is dropped and counted, never waited for.
 Why encode in the app rather than in the helper: a span handed over as a tuple cost the app a
 tuple and ``marshal``-ing its fields and attributes, and then the helper decoded it all again and
 encoded it (~22,000 instructions a span of the helper's, in gunicorn under the agent's bench). Encoded
-at its end, a span costs the app a little more (+38,000 instructions a request of 5 spans) and the
-helper far less (-90,000): 15% less of the agent's CPU in all (docs/agent.md has the figures). The
+at its end, a span costs the app a little more (~+6,000 instructions a span) and the helper far less
+(~-18,000), in gunicorn: 13% less of the agent's CPU in all (docs/agent.md has the figures). The
 bytes are the same either way.
 
 Why batch across requests rather than send at each request's end: a message

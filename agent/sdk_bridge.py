@@ -14,8 +14,7 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import SpanProcessor
 
 from takealook.agent import errorscrub
-from takealook.agent.contrib_policy import SCOPE_PREFIX, scrub_attributes
-from takealook.agent.redact import DEFAULT
+from takealook.agent.contrib_policy import SCOPE_PREFIX, scrub_span
 from takealook.agent.tracer import KIND_NUMBERS, MAX_ATTRIBUTE_LENGTH
 
 
@@ -34,10 +33,7 @@ class BridgeProcessor(SpanProcessor):
             events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] or None
             links = [(l.context.trace_id, l.context.span_id, dict(l.attributes or {})) for l in span.links] or None
             if scope_name.startswith(SCOPE_PREFIX):
-                redactor = _redactor()
-                scrub_attributes(attributes, redactor)
-                for _name, _time, event_attributes in events or ():
-                    scrub_attributes(event_attributes, redactor)
+                scrub_span(attributes, events)
             for name, _time, event_attributes in events or ():
                 if name == "exception":
                     _scrub_exception(event_attributes)
@@ -62,9 +58,3 @@ def _scrub_exception(attributes: dict) -> None:
     trace = attributes.get("exception.stacktrace")
     if isinstance(trace, str):
         attributes["exception.stacktrace"] = errorscrub.scrub_stacktrace_text(trace)[-MAX_ATTRIBUTE_LENGTH:]
-
-
-def _redactor():
-    from takealook.agent import current
-
-    return getattr(current(), "redactor", None) or DEFAULT

@@ -214,7 +214,8 @@ def _resampled(side: _Side, columns, weights, metrics, bin_value) -> dict[str, f
 
 
 def bootstrap(before: Sequence[Series], after: Sequence[Series], metrics: Sequence[str],
-              resamples: int = DEFAULT_RESAMPLES, seed: int = 1) -> dict[str, list[float]]:
+              resamples: int = DEFAULT_RESAMPLES, seed: int = 1,
+              exact: Optional[tuple[Summary, Summary]] = None) -> dict[str, list[float]]:
     """Resampled changes per metric: log(after/before) for latency, after-before for the error rate.
 
     Empty when either side cannot be resampled (one run of fewer than 2 x MIN_BLOCK requests).
@@ -239,7 +240,7 @@ def bootstrap(before: Sequence[Series], after: Sequence[Series], metrics: Sequen
     # A bin's value is off by up to a quarter percent: each draw is moved by what binning moved the
     # whole sample's change, so the draws are centred on the exact change, not on the binned one.
     whole = [_resampled(side, cols, [1] * len(side.counts), metrics, bin_value) for side, cols in zip(sides, columns)]
-    exact = summarize(before), summarize(after)
+    exact = exact or (summarize(before), summarize(after))  # the sides' own figures, when the caller has them
     offset = {}
     for metric in metrics:
         if metric in QUANTILES and min(whole[0][metric], whole[1][metric]) > 0:
@@ -352,7 +353,7 @@ def compare(before: Sequence[Series], after: Sequence[Series], metrics: Sequence
     if paired and (len(before) != len(after) or len(before) < 2):
         raise ValueError("paired comparison needs the same number of runs on each side, at least two")
     sb, sa = summarize(before), summarize(after)
-    draws = bootstrap(before, after, metrics, resamples, seed)
+    draws = bootstrap(before, after, metrics, resamples, seed, (sb, sa))
     rng = random.Random(seed + 7919)
     for metric, values in draws.items():
         extra, freedom = _run_effect(before, after, metric, _spread(values) ** 2, paired)
