@@ -312,6 +312,12 @@ class Record(NamedTuple):
     scope_name: str
     scope_version: str
 
+    shared = None  # as a LeanSpan's: no shared attribute set
+
+    @property
+    def scope(self) -> tuple:
+        return self.scope_name, self.scope_version
+
 
 def span_field(span, block: Optional[bytes] = None) -> bytes:
     """One ended span (a LeanSpan or a ``Record``) as field 2 of ScopeSpans, its tag and length included:

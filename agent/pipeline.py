@@ -1,19 +1,27 @@
 """From an ended span to the exporter, at the least cost to the app.
 
-Inside the app a span that ends is encoded as OTLP protobuf at once (``otlp.span_field``: a
-statement's attribute block is encoded once and kept on its set) and its bytes go into a buffer, by
-scope. When the buffer holds 128 spans, or a span has waited a second (the idle thread checks twice a
-second), the buffer is ``marshal``-ed and sent as ONE message over a Unix ``SOCK_SEQPACKET`` socket to
-the exporter (``exporter.py``), which runs in a helper process and frames the spans of its messages
-into one OTLP request and posts it. The send is non-blocking: if the exporter cannot keep up, the
-message is dropped and counted, never waited for.
+Inside the app a span that ends waits as it is in a queue. When 128 spans wait, or one has waited a
+second (the idle thread checks twice a second), the waiting spans are encoded together as OTLP protobuf
+(``otlp.span_field``: a statement's attribute block is encoded once and kept on its set), grouped by
+scope, ``marshal``-ed and sent as ONE message over a Unix ``SOCK_SEQPACKET`` socket to the exporter
+(``exporter.py``), which runs in a helper process and frames the spans of its messages into one OTLP
+request and posts it. The send is non-blocking: if the exporter cannot keep up, the message is dropped
+and counted, never waited for.
 
 Why encode in the app rather than in the helper: a span handed over as a tuple cost the app a
 tuple and ``marshal``-ing its fields and attributes, and then the helper decoded it all again and
 encoded it (~22,000 instructions a span of the helper's, in gunicorn under the agent's bench). Encoded
-at its end, a span costs the app a little more (~+6,000 instructions a span) and the helper far less
+in the app, a span costs the app a little more (~+6,000 instructions a span) and the helper far less
 (~-18,000), in gunicorn: 13% less of the agent's CPU in all (docs/agent.md has the figures). The
 bytes are the same either way.
+
+Why encode 128 spans together rather than each as it ends: inside a busy app the agent's code and
+data are cold at every span (the app ran its own between two spans), and a span's encoding took
+~4.6 µs there against ~0.6 µs in a loop; encoded one after another, the spans share the warm encoder.
+By perf samples in the bench's app (Python 3.12 with -X perf), ending, encoding and buffering spans went
+from ~65 to ~25 µs a request (5 spans),
+while the instructions did not change. The request that ends the 128th span pays for the batch
+(~80 µs, one request in ~25 here).
 
 Why batch across requests rather than send at each request's end: a message
 costs a system call in the app and a wake-up of the helper (a context switch,
@@ -44,6 +52,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Callable, Optional
 
 from takealook.agent.metrics import ServerDurationHistogram
@@ -90,8 +99,7 @@ class Pipeline:
     def _reset_process_state(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._scopes: dict = {}  # (scope name, version) -> [span field, ...]
-        self._count = 0  # spans in _scopes
+        self._ended: deque = deque()  # ended spans (LeanSpans, Records), not yet encoded
         self._oldest = 0.0
         self._next_metrics = time.monotonic() + self._metric_interval
         self._idle_thread: Optional[threading.Thread] = None
@@ -121,57 +129,34 @@ class Pipeline:
 
     # -- spans
     def on_end(self, span) -> None:
-        """Every ended span comes here, is encoded (``otlp.span_field``) and buffered by scope.
-
-        A span whose attributes are still those of its shared set (``tracer.SharedAttributes``: a
-        statement's) is written with the set's block, encoded once and kept on the set. Still those:
-        equal, and each value that is not a string the same object (``1 == True``); any other span, a
-        changed copy included, has its own attributes encoded (most from the encoder's caches)."""
+        """Every ended span comes here and waits as it is, in a queue; every FLUSH_AT spans (or after
+        MAX_WAIT_S) the waiting spans are encoded together and sent (``flush``)."""
         if not self._export_traces:
             return
-        block = None
-        shared = span.shared
-        if shared is not None:
-            attributes = span.attributes
-            if attributes == shared.attributes:
-                for key, value in shared.pinned:
-                    if attributes[key] is not value:
-                        break
-                else:
-                    block = shared.block
-                    if block is None:
-                        block = shared.block = attributes_block(shared.attributes)
-        self._keep(span.scope, span_field(span, block))
+        ended = self._ended
+        if not ended:
+            self._oldest = _monotonic()
+        ended.append(span)  # a deque: appends and pops are atomic, so no lock is taken for a span
+        if len(ended) >= FLUSH_AT:
+            self.flush()
+        elif self._idle_thread is None:
+            self._start_idle_thread()
 
     def add(self, record: tuple) -> None:
         """Buffers one span given as a record tuple (``otlp.Record``'s fields: the SDK bridge's)."""
-        record = Record(*record)
-        self._keep((record.scope_name, record.scope_version), span_field(record))
-
-    def _keep(self, scope: tuple, field: bytes) -> None:
-        with self._lock:  # uncontended: a tenth of a microsecond; without it a flush could lose a span
-            if not self._count:
-                self._oldest = _monotonic()
-            fields = self._scopes.get(scope)
-            if fields is None:
-                fields = self._scopes[scope] = []
-            fields.append(field)
-            self._count += 1
-            full = self._count >= FLUSH_AT
-        if full:
-            self.flush()
-        if self._idle_thread is None:
-            self._start_idle_thread()
+        self.on_end(Record(*record))
 
     def flush(self) -> None:
         # A fork is checked for here, once a message, and at each new trace (``check_fork``), not at
         # each span: getpid is a system call. A child forked without at-fork hooks holds a copy of the
-        # parent's buffer; _check_fork starts it afresh, so the parent's spans are not sent twice.
+        # parent's queue; _check_fork starts it afresh, so the parent's spans are not sent twice.
         self._check_fork()
-        with self._lock:
-            scopes, count, self._scopes, self._count = self._scopes, self._count, {}, 0
-        if count:
-            self._ship(b"spans", count, [(name, version, fields) for (name, version), fields in scopes.items()])
+        ended = self._ended
+        with self._lock:  # one flush at a time; the spans it takes are its own (a pop is atomic)
+            spans = [ended.popleft() for _ in range(len(ended))]
+        if spans:
+            scopes = _encoded(spans)
+            self._ship(b"spans", sum(len(fields) for _, _, fields in scopes), scopes)
         if self._export_metrics and time.monotonic() >= self._next_metrics:
             self.flush_metrics()
 
@@ -229,7 +214,7 @@ class Pipeline:
         while not self._closed and os.getpid() == pid:
             self._wake.wait(MAX_WAIT_S / 2)
             try:
-                if self._count and time.monotonic() - self._oldest >= MAX_WAIT_S:
+                if self._ended and time.monotonic() - self._oldest >= MAX_WAIT_S:
                     self.flush()
                 elif self._export_metrics and time.monotonic() >= self._next_metrics:
                     self.flush_metrics()
@@ -246,6 +231,44 @@ class Pipeline:
         finally:
             self._closed = True
             self._wake.set()
+
+
+def _encoded(spans: list) -> list:
+    """[(scope name, version, [span field, ...]), ...] of ended spans, each encoded by ``otlp.span_field``.
+
+    A span whose attributes are still those of its shared set (``tracer.SharedAttributes``: a
+    statement's) is written with the set's block, encoded once and kept on the set. Still those: equal,
+    and each value that is not a string the same object (``1 == True``); any other span, a changed copy
+    included, has its own attributes encoded (most from the encoder's caches). A span that cannot be
+    encoded is left out, the others go."""
+    scopes: dict = {}
+    last_scope = fields = None
+    for span in spans:
+        try:
+            block = None
+            shared = span.shared
+            if shared is not None:
+                attributes = span.attributes
+                if attributes == shared.attributes:
+                    for key, value in shared.pinned:
+                        if attributes[key] is not value:
+                            break
+                    else:
+                        block = shared.block
+                        if block is None:
+                            block = shared.block = attributes_block(shared.attributes)
+            field = span_field(span, block)
+        except Exception:  # telemetry must never fail the app: this span is lost, not the batch
+            log.debug("takealook: could not encode a span", exc_info=True)
+            continue
+        scope = span.scope
+        if scope is not last_scope:  # most spans are of one scope, the agent's: no lookup for them
+            fields = scopes.get(scope)
+            if fields is None:
+                fields = scopes[scope] = []
+            last_scope = scope
+        fields.append(field)
+    return [(name, version, fields) for (name, version), fields in scopes.items()]
 
 
 def _halves(kind: bytes, items: list) -> tuple:

@@ -93,10 +93,37 @@ def _finish(span, token, status, error) -> None:
 
 
 def _headers_with_context(headers, span) -> dict:
-    carrier = dict(headers or {})
+    """A copy of the caller's headers (theirs are never changed) with the trace context added."""
+    kind = type(headers)
+    if kind is dict:
+        carrier = headers.copy()
+    elif kind is _caseless:  # requests' headers: copied from their store, not key by key in Python
+        carrier = dict(headers._store.values())
+    else:
+        carrier = _copy_headers(headers)
     if isinstance(span, LeanSpan) or (span is not None and span.get_span_context().is_valid):
         inject(carrier, span)
     return carrier
+
+
+_caseless = None  # requests.structures.CaseInsensitiveDict, once seen
+
+
+def _copy_headers(headers) -> dict:
+    """Any other mapping of headers as a dict. requests' CaseInsensitiveDict is a Python mapping: ``dict()``
+    of it calls its ``__iter__`` and ``__getitem__`` for every header (4,000 instructions for a call's
+    few); its store holds (name as given, value) by lowercase name, which is the same dict in one call."""
+    global _caseless
+    if not headers:
+        return {}
+    kind = type(headers)
+    if kind.__name__ == "CaseInsensitiveDict" and kind.__module__ == "requests.structures" and \
+            isinstance(getattr(headers, "_store", None), dict):
+        copied = dict(headers._store.values())
+        if copied == dict(headers):  # the store is as described (checked once): use it from now on
+            _caseless = kind
+        return copied
+    return dict(headers)
 
 
 # --------------------------------------------------------------------------- urllib3 (and requests)

@@ -193,6 +193,34 @@ def test_pipeline_batches_across_requests_and_counts_drops(provider):
     pipeline.close()
 
 
+def test_spans_wait_as_they_are_and_a_span_that_cannot_be_encoded_is_left_out_alone():
+    """Ended spans wait in a queue and are encoded together when a message goes (their code and data warm
+    for the whole batch): one span that cannot be encoded is dropped, the batch still goes, the count is
+    of the spans sent, and a span of another scope goes in its own scope."""
+    from takealook.agent.pipeline import FLUSH_AT
+
+    messages = []
+    pipeline = Pipeline(lambda payload: not messages.append(payload), {"service.name": "x"}, 60)
+    provider = LeanTracerProvider(pipeline.on_end)
+    tracer, other = provider.get_tracer("t"), provider.get_tracer("contrib", "1.0")
+    with tracer.start_as_current_span("request"):
+        broken = tracer.start_span("broken")
+        broken.name = object()  # not a text: its encoding fails
+        broken.end()
+        other.start_span("cache").end()
+    assert len(pipeline._ended) == 3 and messages == []  # noqa: SLF001 - waiting, not encoded yet
+    for _ in range(FLUSH_AT - 3):
+        tracer.start_span("sql").end()
+    assert len(messages) == 1 and not pipeline._ended  # noqa: SLF001
+    protocol, kind, resource, count, groups = marshal.loads(messages[0])
+    assert count == FLUSH_AT - 1 == pipeline.sent and pipeline.dropped == 0
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(frame_request([(marshal.loads(resource), groups)]))
+    names = {scope.scope.name: [span.name for span in scope.spans] for scope in request.resource_spans[0].scope_spans}
+    assert names == {"t": ["request"] + ["sql"] * (FLUSH_AT - 3), "contrib": ["cache"]}
+    pipeline.close()
+
+
 def test_forwarder_exports_to_a_real_receiver():
     with OtlpSink() as sink:
         forwarder = Forwarder(sink.endpoint + "/v1/traces", sink.endpoint + "/v1/metrics", export_every_s=0.1)
@@ -313,3 +341,21 @@ def test_statement_cache_gives_each_span_its_own_attributes_and_stays_bounded(mo
                                     "server.port": 5432}
     assert succeeded.name == "INSERT shop" and succeeded.attributes is not failed.attributes
     assert len(dbapi._statements) <= dbapi._STATEMENTS_MAX  # noqa: SLF001
+
+
+def test_outgoing_headers_are_copied_from_requests_store_and_left_unchanged(provider):
+    """requests' CaseInsensitiveDict is copied from its store (a Python mapping copied key by key costs
+    thousands of instructions a call); the copy holds every header as the caller cased it, the caller's
+    mapping never gets the trace context, and a plain dict or another mapping is copied as well."""
+    from requests.structures import CaseInsensitiveDict
+
+    from takealook.agent.instrument import http_clients
+
+    span = provider.make_span("GET", trace.INVALID_SPAN, 3, {}, ("t", ""))
+    for headers in (CaseInsensitiveDict({"User-Agent": "app/1", "X-Tenant": "acme"}),) * 2 + (
+            {"Accept": "*/*"}, type("Headers", (dict,), {})({"Accept": "*/*"}), None):
+        before = dict(headers or {})
+        carrier = http_clients._headers_with_context(headers, span)
+        assert carrier == {**before, "traceparent": f"00-{span.trace_id:032x}-{span.span_id:016x}-01"}
+        assert type(carrier) is dict and dict(headers or {}) == before and "traceparent" not in (headers or {})
+    assert http_clients._caseless is CaseInsensitiveDict  # found and checked once, then copied from its store
