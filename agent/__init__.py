@@ -102,6 +102,7 @@ def _start(overrides: dict) -> Optional[Agent]:
     provider._ids.on_fork = pipeline.check_fork  # noqa: SLF001 - a new trace is where a fork shows first
     _install_provider(provider, pipeline)
     agent = Agent(settings, pipeline, provider)
+    pipeline.url_rules = agent.redactor
     agent.instrumentations = install_all(agent)
     log.info("takealook: tracing %s (%s) to %s", settings.service_name, ", ".join(agent.instrumentations),
              settings.traces_endpoint)

@@ -313,6 +313,7 @@ class Record(NamedTuple):
     scope_version: str
 
     shared = None  # as a LeanSpan's: no shared attribute set
+    deferred = None  # and no URL left for the URL rules
 
     @property
     def scope(self) -> tuple:

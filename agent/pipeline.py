@@ -57,6 +57,7 @@ from typing import Callable, Optional
 
 from takealook.agent.metrics import ServerDurationHistogram
 from takealook.agent.otlp import Record, attributes_block, span_field
+from takealook.agent.redact import DEFAULT as DEFAULT_RULES, REDACTED
 
 log = logging.getLogger("takealook.agent")
 
@@ -85,6 +86,7 @@ class Pipeline:
         self._export_traces = export_traces
         self._export_metrics = export_metrics
         self.histogram = ServerDurationHistogram()
+        self.url_rules = DEFAULT_RULES  # the agent's Redactor (its settings), set by start()
         self.sent = 0
         self.dropped = 0
         self._dropped_unreported = 0
@@ -155,7 +157,7 @@ class Pipeline:
         with self._lock:  # one flush at a time; the spans it takes are its own (a pop is atomic)
             spans = [ended.popleft() for _ in range(len(ended))]
         if spans:
-            scopes = _encoded(spans)
+            scopes = _encoded(spans, self.url_rules)
             self._ship(b"spans", sum(len(fields) for _, _, fields in scopes), scopes)
         if self._export_metrics and time.monotonic() >= self._next_metrics:
             self.flush_metrics()
@@ -233,18 +235,38 @@ class Pipeline:
             self._wake.set()
 
 
-def _encoded(spans: list) -> list:
+URL = "url"  # the third item of a span's ``deferred`` when its value is an outgoing URL (else: the route)
+
+
+def apply_url_rules(span, redactor) -> None:
+    """Puts the URL a span left for later through the URL rules (``redact``): a server path by the route it
+    was served under, an outgoing URL whole. The span's attribute stays empty until then, so nothing
+    leaves unredacted; when the rules fail, it is ``REDACTED``."""
+    keys, value, route = span.deferred
+    try:
+        text = redactor.url(value) if route is URL else redactor.server_path(value, route)
+    except Exception:
+        text = REDACTED if route is URL else "/" + REDACTED
+    for key in keys:
+        span.attributes[key] = text
+    span.deferred = None
+
+
+def _encoded(spans: list, redactor) -> list:
     """[(scope name, version, [span field, ...]), ...] of ended spans, each encoded by ``otlp.span_field``.
 
     A span whose attributes are still those of its shared set (``tracer.SharedAttributes``: a
     statement's) is written with the set's block, encoded once and kept on the set. Still those: equal,
     and each value that is not a string the same object (``1 == True``); any other span, a changed copy
     included, has its own attributes encoded (most from the encoder's caches). A span that cannot be
-    encoded is left out, the others go."""
+    encoded is left out, the others go. A URL a span left for later goes through the URL rules first:
+    run for 128 spans in a row, they are warm, as the encoder is (``apply_url_rules``)."""
     scopes: dict = {}
     last_scope = fields = None
     for span in spans:
         try:
+            if span.deferred is not None:
+                apply_url_rules(span, redactor)
             block = None
             shared = span.shared
             if shared is not None:

@@ -112,7 +112,7 @@ class LeanSpan(trace.Span):
 
     __slots__ = ("trace_id", "span_id", "parent_id", "parent_remote", "name", "kind", "start_ns", "end_ns",
                  "attributes", "events", "links", "status_code", "status_text", "trace_state", "scope",
-                 "_context", "_on_end", "_error_text", "shared")
+                 "_context", "_on_end", "_error_text", "shared", "deferred")
 
     def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, parent_remote: bool,
                  kind: int, attributes: Optional[dict], trace_state: Optional[TraceState], scope: tuple,
@@ -135,6 +135,7 @@ class LeanSpan(trace.Span):
         self._on_end = on_end
         self._error_text = None
         self.shared = None
+        self.deferred = None  # a URL the pipeline puts through the URL rules when it encodes the span
         self.start_ns = start_ns or _time_ns()
 
     # -- the OpenTelemetry Span API
@@ -314,7 +315,7 @@ class LeanTracerProvider(trace.TracerProvider):
                 span.attributes = attributes if attributes is not None else {}
                 span.trace_state = state
                 span.scope = scope
-                span.events = span.links = span._context = span._error_text = span.shared = None
+                span.events = span.links = span._context = span._error_text = span.shared = span.deferred = None
                 span.status_code = STATUS_UNSET
                 span.status_text = ""
                 span.end_ns = 0

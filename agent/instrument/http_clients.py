@@ -22,6 +22,7 @@ import logging
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import IN_CLIENT_CALL, current_span, inject, suppressed
+from takealook.agent.pipeline import URL
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -59,18 +60,25 @@ def _start(method: str, url: str, host: str, port):
         return None, None
     try:
         method = (method or "GET").upper()
-        attributes = {"http.request.method": method, "url.full": _agent.redactor.url(url)}
+        # The URL goes through the URL rules when the span is encoded, with its batch (pipeline.py).
+        attributes = {"http.request.method": method, "url.full": ""}
         if host:
             attributes["server.address"] = host
         if port:
             attributes["server.port"] = int(port)
-        if _agent.settings.old_http_names:
-            attributes.update({"http.method": method, "http.url": attributes["url.full"]})
+        old_names = _agent.settings.old_http_names
+        if old_names:
+            attributes.update({"http.method": method, "http.url": ""})
         span = _agent.provider.make_span(method, current_span(), _CLIENT, attributes, _agent.scope)
+        if isinstance(span, LeanSpan):
+            span.deferred = (_URL_KEYS_OLD if old_names else _URL_KEYS, url, URL)
         return span, IN_CLIENT_CALL.set(True)
     except Exception:
         log.debug("takealook: could not start a client span", exc_info=True)
         return None, None
+
+
+_URL_KEYS, _URL_KEYS_OLD = ("url.full",), ("url.full", "http.url")
 
 
 def _finish(span, token, status, error) -> None:

@@ -8,7 +8,7 @@ framework's hook as soon as routing is done, and the span ends when the server
 closes the response. No request or response header is recorded (``User-Agent``
 only with ``TAKEALOOK_RECORD_USER_AGENT=true``). ``url.query`` and ``url.path``
 keep ids and the app's own words, and ``REDACTED`` the rest (``redact``); the
-path is recorded when the span ends, shaped by the route matched.
+path is recorded when the span is encoded (with its batch, ``pipeline``), shaped by the route matched.
 
 The outermost layer that sees a request makes its span (gunicorn's worker, or
 the framework's handler); inner layers find it in the environ and only add the
@@ -27,7 +27,6 @@ from opentelemetry import trace
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import attach, current_span, detach, extract_from_environ
-from takealook.agent.redact import REDACTED
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
 log = logging.getLogger("takealook.agent")
@@ -133,6 +132,7 @@ def _start(agent, environ):
 
 
 _hosts: dict = {}
+_PATH_KEYS, _PATH_KEYS_OLD = ("url.path",), ("url.path", "http.target")
 
 
 def _host_address(host: str) -> tuple:
@@ -150,13 +150,14 @@ def _finish(agent, span, code: int, environ, error) -> None:
     if not isinstance(span, LeanSpan) or span.end_ns:
         return
     attributes = span.attributes
-    try:  # by now the route is known: it says which segments are the app's words
-        path = agent.redactor.server_path(environ.get("PATH_INFO") or "/", attributes.get("http.route"))
-    except Exception:
-        path = "/" + REDACTED
-    attributes["url.path"] = path
+    # The path goes through the URL rules when the span is encoded, with its batch (pipeline.py), by the
+    # route known now (it says which segments are the app's words); until then the attribute is empty.
+    attributes["url.path"] = ""
     if agent.settings.old_http_names:
-        attributes["http.target"] = path
+        attributes["http.target"] = ""
+        span.deferred = (_PATH_KEYS_OLD, environ.get("PATH_INFO") or "/", attributes.get("http.route"))
+    else:
+        span.deferred = (_PATH_KEYS, environ.get("PATH_INFO") or "/", attributes.get("http.route"))
     if code:
         attributes["http.response.status_code"] = code
         if agent.settings.old_http_names:

@@ -221,6 +221,48 @@ def test_spans_wait_as_they_are_and_a_span_that_cannot_be_encoded_is_left_out_al
     pipeline.close()
 
 
+def test_urls_go_through_the_url_rules_with_their_batch_and_never_leave_raw():
+    """A server path and an outgoing URL wait on their span as they came and go through the URL rules when
+    the batch is encoded: the message holds them redacted (by the route, for the path), and a URL whose
+    rules fail is REDACTED, not sent as it came."""
+    from takealook.agent.pipeline import URL
+    from takealook.agent.redact import DEFAULT
+
+    messages = []
+    pipeline = Pipeline(lambda payload: not messages.append(payload), {"service.name": "x"}, 60)
+    tracer = LeanTracerProvider(pipeline.on_end).get_tracer("t")
+    secret_url = "https://bob:pw@api.example.com/v1/users/alice/7?token=s3cr3t&page=2"
+
+    def send(deferred_values):
+        for keys, value, route in deferred_values:
+            span = tracer.start_span("span", attributes={key: "" for key in keys})
+            span.deferred = (keys, value, route)
+            span.end()
+        pipeline.flush()
+        protocol, kind, resource, count, groups = marshal.loads(messages.pop())
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(frame_request([(marshal.loads(resource), groups)]))
+        return [{kv.key: kv.value.string_value for kv in span.attributes}
+                for span in request.resource_spans[0].scope_spans[0].spans]
+
+    sent = send([(("url.path", "http.target"), "/users/alice/orders/42", "/users/<name>/orders/<int:id>"),
+                 (("url.full",), secret_url, URL)])
+    assert sent == [{"url.path": "/users/REDACTED/orders/42", "http.target": "/users/REDACTED/orders/42"},
+                    {"url.full": DEFAULT.url(secret_url)}]
+    assert "pw" not in sent[1]["url.full"] and "s3cr3t" not in sent[1]["url.full"]
+
+    class Failing:
+        def url(self, url):
+            raise ValueError(url)
+
+        server_path = url
+
+    pipeline.url_rules = Failing()
+    assert send([(("url.full",), secret_url, URL), (("url.path",), "/users/alice", "/users/<name>")]) == [
+        {"url.full": "REDACTED"}, {"url.path": "/REDACTED"}]
+    pipeline.close()
+
+
 def test_forwarder_exports_to_a_real_receiver():
     with OtlpSink() as sink:
         forwarder = Forwarder(sink.endpoint + "/v1/traces", sink.endpoint + "/v1/metrics", export_every_s=0.1)
