@@ -2,9 +2,11 @@
 
 One histogram series per (method, route, status code, scheme), the
 ``http.server.request.duration`` metric of OpenTelemetry's HTTP semantic
-conventions, in seconds, with the buckets those conventions advise. Recording a
-request is a dict lookup, a bisect and a few additions under a lock; the deltas
-are handed to the pipeline every export interval and encoded elsewhere.
+conventions, in seconds, with the buckets those conventions advise. Requests are
+counted in batches (``record_all``: the pipeline queues each request's duration
+and hands them over when it sends spans, and at least twice a second): a dict
+lookup, a bisect and a few additions each, under one lock; the deltas are handed
+to the pipeline every export interval and encoded elsewhere.
 This is what gives rates and error ratios (RED) when traces are sampled.
 
 Requests of a load test (their ``tracestate`` carries ``takealook=load:<run
@@ -45,6 +47,23 @@ class ServerDurationHistogram:
             if seconds > series[3]:
                 series[3] = seconds
             series[4][index] += 1
+
+    def record_all(self, durations) -> None:
+        """Many requests' (seconds, method, route, status, scheme, load), under one taking of the lock."""
+        with self._lock:
+            all_series = self._series
+            for seconds, method, route, status, scheme, load in durations:
+                key = (method, route, status, scheme, load)
+                series = all_series.get(key)
+                if series is None:
+                    series = all_series[key] = [0, 0.0, seconds, seconds, [0] * (len(BOUNDS) + 1)]
+                series[0] += 1
+                series[1] += seconds
+                if seconds < series[2]:
+                    series[2] = seconds
+                if seconds > series[3]:
+                    series[3] = seconds
+                series[4][bisect_left(BOUNDS, seconds)] += 1
 
     def collect(self) -> list:
         """The deltas since the last call, as plain tuples; resets the series."""

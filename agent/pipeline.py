@@ -102,6 +102,7 @@ class Pipeline:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._ended: deque = deque()  # ended spans (LeanSpans, Records), not yet encoded
+        self._durations: deque = deque()  # requests' durations and series, not yet in the histogram
         self._oldest = 0.0
         self._next_metrics = time.monotonic() + self._metric_interval
         self._idle_thread: Optional[threading.Thread] = None
@@ -144,6 +145,19 @@ class Pipeline:
         elif self._idle_thread is None:
             self._start_idle_thread()
 
+    def record_request(self, seconds: float, method: str, route: str, status: int, scheme: str,
+                       load: str) -> None:
+        """A served request, for the duration histogram: queued (an append is atomic) and counted with
+        others when spans are sent or the idle thread wakes, sampled or not (this is what gives rates and
+        error ratios when traces are sampled)."""
+        self._durations.append((seconds, method, route, status, scheme, load))
+        if self._idle_thread is None:
+            self._start_idle_thread()
+
+    def _count_durations(self) -> None:
+        durations = self._durations
+        self.histogram.record_all([durations.popleft() for _ in range(len(durations))])
+
     def add(self, record: tuple) -> None:
         """Buffers one span given as a record tuple (``otlp.Record``'s fields: the SDK bridge's)."""
         self.on_end(Record(*record))
@@ -159,11 +173,14 @@ class Pipeline:
         if spans:
             scopes = _encoded(spans, self.url_rules)
             self._ship(b"spans", sum(len(fields) for _, _, fields in scopes), scopes)
+        if self._durations:
+            self._count_durations()
         if self._export_metrics and time.monotonic() >= self._next_metrics:
             self.flush_metrics()
 
     def flush_metrics(self) -> None:
         self._next_metrics = time.monotonic() + self._metric_interval
+        self._count_durations()
         points = self.histogram.collect()
         if points:
             self._ship(b"metrics", len(points), points)
@@ -216,6 +233,8 @@ class Pipeline:
         while not self._closed and os.getpid() == pid:
             self._wake.wait(MAX_WAIT_S / 2)
             try:
+                if self._durations:
+                    self._count_durations()
                 if self._ended and time.monotonic() - self._oldest >= MAX_WAIT_S:
                     self.flush()
                 elif self._export_metrics and time.monotonic() >= self._next_metrics:

@@ -82,10 +82,10 @@ async def traced_call(app, scope, receive, send):
         result = await app(scope, receive, traced_send)
     except BaseException as error:
         detach(token)
-        wsgi.finish(agent, span, status[0] or 500, error, scope.get("path") or "/")
+        wsgi.finish(agent, span, status[0] or 500, error, scope.get("path") or "/", scope)
         raise
     detach(token)
-    wsgi.finish(agent, span, status[0], None, scope.get("path") or "/")
+    wsgi.finish(agent, span, status[0], None, scope.get("path") or "/", scope)
     return result
 
 
@@ -129,6 +129,8 @@ def _start(agent, scope):
     parent = extract_from_environ(carrier) if carrier else None
     span = agent.provider.make_span(method, trace.get_current_span(parent), _SERVER, attributes, agent.scope)
     scope[SPAN_KEY] = span
+    if not isinstance(span, LeanSpan):
+        scope[wsgi.UNSAMPLED_KEY] = wsgi.unsampled(span, method, scheme)
     return span, attach(span, parent)
 
 

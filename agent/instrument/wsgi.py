@@ -22,6 +22,7 @@ OpenTelemetry web SDK) can join the backend's trace.
 from __future__ import annotations
 
 import logging
+import time
 
 from opentelemetry import trace
 
@@ -34,6 +35,7 @@ log = logging.getLogger("takealook.agent")
 SPAN_KEY = "takealook.span"
 _SERVER = 2  # SpanKind.SERVER as OTLP numbers it
 _agent = None
+_time_ns = time.time_ns
 _KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 
 
@@ -54,7 +56,12 @@ def wrap(app):
 def set_route(environ: dict, route: str) -> None:
     """Called by framework hooks once the request is routed."""
     span = environ.get(SPAN_KEY)
-    if isinstance(span, LeanSpan) and route:
+    if not isinstance(span, LeanSpan):  # not sampled: the route still names its series in the histogram
+        request = environ.get(UNSAMPLED_KEY)
+        if request is not None and route:
+            request[3] = route
+        return
+    if route:
         span.attributes["http.route"] = route
         span.name = f"{span.attributes.get('http.request.method', 'HTTP')} {route}"
         try:  # now, before the view runs: its outgoing calls' paths keep this route's words
@@ -128,7 +135,25 @@ def _start(agent, environ):
     span = agent.provider.make_span(method, current_span() if parent is None else trace.get_current_span(parent),
                                     _SERVER, attributes, agent.scope)
     environ[SPAN_KEY] = span
+    if not isinstance(span, LeanSpan):
+        environ[UNSAMPLED_KEY] = unsampled(span, method, scheme)
     return span, attach(span, parent)
+
+
+UNSAMPLED_KEY = "takealook.unsampled"
+
+
+def unsampled(span, method: str, scheme: str) -> list:
+    """What the histogram needs of a request that is not sampled (no span records it): [method, scheme,
+    start, route (set by the framework's hook), load label]."""
+    return [method, scheme, _time_ns(), "", _load_label(span.get_span_context().trace_state)]
+
+
+def _count_unsampled(agent, carrier, code: int) -> None:
+    request = carrier.pop(UNSAMPLED_KEY, None)  # popped: a request is counted once
+    if request is not None:
+        method, scheme, start, route, load = request
+        agent.pipeline.record_request((_time_ns() - start) / 1e9, method, route, code or 500, scheme, load)
 
 
 _hosts: dict = {}
@@ -147,7 +172,13 @@ def _host_address(host: str) -> tuple:
 
 
 def _finish(agent, span, code: int, environ, error) -> None:
-    if not isinstance(span, LeanSpan) or span.end_ns:
+    if not isinstance(span, LeanSpan):
+        try:
+            _count_unsampled(agent, environ, code)
+        except Exception:
+            pass
+        return
+    if span.end_ns:
         return
     attributes = span.attributes
     # The path goes through the URL rules when the span is encoded, with its batch (pipeline.py), by the
@@ -169,16 +200,15 @@ def _finish(agent, span, code: int, environ, error) -> None:
         attributes.setdefault("error.type", str(code))
     span.end()
     try:
-        agent.pipeline.histogram.record((span.end_ns - span.start_ns) / 1e9, attributes["http.request.method"],
-                                        attributes.get("http.route", ""), code or 500, attributes["url.scheme"],
-                                        _load_label(span))
+        agent.pipeline.record_request((span.end_ns - span.start_ns) / 1e9, attributes["http.request.method"],
+                                      attributes.get("http.route", ""), code or 500, attributes["url.scheme"],
+                                      _load_label(span.trace_state))
     except Exception:
         pass
 
 
-def _load_label(span: LeanSpan) -> str:
-    """The run label of a load-test request (``tracestate: takealook=load:<label>``), else ''."""
-    state = span.trace_state
+def _load_label(state) -> str:
+    """The run label of a load-test request (its ``tracestate`` has ``takealook=load:<label>``), else ''."""
     value = state.get("takealook") if state else None
     return value[5:] if value and value.startswith("load:") else ""
 
@@ -253,5 +283,8 @@ KNOWN_METHODS = _KNOWN_METHODS
 trace_headers = _trace_headers
 
 
-def finish(agent, span, code: int, error, path: str) -> None:
-    _finish(agent, span, code, {"PATH_INFO": path}, error)
+def finish(agent, span, code: int, error, path: str, scope: dict) -> None:
+    if isinstance(span, LeanSpan):
+        _finish(agent, span, code, {"PATH_INFO": path}, error)
+    else:
+        _finish(agent, span, code, scope, error)

@@ -330,3 +330,61 @@ def test_a_load_test_mark_reaches_every_span_outbound_calls_and_metrics(tmp_path
     by_load = {p["attributes"].get("takealook.load"): p["count"] for p in sink.points
                if p["name"] == "http.server.request.duration"}
     assert by_load == {"run-7": 1, None: 1}
+
+
+def test_requests_not_sampled_still_count_in_the_duration_histogram(tmp_path, sink):
+    """With a sampler that keeps no trace, every request still counts in http.server.request.duration, by
+    its route and status (what gives rates and error ratios when traces are sampled), under WSGI (Flask)
+    and ASGI alike, a load test's request in its own series; and with no span to send, the metrics still
+    go on their interval, not only at exit."""
+    run_script(tmp_path, """
+        import asyncio, time
+        import takealook.agent
+        takealook.agent.start(service_name="web")
+        from flask import Flask
+        app = Flask(__name__)
+        @app.route("/orders/<int:order_id>")
+        def order(order_id):
+            if order_id == 13:
+                raise RuntimeError("unlucky")
+            return "ok"
+        client = app.test_client()
+        for path, headers in (("/orders/1", {}), ("/orders/2", {}), ("/orders/13", {}),
+                              ("/orders/3", {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                             "tracestate": "takealook=load:run-9"})):
+            with client.get(path, headers=headers):
+                pass
+
+        async def raw(scope, receive, send):
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def call_asgi():
+            async def receive():
+                return {"type": "http.request", "body": b""}
+            async def send(message):
+                pass
+            scope = {"type": "http", "method": "GET", "path": "/ping", "scheme": "http", "headers": []}
+            await takealook.agent.asgi_app(raw)(scope, receive, send)
+
+        asyncio.run(call_asgi())
+        time.sleep(2.5)  # the metric interval (1 s) passes: they go while the app runs
+        import os
+        os._exit(0)  # no exit handlers: what reaches the sink went on the interval
+    """, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_TRACES_SAMPLER": "always_off",
+          "OTEL_METRIC_EXPORT_INTERVAL": "1000"})
+    from tests.conftest import wait_for
+
+    def series():
+        counts = {}
+        for p in sink.points:
+            if p["name"] == "http.server.request.duration":
+                a = p["attributes"]
+                key = (a.get("http.route"), a["http.response.status_code"], a.get("takealook.load"))
+                counts[key] = counts.get(key, 0) + p["count"]
+        return counts
+
+    expected = {("/orders/<int:order_id>", 200, None): 2, ("/orders/<int:order_id>", 500, None): 1,
+                ("/orders/<int:order_id>", 200, "run-9"): 1, (None, 204, None): 1}
+    wait_for(lambda: series() == expected, 15, message=f"every request counted: {series()}")
+    assert sink.spans == []
