@@ -224,7 +224,7 @@ def _reset_fields() -> None:
 
 def encode_span(record: tuple) -> bytes:
     (trace_id, span_id, parent_id, _remote, name, kind, start, end, status, status_text, attributes, events,
-     links, state, _scope_name, _scope_version) = record
+     links, state, _scope_name, _scope_version) = record[:16]
     # 1 trace_id, 2 span_id (and 4 parent_span_id, after 3 trace_state) in one or two packs
     parts = [_pack_ids(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)]
     if state:
@@ -311,9 +311,9 @@ class Record(NamedTuple):
     trace_state: str  # the header (a LeanSpan holds a TraceState)
     scope_name: str
     scope_version: str
+    shared: object = None  # as a LeanSpan's: the SharedAttributes its attributes are (a DB span's), or None
 
-    shared = None  # as a LeanSpan's: no shared attribute set
-    deferred = None  # and no URL left for the URL rules
+    deferred = None  # as a LeanSpan's: no URL left for the URL rules
 
     @property
     def scope(self) -> tuple:

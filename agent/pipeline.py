@@ -290,7 +290,7 @@ def _encoded(spans: list, redactor) -> list:
             shared = span.shared
             if shared is not None:
                 attributes = span.attributes
-                if attributes == shared.attributes:
+                if attributes is shared.attributes or attributes == shared.attributes:
                     for key, value in shared.pinned:
                         if attributes[key] is not value:
                             break

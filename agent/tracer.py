@@ -282,6 +282,11 @@ class LeanTracerProvider(trace.TracerProvider):
         self._sampler = sampler  # None: parent-based always-on, the default, decided inline
         self._ids = _Ids()
         self._span_bits = self._ids._random.getrandbits  # the same generator after a fork (it is reseeded)
+        self.span_bits = self._span_bits
+        self.on_end = on_end  # where ended spans go: records made without a span object too (dbapi.py)
+        # Whether a child of a LeanSpan is sampled as its parent is, with nothing else to decide (the default
+        # sampler): then the agent's own DB spans are written straight as records (dbapi.py).
+        self.inline_children = sampler is None
         self._tracers: dict = {}
 
     def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: Optional[str] = None,

@@ -36,17 +36,21 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import time
 import weakref
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument.common import current_span
 from takealook.agent.sqlscrub import scrub
+from takealook.agent.otlp import Record
 from takealook.agent.tracer import LeanSpan, SharedAttributes
 
 log = logging.getLogger("takealook.agent")
 
 _agent = None
 _CLIENT = 3
+_time_ns = time.time_ns
+_new_tuple = tuple.__new__  # a Record from its fields in one call (its generated __new__ is Python)
 
 
 def install_psycopg2(agent) -> None:
@@ -208,6 +212,35 @@ def _comment(query, span):
 def _traced(method, conninfo_of, batch=False):
     @functools.wraps(method)
     def traced(self, query, *args, **kwargs):
+        parent = current_span()
+        agent = _agent
+        if type(parent) is LeanSpan and agent.provider.inline_children and not (batch and args) \
+                and not agent.settings.sqlcommenter:
+            # The common statement: its span is never seen by the app, so it is no span object but a
+            # record, made when the statement is done, of its statement's name and shared attributes.
+            try:
+                info = conninfo_of(self)
+                known = _statements.get((query, info)) if type(query) is str else None
+                if known is None:
+                    known = _describe(query, info, self)
+            except Exception:
+                log.debug("takealook: could not describe a statement", exc_info=True)
+                return method(self, query, *args, **kwargs)
+            start = _time_ns()
+            try:
+                result = method(self, query, *args, **kwargs)
+            except BaseException as error:
+                _failed(known, parent, start, error)
+                raise
+            try:
+                state = parent.trace_state
+                agent.provider.on_end(_new_tuple(Record, (
+                    parent.trace_id, agent.provider.span_bits(64) or 1, parent.span_id, False, known[0], _CLIENT,
+                    start, _time_ns(), 0, "", known[1].attributes, None, None, state.to_header() if state else "",
+                    agent.scope[0], agent.scope[1], known[1])))
+            except Exception:
+                log.debug("takealook: could not record a DB span", exc_info=True)
+            return result
         span = _start(query, conninfo_of, self)
         if span is None:
             return method(self, query, *args, **kwargs)
@@ -226,6 +259,19 @@ def _traced(method, conninfo_of, batch=False):
 
     traced._takealook = True
     return traced
+
+
+def _failed(known: tuple, parent: LeanSpan, start: int, error: BaseException) -> None:
+    """The span of a statement that failed, as a LeanSpan (its exception event, status and error type)."""
+    try:
+        agent = _agent
+        span = agent.provider.make_span(known[0], parent, _CLIENT, known[1].attributes.copy(), agent.scope,
+                                        start_time=start)
+        if isinstance(span, LeanSpan):
+            span.shared = known[1]
+            _end(span, error)
+    except Exception:
+        log.debug("takealook: could not record a failed DB span", exc_info=True)
 
 
 def _traced_async(method, conninfo_of):

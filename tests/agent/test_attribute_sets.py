@@ -193,3 +193,47 @@ def test_the_exporter_delivers_spans_written_with_their_sets_block_as_their_own(
         forwarder.stop()
     assert [span["attributes"] for span in sink.spans] == [span.attributes for span in traced.ended]
     assert [span["attributes"].get("error.type") for span in sink.spans] == [None, "ValueError", None]
+
+
+def test_a_statement_is_recorded_without_a_span_object_and_is_the_span_it_would_have_been(traced):
+    """A statement that succeeds under the default sampler is recorded straight as a record (no span object
+    is made or ended: its span is never seen by the app): the collector gets what a LeanSpan of it would
+    have given, its parent and trace, the request's trace state (a load test's mark) included; a failed
+    one is a whole LeanSpan with its error; under another sampler every statement is a LeanSpan."""
+    from opentelemetry.trace import TraceState
+
+    from takealook.agent.otlp import Record
+    from takealook.agent.tracer import LeanSpan, build_sampler
+
+    main = _cursor()
+    traced.execute(main, TEXT, (1,))
+    traced.root.trace_state = TraceState([("takealook", "load:run-3")])
+    traced.execute(main, TEXT, (2,))
+    main.fail = True
+    with pytest.raises(ValueError):
+        traced.execute(main, TEXT, (3,))
+    plain, marked, failed = traced.ended
+    assert type(plain) is Record and type(marked) is Record and type(failed) is LeanSpan
+    assert failed.attributes["error.type"] == "ValueError" and failed.shared is plain.shared
+    traced.pipeline.flush()
+    request = ExportTraceServiceRequest()
+    for payload in traced.messages:
+        _, _, resource, _, groups = marshal.loads(payload)
+        request.MergeFromString(frame_request([(marshal.loads(resource), groups)]))
+    spans = [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+    assert [(s.name, s.kind, s.trace_state) for s in spans] == [
+        ("SELECT shop", Span.SPAN_KIND_CLIENT, ""), ("SELECT shop", Span.SPAN_KIND_CLIENT, "takealook=load:run-3"),
+        ("SELECT shop", Span.SPAN_KIND_CLIENT, "takealook=load:run-3")]
+    assert {s.parent_span_id for s in spans} == {traced.root.span_id.to_bytes(8, "big")}
+    assert {s.trace_id for s in spans} == {traced.root.trace_id.to_bytes(16, "big")}
+    assert all(s.end_time_unix_nano >= s.start_time_unix_nano > 0 for s in spans)
+    assert _typed(spans[0].attributes) == _typed(spans[1].attributes) and spans[2].status.code == 2
+    traced.ended.clear()
+    traced.root.trace_state = None
+    main.fail = False
+    sampler = build_sampler("traceidratio", 1.0)
+    assert LeanTracerProvider(lambda span: None, sampler).inline_children is False
+    dbapi._agent.provider._sampler = sampler  # noqa: SLF001 - the same wrapper, now under a ratio sampler
+    dbapi._agent.provider.inline_children = False
+    traced.execute(main, TEXT, (4,))
+    assert [type(span) for span in traced.ended] == [LeanSpan]
