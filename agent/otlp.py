@@ -312,8 +312,7 @@ class Record(NamedTuple):
     scope_name: str
     scope_version: str
     shared: object = None  # as a LeanSpan's: the SharedAttributes its attributes are (a DB span's), or None
-
-    deferred = None  # as a LeanSpan's: no URL left for the URL rules
+    deferred: object = None  # as a LeanSpan's: a URL left for the URL rules (an outgoing call's), or None
 
     @property
     def scope(self) -> tuple:

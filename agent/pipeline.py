@@ -268,7 +268,6 @@ def apply_url_rules(span, redactor) -> None:
         text = REDACTED if route is URL else "/" + REDACTED
     for key in keys:
         span.attributes[key] = text
-    span.deferred = None
 
 
 def _encoded(spans: list, redactor) -> list:

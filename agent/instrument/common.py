@@ -77,15 +77,24 @@ def inject(carrier: dict, span) -> None:
     directly, a few times faster than the propagator chain; any other OTEL_PROPAGATORS
     setting goes through OpenTelemetry's propagators.
     """
+    if isinstance(span, LeanSpan):
+        inject_ids(carrier, span.trace_id, span.span_id, span.trace_state)
+    else:
+        get_global_textmap().inject(carrier, context=trace.set_span_in_context(span))
+
+
+def inject_ids(carrier: dict, trace_id: int, span_id: int, trace_state) -> None:
+    """``inject`` for a sampled span known by its ids (a call recorded without a span object)."""
     propagator = get_global_textmap()
-    if isinstance(span, LeanSpan) and _is_default(propagator):
-        carrier["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
-        if span.trace_state:
-            carrier["tracestate"] = span.trace_state.to_header()
+    if _is_default(propagator):
+        carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-01"
+        if trace_state:
+            carrier["tracestate"] = trace_state.to_header()
         if _has_baggage():
             _BAGGAGE.inject(carrier)
         return
-    propagator.inject(carrier, context=trace.set_span_in_context(span))
+    context = trace.SpanContext(trace_id, span_id, False, trace.TraceFlags(trace.TraceFlags.SAMPLED), trace_state)
+    propagator.inject(carrier, context=trace.set_span_in_context(trace.NonRecordingSpan(context)))
 
 
 _default_checked: dict = {}

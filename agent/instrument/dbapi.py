@@ -237,7 +237,7 @@ def _traced(method, conninfo_of, batch=False):
                 agent.provider.on_end(_new_tuple(Record, (
                     parent.trace_id, agent.provider.span_bits(64) or 1, parent.span_id, False, known[0], _CLIENT,
                     start, _time_ns(), 0, "", known[1].attributes, None, None, state.to_header() if state else "",
-                    agent.scope[0], agent.scope[1], known[1])))
+                    agent.scope[0], agent.scope[1], known[1], None)))
             except Exception:
                 log.debug("takealook: could not record a DB span", exc_info=True)
             return result

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 
 from takealook.agent.hooks import when_imported
-from takealook.agent.instrument.common import IN_CLIENT_CALL, current_span, inject, suppressed
+from takealook.agent.instrument.common import IN_CLIENT_CALL, current_span, inject, inject_ids, suppressed
+from takealook.agent.otlp import Record
 from takealook.agent.pipeline import URL
 from takealook.agent.tracer import STATUS_ERROR, LeanSpan
 
@@ -29,6 +31,8 @@ log = logging.getLogger("takealook.agent")
 
 _agent = None
 _CLIENT = 3  # SpanKind.CLIENT as OTLP numbers it
+_time_ns = time.time_ns
+_new_tuple = tuple.__new__  # a Record from its fields in one call (its generated __new__ is Python)
 
 
 def _set_agent(agent) -> None:
@@ -102,13 +106,7 @@ def _finish(span, token, status, error) -> None:
 
 def _headers_with_context(headers, span) -> dict:
     """A copy of the caller's headers (theirs are never changed) with the trace context added."""
-    kind = type(headers)
-    if kind is dict:
-        carrier = headers.copy()
-    elif kind is _caseless:  # requests' headers: copied from their store, not key by key in Python
-        carrier = dict(headers._store.values())
-    else:
-        carrier = _copy_headers(headers)
+    carrier = _copy_headers(headers)
     if isinstance(span, LeanSpan) or (span is not None and span.get_span_context().is_valid):
         inject(carrier, span)
     return carrier
@@ -118,13 +116,17 @@ _caseless = None  # requests.structures.CaseInsensitiveDict, once seen
 
 
 def _copy_headers(headers) -> dict:
-    """Any other mapping of headers as a dict. requests' CaseInsensitiveDict is a Python mapping: ``dict()``
+    """The caller's headers as a new dict. requests' CaseInsensitiveDict is a Python mapping: ``dict()``
     of it calls its ``__iter__`` and ``__getitem__`` for every header (4,000 instructions for a call's
     few); its store holds (name as given, value) by lowercase name, which is the same dict in one call."""
     global _caseless
+    kind = type(headers)
+    if kind is dict:
+        return headers.copy()
+    if kind is _caseless:  # requests' headers: copied from their store, not key by key in Python
+        return dict(headers._store.values())
     if not headers:
         return {}
-    kind = type(headers)
     if kind.__name__ == "CaseInsensitiveDict" and kind.__module__ == "requests.structures" and \
             isinstance(getattr(headers, "_store", None), dict):
         copied = dict(headers._store.values())
@@ -146,6 +148,11 @@ def _patch_urllib3(module) -> None:
     @functools.wraps(original)
     def urlopen(self, method, url, *args, **kwargs):
         full = url if "://" in url else f"{self.scheme}://{_host_port(self.host, self.port, self.scheme)}{url}"
+        parent = current_span()
+        agent = _agent
+        if type(parent) is LeanSpan and agent is not None and agent.provider.inline_children \
+                and not agent.settings.old_http_names and not IN_CLIENT_CALL.get() and not suppressed():
+            return _recorded_urlopen(agent, parent, original, self, method, url, full, args, kwargs)
         span, token = _start(method, full, self.host, self.port)
         if token is None:
             return original(self, method, url, *args, **kwargs)
@@ -163,6 +170,74 @@ def _patch_urllib3(module) -> None:
 
     urlopen._takealook = True
     pool.urlopen = urlopen
+
+
+def _recorded_urlopen(agent, parent: LeanSpan, original, pool, method, url, full: str, args, kwargs):
+    """The common call (a request's child, the default sampler): its span is never seen by the app, so it
+    is no span object but a record, made when the call is done; a call that raises is a whole LeanSpan
+    with its error. The same attributes, trace context and URL rules as ``_start``/``_finish``."""
+    token = IN_CLIENT_CALL.set(True)
+    try:
+        span_id = agent.provider.span_bits(64) or 1
+        if len(args) >= 2:  # urlopen(method, url, body, headers, ...)
+            args = (args[0], _headers_with_ids(args[1], parent, span_id)) + args[2:]
+        else:
+            kwargs["headers"] = _headers_with_ids(kwargs.get("headers"), parent, span_id)
+        start = _time_ns()
+        try:
+            response = original(pool, method, url, *args, **kwargs)
+        except BaseException as error:
+            _failed_call(agent, parent, span_id, start, method, full, pool.host, pool.port, error)
+            raise
+    finally:
+        IN_CLIENT_CALL.reset(token)
+    try:
+        end = _time_ns()
+        method = (method or "GET").upper()
+        attributes = {"http.request.method": method, "url.full": ""}
+        if pool.host:
+            attributes["server.address"] = pool.host
+        if pool.port:
+            attributes["server.port"] = int(pool.port)
+        status = int(getattr(response, "status", 0) or 0)
+        error_status = 0
+        if status:
+            attributes["http.response.status_code"] = status
+            if status >= 400:
+                error_status = STATUS_ERROR
+                attributes["error.type"] = str(status)
+        state = parent.trace_state
+        agent.provider.on_end(_new_tuple(Record, (
+            parent.trace_id, span_id, parent.span_id, False, method, _CLIENT, start, end, error_status, "",
+            attributes, None, None, state.to_header() if state else "", agent.scope[0], agent.scope[1], None,
+            (_URL_KEYS, full, URL))))
+    except Exception:
+        log.debug("takealook: could not record a client call", exc_info=True)
+    return response
+
+
+def _headers_with_ids(headers, parent: LeanSpan, span_id: int) -> dict:
+    carrier = _copy_headers(headers)
+    inject_ids(carrier, parent.trace_id, span_id, parent.trace_state)
+    return carrier
+
+
+def _failed_call(agent, parent, span_id, start, method, full, host, port, error) -> None:
+    """The span of a call that raised, as a LeanSpan with the ids its request was sent with."""
+    try:
+        method = (method or "GET").upper()
+        attributes = {"http.request.method": method, "url.full": ""}
+        if host:
+            attributes["server.address"] = host
+        if port:
+            attributes["server.port"] = int(port)
+        span = LeanSpan(method, parent.trace_id, span_id, parent.span_id, False, _CLIENT, attributes,
+                        parent.trace_state, agent.scope, agent.provider.on_end, start)
+        span.deferred = (_URL_KEYS, full, URL)
+        span.fail(error)
+        span.end()
+    except Exception:
+        log.debug("takealook: could not record a failed client call", exc_info=True)
 
 
 def _host_port(host: str, port, scheme: str) -> str:

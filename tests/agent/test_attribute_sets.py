@@ -214,6 +214,7 @@ def test_a_statement_is_recorded_without_a_span_object_and_is_the_span_it_would_
         traced.execute(main, TEXT, (3,))
     plain, marked, failed = traced.ended
     assert type(plain) is Record and type(marked) is Record and type(failed) is LeanSpan
+    assert len(plain) == len(Record._fields)  # made field by field (tuple.__new__): none left out
     assert failed.attributes["error.type"] == "ValueError" and failed.shared is plain.shared
     traced.pipeline.flush()
     request = ExportTraceServiceRequest()

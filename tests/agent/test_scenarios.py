@@ -240,7 +240,8 @@ def test_sdk_disabled_runs_untraced(tmp_path, sink):
 
 
 def _capture_headers():
-    """A server on 127.0.0.1 that answers every GET and keeps its headers: (their list, server, URL)."""
+    """A server on 127.0.0.1 that answers every GET (503 under /down) and keeps its headers: (their list,
+    server, URL)."""
     seen: list[dict] = []
 
     class Capture(BaseHTTPRequestHandler):
@@ -249,7 +250,7 @@ def _capture_headers():
 
         def do_GET(self):
             seen.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
+            self.send_response(503 if self.path.startswith("/down") else 200)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
@@ -388,3 +389,49 @@ def test_requests_not_sampled_still_count_in_the_duration_histogram(tmp_path, si
                 ("/orders/<int:order_id>", 200, "run-9"): 1, (None, 204, None): 1}
     wait_for(lambda: series() == expected, 15, message=f"every request counted: {series()}")
     assert sink.spans == []
+
+
+def test_outgoing_calls_that_fail_or_answer_an_error_are_spans_with_their_error(tmp_path, sink):
+    """Through requests: a call answered 503 is a CLIENT span in error (its status code, error.type 503)
+    whose id is the one its traceparent carried; a call that raises (nothing listens) is a span with the
+    exception's type and event, and the app's own handling goes on; URLs go through the URL rules."""
+    import socket
+
+    seen, server, url = _capture_headers()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        run_script(tmp_path, f"""
+            import takealook.agent
+            takealook.agent.start(service_name="web")
+            import requests
+            from flask import Flask
+            app = Flask(__name__)
+            @app.route("/go")
+            def go():
+                answer = requests.get("{url}/down/alice?token=s3cr3t&page=2")
+                try:
+                    requests.get("http://127.0.0.1:{dead_port}/orders/7", timeout=2)
+                except requests.ConnectionError:
+                    pass
+                return str(answer.status_code)
+            with app.test_client().get("/go") as response:
+                assert response.data == b"503"
+            takealook.agent.shutdown()
+        """, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+    finally:
+        server.shutdown()
+    clients = sorted(sink.wait_for_spans(lambda spans: len([s for s in spans if s["kind"] == CLIENT]) == 2),
+                     key=lambda s: s["start"])
+    clients = [s for s in clients if s["kind"] == CLIENT]
+    answered, raised = clients
+    assert answered["status"] == 2 and answered["attributes"]["http.response.status_code"] == 503
+    assert answered["attributes"]["error.type"] == "503"
+    assert answered["attributes"]["url.full"] == f"{url}/REDACTED/REDACTED?token=REDACTED&page=2"
+    assert seen[0]["traceparent"].split("-")[2] == answered["span_id"]
+    assert raised["status"] == 2 and raised["attributes"]["error.type"] == "MaxRetryError"  # urllib3 under requests
+    assert raised["attributes"]["url.full"] == f"http://127.0.0.1:{dead_port}/REDACTED/7"
+    assert [event["name"] for event in raised["events"]] == ["exception"]
+    assert "http.response.status_code" not in raised["attributes"]
