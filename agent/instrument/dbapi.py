@@ -10,8 +10,9 @@ stay genuine ``psycopg2.extensions.connection`` objects (wrapping them in a
 proxy breaks ``psycopg2.extras.register_default_jsonb(conn)`` and Django with
 it: OpenTelemetry contrib issue 1774); instead ``psycopg2.connect`` passes a
 ``connection_factory`` subclass whose ``cursor()`` always gets a traced cursor
-class (a subclass of whatever cursor factory the caller asked for).
-Connections that exist when the agent starts get a traced ``cursor_factory``
+class (a subclass of whatever cursor factory the caller asked for), and a traced
+``cursor_factory`` (a subclass of the one asked for, or of psycopg2's cursor), so
+a plain ``cursor()`` is psycopg2's own call. Connections that exist when the agent starts get a traced ``cursor_factory``
 (found by a one-time scan of live objects); a cursor asked from them with an
 explicit ``cursor_factory=`` is not traced.
 
@@ -378,6 +379,8 @@ def _traced_connection_class(base):
     import psycopg2.extensions
 
     def cursor(self, *args, **kwargs):
+        if not kwargs and getattr(self.cursor_factory, "_takealook", False):  # the connection's own, traced
+            return base.cursor(self, *args)
         factory = kwargs.get("cursor_factory") or self.cursor_factory or psycopg2.extensions.cursor
         kwargs["cursor_factory"] = _traced_cursor_class(factory)
         return base.cursor(self, *args, **kwargs)
@@ -397,7 +400,9 @@ def _patch_psycopg2(module) -> None:
     @functools.wraps(original)
     def connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs):
         factory = _traced_connection_class(connection_factory or psycopg2.extensions.connection)
-        return original(dsn, connection_factory=factory, cursor_factory=cursor_factory, **kwargs)
+        # The connection's default cursors are traced ones from the start: cursor() asks nothing more.
+        cursors = _traced_cursor_class(cursor_factory or psycopg2.extensions.cursor)
+        return original(dsn, connection_factory=factory, cursor_factory=cursors, **kwargs)
 
     traced = _traced_connect(connect)
     module.connect = traced
