@@ -19,6 +19,7 @@ not configure anything).
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
@@ -38,7 +39,7 @@ def _patch_handler(module) -> None:
     original = handler.__call__
 
     def __call__(self, environ, start_response):
-        return wsgi.traced_call(lambda e, s: original(self, e, s), environ, start_response)
+        return wsgi.traced_call(partial(original, self), environ, start_response)
 
     handler.__call__ = __call__
     handler._takealook = True

@@ -9,6 +9,8 @@ record its type and message on the span before Flask answers).
 
 from __future__ import annotations
 
+from functools import partial
+
 from takealook.agent.hooks import when_imported
 from takealook.agent.instrument import wsgi
 from takealook.agent.tracer import LeanSpan
@@ -29,7 +31,7 @@ def _patch(module) -> None:
     original_handle_exception = flask_class.handle_exception
 
     def __call__(self, environ, start_response):
-        return wsgi.traced_call(lambda e, s: original_call(self, e, s), environ, start_response)
+        return wsgi.traced_call(partial(original_call, self), environ, start_response)
 
     def full_dispatch_request(self):
         try:

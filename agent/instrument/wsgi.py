@@ -98,7 +98,7 @@ def traced_call(app, environ, start_response):
         _finish(agent, span, status[0] or 500, environ, error)
         raise
     detach(token)
-    return _close_hook(result, lambda: _finish(agent, span, status[0], environ, None), environ)
+    return _close_hook(result, (agent, span, status, environ))
 
 
 def _start(agent, environ):
@@ -219,13 +219,14 @@ def _trace_headers(span: LeanSpan) -> list:
 
 
 class _ClosingResponse:
-    """The app's response iterable; ends the span when the server closes it."""
+    """The app's response iterable; ends the span when the server closes it (``_finish`` with what it
+    was given: agent, span, [status], environ)."""
 
-    __slots__ = ("_result", "_on_close", "_closed")
+    __slots__ = ("_result", "_finishing", "_closed")
 
-    def __init__(self, result, on_close):
+    def __init__(self, result, finishing: tuple):
         self._result = result
-        self._on_close = on_close
+        self._finishing = finishing
         self._closed = False
 
     def __iter__(self):
@@ -239,11 +240,13 @@ class _ClosingResponse:
         finally:
             if not self._closed:
                 self._closed = True
-                self._on_close()
+                agent, span, status, environ = self._finishing
+                _finish(agent, span, status[0], environ, None)
 
 
-def _close_hook(result, on_close, environ):
+def _close_hook(result, finishing: tuple):
     # A wsgi.file_wrapper response must stay one, or the server loses sendfile().
+    agent, span, status, environ = finishing
     file_wrapper = environ.get("wsgi.file_wrapper")
     if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
         original = getattr(result, "close", None)
@@ -253,14 +256,14 @@ def _close_hook(result, on_close, environ):
                 if original is not None:
                     original()
             finally:
-                on_close()
+                _finish(agent, span, status[0], environ, None)
 
         try:
             result.close = close
             return result
         except AttributeError:
             pass
-    return _ClosingResponse(result, on_close)
+    return _ClosingResponse(result, finishing)
 
 
 def _patch_gunicorn(module) -> None:
