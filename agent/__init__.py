@@ -99,7 +99,8 @@ def _start(overrides: dict) -> Optional[Agent]:
                         settings.export_traces, settings.export_metrics)
     provider = LeanTracerProvider(pipeline.on_end, build_sampler(settings.sampler, settings.sampler_arg),
                                   contrib_on_end(pipeline.on_end))
-    provider._ids.on_fork = pipeline.check_fork  # noqa: SLF001 - a new trace is where a fork shows first
+    provider._ids.on_fork = pipeline.check_fork  # noqa: SLF001 - under uWSGI a new trace is where a fork shows first
+    pipeline.on_fork = provider._ids.check_fork  # noqa: SLF001 - elsewhere the next message is
     _install_provider(provider, pipeline)
     agent = Agent(settings, pipeline, provider)
     pipeline.url_rules = agent.redactor

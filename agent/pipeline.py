@@ -87,6 +87,7 @@ class Pipeline:
         self._export_metrics = export_metrics
         self.histogram = ServerDurationHistogram()
         self.url_rules = DEFAULT_RULES  # the agent's Redactor (its settings), set by start()
+        self.on_fork: Optional[Callable[[], None]] = None  # called when a fork is found by the pid
         self.sent = 0
         self.dropped = 0
         self._dropped_unreported = 0
@@ -119,12 +120,14 @@ class Pipeline:
         self.histogram.reset()
 
     def check_fork(self) -> None:
-        """Called when a new trace starts (the tracer checks the pid then) and before each message."""
+        """Called when a new trace starts under uWSGI (the tracer checks the pid then) and before each message."""
         self._check_fork()
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:  # forked without at-fork hooks (uWSGI without py-call-osafterfork)
             self._after_fork()
+            if self.on_fork is not None:  # the ids' generator is reseeded too (tracer._Ids.check_fork)
+                self.on_fork()
             if not Pipeline._fork_warned:
                 Pipeline._fork_warned = True
                 log.warning("takealook: process %d was forked without Python's at-fork hooks (uWSGI: set "
@@ -163,8 +166,8 @@ class Pipeline:
         self.on_end(Record(*record))
 
     def flush(self) -> None:
-        # A fork is checked for here, once a message, and at each new trace (``check_fork``), not at
-        # each span: getpid is a system call. A child forked without at-fork hooks holds a copy of the
+        # A fork is checked for here, once a message (and under uWSGI at each new trace: ``check_fork``),
+        # not at each span: getpid is a system call. A child forked without at-fork hooks holds a copy of the
         # parent's queue; _check_fork starts it afresh, so the parent's spans are not sent twice.
         self._check_fork()
         ended = self._ended

@@ -200,9 +200,10 @@ def _finish(agent, span, code: int, environ, error) -> None:
         attributes.setdefault("error.type", str(code))
     span.end()
     try:
+        state = span.trace_state
         agent.pipeline.record_request((span.end_ns - span.start_ns) / 1e9, attributes["http.request.method"],
                                       attributes.get("http.route", ""), code or 500, attributes["url.scheme"],
-                                      _load_label(span.trace_state))
+                                      _load_label(state) if state else "")
     except Exception:
         pass
 

@@ -198,10 +198,16 @@ def test_platform_resources_heroku_and_ecs(tmp_path, sink):
     assert resources["ecs-down"]["cloud.platform"] == "aws_ecs" and "aws.ecs.task.arn" not in resources["ecs-down"]
 
 
-def test_fork_without_hooks_is_recovered(tmp_path, sink):
-    """uWSGI forks workers in C, so Python's at-fork hooks do not run: the agent notices by itself."""
-    result = run_script(tmp_path, """
-        import ctypes, os, time
+@pytest.mark.parametrize("uwsgi", [True, False], ids=["under-uwsgi", "elsewhere"])
+def test_fork_without_hooks_is_recovered(tmp_path, sink, uwsgi):
+    """uWSGI forks workers in C, so Python's at-fork hooks do not run: the agent notices by itself, at the
+    child's first trace under uWSGI (its ``uwsgi`` module is there), elsewhere at the child's first message
+    (no getpid at every request where forks go through os.fork): there, the spans the child ended before
+    that message are lost with the parent's copies it holds, and what follows has ids of its own."""
+    result = run_script(tmp_path, f"""
+        import ctypes, os, sys, time, types
+        if {uwsgi!r}:
+            sys.modules["uwsgi"] = types.ModuleType("uwsgi")  # what uWSGI's embedded interpreter has
         import takealook.agent
         takealook.agent.start(service_name="cfork")
         from opentelemetry import trace
@@ -209,6 +215,9 @@ def test_fork_without_hooks_is_recovered(tmp_path, sink):
         tracer.start_span("in-parent").end()
         pid = ctypes.CDLL(None).fork()  # a fork that bypasses os.register_at_fork, as uWSGI's does
         if pid == 0:
+            if not {uwsgi!r}:
+                tracer.start_span("early").end()
+                takealook.agent.current().pipeline.flush()  # the first message: the fork is found
             tracer.start_span("in-child").end()
             takealook.agent.shutdown()
             os._exit(0)
