@@ -11,8 +11,8 @@ calls included), and prints the agent's functions by microseconds a request.
 
 Figures are of a Python that runs its calls through the trampoline (dearer calls than without it):
 compare them with one another and across changes, run by run, not with native CPU time. The
-statement wrapper's line includes psycopg2's own ``execute`` (the app's work), so it is left out of
-the total. Needs ``perf`` and a Python >= 3.12 with flask, psycopg2, requests and
+wrappers of psycopg2's ``execute`` and ``cursor`` are charged with the C they call (the app's own
+work, charged to the app's function without the agent), so they are left out of the total. Needs ``perf`` and a Python >= 3.12 with flask, psycopg2, requests and
 opentelemetry-api/sdk installed, and takealook importable (``pip install -e .``); without them, says
 so and exits 0.
 
@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 FREQUENCY = 2500  # samples a second of CPU
 WARM_UP = 1500  # agent_parts.WARM_UP: the child's requests before the measured ones (sampled too)
-EXCLUDED = "_traced.<locals>.traced"  # the statement wrapper: its samples are mostly psycopg2's execute
+# Wrappers whose samples are mostly the C they call, the app's own work: psycopg2's execute and cursor.
+WRAPPERS = ("_traced.<locals>.traced", "_traced_connection_class.<locals>.cursor")
 
 
 def main() -> int:
@@ -63,16 +64,16 @@ def main() -> int:
         counts, total = _innermost(data)
     requests = args.requests + WARM_UP
     per_sample = 1e6 / FREQUENCY / requests  # µs a request that one sample stands for
-    ours = {name: count for name, count in counts.items() if f"{ROOT}/agent/" in name}
-    counted = {name: count for name, count in ours.items() if not name.startswith(EXCLUDED)}
+    ours = {name: count for name, count in counts.items() if f":{ROOT}/" in name and "/agent/" in name}
+    counted = {name: count for name, count in ours.items() if not name.startswith(WRAPPERS)}
+    wrapped = sum(count for name, count in ours.items() if name.startswith(WRAPPERS))
     print(f"{total:,} samples of the app's process; the agent's functions: {sum(ours.values()):,}; "
           f"{args.ids:,} distinct ids; µs a request, Python {_version(args.python)} with -X perf")
     print(f"{'µs/request':>11}  function")
     for name, count in sorted(counted.items(), key=lambda item: -item[1])[:args.top]:
         print(f"{count * per_sample:>11.2f}  {name.replace(str(ROOT) + '/', '')}")
-    print(f"{sum(counted.values()) * per_sample:>11.2f}  total (the statement wrapper left out: "
-          f"{ours.get(next((n for n in ours if n.startswith(EXCLUDED)), ''), 0) * per_sample:.1f} with psycopg2's "
-          f"execute)")
+    print(f"{sum(counted.values()) * per_sample:>11.2f}  total, the wrappers of psycopg2's execute and cursor left "
+          f"out ({wrapped * per_sample:.1f} with the C they call, the app's own work mostly)")
     return 0
 
 
