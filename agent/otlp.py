@@ -9,7 +9,7 @@ to request (``db.system``, a statement text, a route), so a span costs a few
 microseconds. ``tests/agent/test_otlp.py`` decodes the output with
 opentelemetry-proto and compares it with the SDK encoder's, field by field.
 
-The app imports this module (spans are encoded as they end); sending them is
+The app imports this module (spans are encoded in the app, 128 at a time); sending them is
 the helper's, in ``otlp_post``, so the app never imports the HTTP client for it.
 """
 
@@ -26,7 +26,7 @@ _pack_ids = struct.Struct(">HQQHQ").pack  # tag 1 len 16, trace id (two halves),
 _pack_parent = struct.Struct(">HQ").pack
 _pack_times = struct.Struct("<BQBQ").pack
 _LOW64 = (1 << 64) - 1
-# The encoder runs in the app (spans are encoded as they end): each cache starts over past 2,000 entries
+# The encoder runs in the app (spans are encoded there, in batches): each cache starts over past 2,000 entries
 # or 512 KiB of encodings, so the caches of a process hold a few MB at most.
 _CACHE_LIMIT = 2000  # entries per cache
 _CACHE_BYTES = 512 * 1024  # bytes of encodings per cache

@@ -18,8 +18,8 @@ bytes are the same either way.
 Why encode 128 spans together rather than each as it ends: inside a busy app the agent's code and
 data are cold at every span (the app ran its own between two spans), and a span's encoding took
 ~4.6 µs there against ~0.6 µs in a loop; encoded one after another, the spans share the warm encoder.
-By perf samples in the bench's app (Python 3.12 with -X perf), ending, encoding and buffering spans went
-from ~65 to ~25 µs a request (5 spans),
+By perf samples in the bench's app (bench/agent_profile.py, Python 3.12 with -X perf), encoding, queueing
+and handing spans over went from ~55 to ~21 µs a request (5 spans),
 while the instructions did not change. The request that ends the 128th span pays for the batch
 (~80 µs, one request in ~25 here).
 

@@ -10,7 +10,7 @@ in a fresh process and adds one part of the agent to the one before:
   server      + Flask/WSGI hooks and the server span (spans discarded at end)
   db          + cursor wrapping, statement scrubbing, 3 DB spans
   http        + the outbound call's span and traceparent injection
-  records     + spans encoded as OTLP as they end, buffered and marshalled (not sent)
+  records     + spans queued as they end, encoded as OTLP 128 at a time, marshalled (not sent)
   sent        + the hand-off: a message per 128 spans over the helper's socket
   helper      the export helper's work (recv, frame the spans into a request, post)
 
@@ -275,7 +275,7 @@ def report(runs: dict[str, list[dict]], helper: dict, rate, requests: int, ids: 
         ("Flask/WSGI hooks, server span", cost["server"] - cost["none"]),
         ("cursor wrapping, scrubbing, 3 DB spans", cost["db"] - cost["server"]),
         ("HTTP client span, traceparent", cost["http"] - cost["db"]),
-        ("encoding at the span's end, buffer, marshal", cost["records"] - cost["http"]),
+        ("spans queued, encoded in batches, marshal", cost["records"] - cost["http"]),
         ("hand-off (socket send)", cost["sent"] - cost["records"]),
         ("helper: recv, frame, post", cost["helper"]),
     ]

@@ -58,7 +58,7 @@ VARIANTS = {
 PARTS = [("WSGI/Flask hooks, server span", "server", "none"),
          ("cursor wrapping, scrubbing, 3 DB spans", "db", "server"),
          ("HTTP client span, traceparent", "http", "db"),
-         ("encoding at the span's end, buffer, hand-off", "exported", "http")]
+         ("spans queued, encoded in batches, hand-off", "exported", "http")]
 
 
 def count(work: Path, env: dict, name: str, requests: int, valgrind: str) -> dict:
