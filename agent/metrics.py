@@ -34,19 +34,7 @@ class ServerDurationHistogram:
         self._since = time.time_ns()
 
     def record(self, seconds: float, method: str, route: str, status: int, scheme: str, load: str = "") -> None:
-        key = (method, route, status, scheme, load)
-        index = bisect_left(BOUNDS, seconds)
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = [0, 0.0, seconds, seconds, [0] * (len(BOUNDS) + 1)]
-            series[0] += 1
-            series[1] += seconds
-            if seconds < series[2]:
-                series[2] = seconds
-            if seconds > series[3]:
-                series[3] = seconds
-            series[4][index] += 1
+        self.record_all(((seconds, method, route, status, scheme, load),))
 
     def record_all(self, durations) -> None:
         """Many requests' (seconds, method, route, status, scheme, load), under one taking of the lock."""

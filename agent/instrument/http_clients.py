@@ -64,12 +64,7 @@ def _start(method: str, url: str, host: str, port):
         return None, None
     try:
         method = (method or "GET").upper()
-        # The URL goes through the URL rules when the span is encoded, with its batch (pipeline.py).
-        attributes = {"http.request.method": method, "url.full": ""}
-        if host:
-            attributes["server.address"] = host
-        if port:
-            attributes["server.port"] = int(port)
+        attributes = _call_attributes(method, host, port)
         old_names = _agent.settings.old_http_names
         if old_names:
             attributes.update({"http.method": method, "http.url": ""})
@@ -83,6 +78,17 @@ def _start(method: str, url: str, host: str, port):
 
 
 _URL_KEYS, _URL_KEYS_OLD = ("url.full",), ("url.full", "http.url")
+
+
+def _call_attributes(method: str, host, port) -> dict:
+    """A call's attributes before its answer. The URL goes through the URL rules when the span is
+    encoded, with its batch (pipeline.py): until then it is empty."""
+    attributes = {"http.request.method": method, "url.full": ""}
+    if host:
+        attributes["server.address"] = host
+    if port:
+        attributes["server.port"] = int(port)
+    return attributes
 
 
 def _finish(span, token, status, error) -> None:
@@ -194,11 +200,7 @@ def _recorded_urlopen(agent, parent: LeanSpan, original, pool, method, url, full
     try:
         end = _time_ns()
         method = (method or "GET").upper()
-        attributes = {"http.request.method": method, "url.full": ""}
-        if pool.host:
-            attributes["server.address"] = pool.host
-        if pool.port:
-            attributes["server.port"] = int(pool.port)
+        attributes = _call_attributes(method, pool.host, pool.port)
         status = int(getattr(response, "status", 0) or 0)
         error_status = 0
         if status:
@@ -226,13 +228,9 @@ def _failed_call(agent, parent, span_id, start, method, full, host, port, error)
     """The span of a call that raised, as a LeanSpan with the ids its request was sent with."""
     try:
         method = (method or "GET").upper()
-        attributes = {"http.request.method": method, "url.full": ""}
-        if host:
-            attributes["server.address"] = host
-        if port:
-            attributes["server.port"] = int(port)
-        span = LeanSpan(method, parent.trace_id, span_id, parent.span_id, False, _CLIENT, attributes,
-                        parent.trace_state, agent.scope, agent.provider.on_end, start)
+        span = LeanSpan(method, parent.trace_id, span_id, parent.span_id, False, _CLIENT,
+                        _call_attributes(method, host, port), parent.trace_state, agent.scope,
+                        agent.provider.on_end, start)
         span.deferred = (_URL_KEYS, full, URL)
         span.fail(error)
         span.end()
