@@ -12,9 +12,10 @@ it: OpenTelemetry contrib issue 1774); instead ``psycopg2.connect`` passes a
 ``connection_factory`` subclass whose ``cursor()`` always gets a traced cursor
 class (a subclass of whatever cursor factory the caller asked for), and a traced
 ``cursor_factory`` (a subclass of the one asked for, or of psycopg2's cursor), so
-a plain ``cursor()`` is psycopg2's own call. Connections that exist when the agent starts get a traced ``cursor_factory``
-(found by a one-time scan of live objects); a cursor asked from them with an
-explicit ``cursor_factory=`` is not traced.
+a plain ``cursor()`` is psycopg2's own call. Connections that exist when the
+agent starts get a traced ``cursor_factory`` (found by a one-time scan of live
+objects); a cursor asked from them with an explicit ``cursor_factory=`` is not
+traced.
 
 Connecting is a CLIENT span too, ``connect <database>`` (``db.operation.name``
 = connect, no statement), around ``psycopg2.connect`` and psycopg 3's
@@ -215,8 +216,8 @@ def _traced(method, conninfo_of, batch=False):
     def traced(self, query, *args, **kwargs):
         parent = current_span()
         agent = _agent
-        if type(parent) is LeanSpan and agent.provider.inline_children and not (batch and args) \
-                and not agent.settings.sqlcommenter:
+        if type(parent) is LeanSpan and agent is not None and agent.provider.inline_children \
+                and not (batch and args) and not agent.settings.sqlcommenter:
             # The common statement: its span is never seen by the app, so it is no span object but a
             # record, made when the statement is done, of its statement's name and shared attributes.
             try:

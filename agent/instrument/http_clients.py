@@ -184,14 +184,19 @@ def _recorded_urlopen(agent, parent: LeanSpan, original, pool, method, url, full
     with its error. The same attributes, trace context and URL rules as ``_start``/``_finish``."""
     token = IN_CLIENT_CALL.set(True)
     try:
-        span_id = agent.provider.span_bits(64) or 1
-        if len(args) >= 2:  # urlopen(method, url, body, headers, ...)
-            args = (args[0], _headers_with_ids(args[1], parent, span_id)) + args[2:]
-        else:
-            kwargs["headers"] = _headers_with_ids(kwargs.get("headers"), parent, span_id)
+        try:
+            span_id = agent.provider.span_bits(64) or 1
+            if len(args) >= 2:  # urlopen(method, url, body, headers, ...)
+                sent_args, sent_kwargs = (args[0], _headers_with_ids(args[1], parent, span_id)) + args[2:], kwargs
+            else:
+                sent_args, sent_kwargs = args, {**kwargs, "headers": _headers_with_ids(kwargs.get("headers"), parent,
+                                                                                     span_id)}
+        except Exception:  # telemetry failed: the call goes as the app made it, untraced
+            log.debug("takealook: could not prepare a client call", exc_info=True)
+            return original(pool, method, url, *args, **kwargs)
         start = _time_ns()
         try:
-            response = original(pool, method, url, *args, **kwargs)
+            response = original(pool, method, url, *sent_args, **sent_kwargs)
         except BaseException as error:
             _failed_call(agent, parent, span_id, start, method, full, pool.host, pool.port, error)
             raise
