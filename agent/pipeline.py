@@ -258,7 +258,7 @@ class Pipeline:
             self._wake.set()
 
 
-URL = "url"  # the third item of a span's ``deferred`` when its value is an outgoing URL (else: the route)
+URL = object()  # the third item of a span's ``deferred`` when its value is an outgoing URL (else: the route)
 
 
 def apply_url_rules(span, redactor) -> None:
