@@ -20,9 +20,11 @@ data are cold at every span (the app ran its own between two spans), and a span'
 ~4.6 µs there against ~0.6 µs in a loop; encoded one after another, the spans share the warm encoder.
 By perf samples in the bench's app (bench/agent_profile.py, Python 3.12 with -X perf), encoding, queueing
 and handing spans over went from ~55 to ~21 µs a request (5 spans),
-while the instructions did not change. The request that ends the 128th span pays for the batch: one
-request in ~25 here, ~270 µs with the bench's mix and a new id at every request (~2 µs a span, most of
-it the URL rules and attribute blocks of paths never seen before), measured on a busy machine.
+while the instructions did not change. A batch costs ~270 µs with the bench's mix and a new id at every
+request (~2 µs a span, most of it the URL rules and attribute blocks of paths never seen before; a busy
+machine). The idle thread encodes it, woken by the 128th span: paid by the request that ended that
+span, it landed on the same endpoints run after run and made an A/A comparison call /health slower.
+Past 4 batches waiting (the idle thread behind), the app sends itself.
 
 Why batch across requests rather than send at each request's end: a message
 costs a system call in the app and a wake-up of the helper (a context switch,
@@ -144,8 +146,14 @@ class Pipeline:
         if not ended:
             self._oldest = _monotonic()
         ended.append(span)  # a deque: appends and pops are atomic, so no lock is taken for a span
-        if len(ended) >= FLUSH_AT:
-            self.flush()
+        waiting = len(ended)
+        if waiting >= FLUSH_AT:
+            # The idle thread encodes and sends the batch, so no request of the app pays for it whole (it
+            # landed on the same endpoints request after request); past 4 batches, the app sends itself.
+            if waiting >= 4 * FLUSH_AT or self._idle_thread is None:
+                self.flush()
+            else:
+                self._wake.set()
         elif self._idle_thread is None:
             self._start_idle_thread()
 
@@ -236,10 +244,11 @@ class Pipeline:
         pid = os.getpid()
         while not self._closed and os.getpid() == pid:
             self._wake.wait(MAX_WAIT_S / 2)
+            self._wake.clear()
             try:
                 if self._durations:
                     self._count_durations()
-                if self._ended and time.monotonic() - self._oldest >= MAX_WAIT_S:
+                if self._ended and (len(self._ended) >= FLUSH_AT or time.monotonic() - self._oldest >= MAX_WAIT_S):
                     self.flush()
                 elif self._export_metrics and time.monotonic() >= self._next_metrics:
                     self.flush_metrics()

@@ -177,7 +177,8 @@ def test_pipeline_batches_across_requests_and_counts_drops(provider):
     assert messages == []  # a request's end sends nothing: messages carry many requests
     for _ in range(FLUSH_AT - 4):
         tracer.start_span("another").end()
-    protocol, kind, resource, count, groups = marshal.loads(messages[0])  # a full buffer is sent at once
+    wait_for(lambda: messages, 5, message="a full batch is sent (by the idle thread) at once")
+    protocol, kind, resource, count, groups = marshal.loads(messages[0])
     assert (protocol, kind, count, len(messages)) == (3, b"spans", FLUSH_AT, 1)
     assert marshal.loads(resource)["service.name"] == "x"
     request = ExportTraceServiceRequest()
@@ -211,7 +212,7 @@ def test_spans_wait_as_they_are_and_a_span_that_cannot_be_encoded_is_left_out_al
     assert len(pipeline._ended) == 3 and messages == []  # noqa: SLF001 - waiting, not encoded yet
     for _ in range(FLUSH_AT - 3):
         tracer.start_span("sql").end()
-    assert len(messages) == 1 and not pipeline._ended  # noqa: SLF001
+    wait_for(lambda: len(messages) == 1 and not pipeline._ended, 5, message="the batch sent")  # noqa: SLF001
     protocol, kind, resource, count, groups = marshal.loads(messages[0])
     assert count == FLUSH_AT - 1 == pipeline.sent and pipeline.dropped == 0
     request = ExportTraceServiceRequest()
